@@ -1,0 +1,74 @@
+//! The TOML configuration file. Flags and environment variables override it; it exists so a
+//! deployment is one reviewable file (see `config/*.toml`).
+
+use std::path::Path;
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// The whole configuration file. Every field is optional; flags and env fill the gaps.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the layout lives: a directory, `file:///path`.
+    pub store: Option<String>,
+    #[serde(default)]
+    pub serve: ServeSection,
+    #[serde(default)]
+    pub origin: OriginSection,
+    #[serde(default)]
+    pub publish: PublishSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSection {
+    pub listen: Option<String>,
+    /// Lifetime of signed URLs, seconds.
+    pub url_ttl: Option<u64>,
+    /// How long a repository index is cached before a refresh, seconds.
+    pub index_ttl: Option<u64>,
+}
+
+/// The embedded origin (local store only).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginSection {
+    /// A file holding the shared URL-signing secret (needed when replicas share a store).
+    pub secret_file: Option<String>,
+    /// External base URL for origin redirects; by default they are relative to the endpoint.
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishSection {
+    pub jobs: Option<usize>,
+}
+
+impl Config {
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rejects_typos() {
+        let c: Config = toml::from_str(
+            "store = \"/srv/store\"\n[serve]\nlisten = \"0.0.0.0:5000\"\nurl_ttl = 60\n",
+        )
+        .unwrap();
+        assert_eq!(c.store.as_deref(), Some("/srv/store"));
+        assert_eq!(c.serve.url_ttl, Some(60));
+        assert!(toml::from_str::<Config>("[serve]\nlisten_addr = \"x\"\n").is_err());
+    }
+}

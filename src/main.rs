@@ -1,0 +1,250 @@
+//! `static-registry`: a redirecting container-registry endpoint in front of object storage and
+//! CDNs (`serve`), and the tools that write and check the static layout it serves (`publish`,
+//! `verify`).
+
+mod config;
+mod index;
+mod layout;
+mod publish;
+mod reference;
+mod serve;
+mod sign;
+mod store;
+mod verify;
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::Config;
+use crate::reference::TaggedName;
+use crate::serve::cache::CacheConfig;
+use crate::sign::{EmbeddedSigner, Signer};
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
+const DEFAULT_URL_TTL: u64 = 300;
+const DEFAULT_INDEX_TTL: u64 = 10;
+
+#[derive(Parser)]
+#[command(
+    name = "static-registry",
+    version,
+    about = "A read-only container registry that redirects every pull to signed object-storage or CDN URLs, and the publisher of the static layout behind it.",
+    long_about = "A read-only container registry that redirects every pull to signed object-storage or CDN URLs, and the publisher of the static layout behind it.\n\n`publish` writes images (docker save tarballs, OCI layouts) into a store; `serve` answers the registry API from the store's index files and redirects content requests; `verify` checks a store.\n\nLogging follows RUST_LOG (e.g. RUST_LOG=static_registry=debug)."
+)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "STATIC_REGISTRY_LOG_FORMAT")]
+    log_format: LogFormat,
+
+    /// A TOML configuration file (see config/). Flags and environment variables override it.
+    #[arg(long, short = 'c', global = true, env = "STATIC_REGISTRY_CONFIG")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the registry endpoint: answer /v2/ and redirect pulls to signed URLs.
+    ///
+    /// With a local store (a directory), the endpoint also serves that directory itself through a
+    /// built-in origin at /_origin/, reachable only through URLs it signed.
+    Serve {
+        /// The store to serve: a directory or file:///path.
+        #[arg(long, env = "STATIC_REGISTRY_STORE")]
+        store: Option<String>,
+        /// Address to listen on.
+        #[arg(long, env = "STATIC_REGISTRY_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// Lifetime of signed URLs, in seconds [default: 300].
+        #[arg(long)]
+        url_ttl: Option<u64>,
+        /// Seconds a repository index is cached; a tag move is visible within this [default: 10].
+        #[arg(long)]
+        index_ttl: Option<u64>,
+        /// A file holding the embedded origin's signing secret. Replicas sharing a store need the
+        /// same one; without it each process picks a random secret.
+        #[arg(long, env = "STATIC_REGISTRY_ORIGIN_SECRET_FILE")]
+        origin_secret_file: Option<PathBuf>,
+        /// External base URL of the embedded origin (default: redirects relative to this endpoint).
+        #[arg(long)]
+        origin_url: Option<String>,
+    },
+    /// Publish an image into a store: blobs, then manifests, then the repository index.
+    ///
+    /// SOURCE uses skopeo's syntax:
+    ///   oci:DIR[:TAG]                   an OCI image layout directory
+    ///   oci-archive:FILE[:TAG]          a tar of an OCI image layout
+    ///   docker-archive:FILE[:REPO:TAG]  a `docker save` tarball (legacy or Docker >= 25 shape)
+    ///
+    /// Only blobs missing from the store are written; uncompressed layers are compressed on the
+    /// way. Re-publishing an unchanged image writes no blob bytes.
+    Publish {
+        /// The image to publish (see above).
+        source: String,
+        /// The store to write: a directory or file:///path.
+        #[arg(long, env = "STATIC_REGISTRY_STORE")]
+        store: Option<String>,
+        /// Destination REPO:TAG; repeat for several tags. Defaults to the tag a docker-archive
+        /// carries.
+        #[arg(long = "tag", short = 't')]
+        tags: Vec<TaggedName>,
+        /// Compression for layers that arrive uncompressed.
+        #[arg(long, value_enum, default_value_t = publish::Compression::Gzip)]
+        compression: publish::Compression,
+        /// Blobs uploaded concurrently [default: 4].
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Never show progress bars (they are shown only when stderr is a terminal).
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Check a store: every tag resolves, every manifest parses, every blob exists with its size.
+    ///
+    /// Exits non-zero and names each broken object when anything is wrong.
+    Verify {
+        /// The store to check: a directory or file:///path.
+        #[arg(long, env = "STATIC_REGISTRY_STORE")]
+        store: Option<String>,
+        /// Also re-hash every manifest and blob.
+        #[arg(long)]
+        deep: bool,
+    },
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn store_location(flag: Option<String>, cfg: &Config) -> anyhow::Result<String> {
+    flag.or_else(|| cfg.store.clone()).context(
+        "no store given: pass --store DIR (or file:///path), set STATIC_REGISTRY_STORE, or set `store` in the config file",
+    )
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    match run(cli).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve {
+            store,
+            listen,
+            url_ttl,
+            index_ttl,
+            origin_secret_file,
+            origin_url,
+        } => {
+            let store = store::open(&store_location(store, &cfg)?)?;
+            let listen = match listen {
+                Some(l) => l,
+                None => cfg
+                    .serve
+                    .listen
+                    .as_deref()
+                    .unwrap_or(DEFAULT_LISTEN)
+                    .parse()
+                    .context("invalid listen address in config")?,
+            };
+            let url_ttl = Duration::from_secs(url_ttl.or(cfg.serve.url_ttl).unwrap_or(DEFAULT_URL_TTL));
+            let index_ttl = index_ttl.or(cfg.serve.index_ttl).unwrap_or(DEFAULT_INDEX_TTL);
+            let cache = CacheConfig {
+                ttl: Duration::from_secs(index_ttl),
+                negative_ttl: Duration::from_secs(index_ttl.clamp(1, 2)),
+                ..CacheConfig::default()
+            };
+            let origin_url = origin_url.or(cfg.origin.url.clone());
+            let secret_file = origin_secret_file.or(cfg.origin.secret_file.clone().map(PathBuf::from));
+            let signer = match secret_file {
+                Some(path) => {
+                    let secret = std::fs::read(&path).with_context(|| {
+                        format!("cannot read origin secret file {}", path.display())
+                    })?;
+                    let secret = secret.trim_ascii();
+                    anyhow::ensure!(
+                        secret.len() >= 16,
+                        "origin secret in {} is shorter than 16 bytes; generate one with `head -c 32 /dev/urandom | base64`",
+                        path.display()
+                    );
+                    EmbeddedSigner::new(secret, origin_url.as_deref())
+                }
+                None => EmbeddedSigner::random(origin_url.as_deref()),
+            };
+            let root = store
+                .local_root()
+                .context("serve currently needs a local store (a directory)")?;
+            let origin = serve::origin::Origin {
+                files: store::LocalStore::open(root)?,
+                signer: signer.clone(),
+            };
+            let signer: Arc<dyn Signer> = Arc::new(signer);
+            tracing::info!(store = %store.describe(), "store opened");
+            let state = Arc::new(serve::AppState::new(store, signer, Some(origin), url_ttl, cache));
+            serve::run(listen, state).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Publish {
+            source,
+            store,
+            tags,
+            compression,
+            jobs,
+            quiet,
+        } => {
+            let store = store::open(&store_location(store, &cfg)?)?;
+            let opts = publish::PublishOptions {
+                source,
+                tags,
+                compression,
+                jobs: jobs.or(cfg.publish.jobs).unwrap_or(4).max(1),
+                progress: !quiet && std::io::stderr().is_terminal(),
+            };
+            let summary = publish::publish(store, &opts).await?;
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Verify { store, deep } => {
+            let store = store::open(&store_location(store, &cfg)?)?;
+            let report = verify::verify(store.as_ref(), &verify::VerifyOptions { deep }).await?;
+            println!("{report}");
+            Ok(if report.problems.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+    }
+}

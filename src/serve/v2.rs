@@ -1,0 +1,296 @@
+//! The registry v2 read API: every answer is a local reply from the cached index or a 307 to a
+//! signed URL; bytes never flow through here.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue, Method as HttpMethod, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::index::{Catalog, ManifestEntry, RepoIndex};
+use crate::layout;
+use crate::reference::{Digest, ManifestRef, RepoName};
+use crate::sign::{Method, SignRequest};
+
+use super::cache::Cached;
+use super::error::OciError;
+use super::route::V2Route;
+use super::AppState;
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Dispatches a parsed `/v2/` route.
+pub async fn handle(
+    state: &AppState,
+    method: &HttpMethod,
+    route: V2Route,
+    query: Option<&str>,
+) -> Result<Response, OciError> {
+    let head = method == HttpMethod::HEAD;
+    match route {
+        V2Route::Base => Ok((StatusCode::OK, axum::Json(serde_json::json!({}))).into_response()),
+        V2Route::Manifest(name, r) => manifest(state, head, &name, &r).await,
+        V2Route::Blob(name, d) => blob(state, head, &name, &d).await,
+        V2Route::Tags(name) => tags(state, &name, query).await,
+        V2Route::Catalog => catalog(state, query).await,
+        V2Route::Referrers(name, d) => referrers(state, &name, &d, query).await,
+    }
+}
+
+async fn repo(state: &AppState, name: &RepoName) -> Result<Arc<RepoIndex>, OciError> {
+    match state.repos.get(&layout::repo_index(name)).await {
+        Ok(Cached::Found(idx)) => Ok(idx),
+        Ok(Cached::Missing) => Err(OciError::name_unknown(name.as_str())),
+        Err(_) => Err(OciError::unavailable(
+            "the registry's storage is unreachable; try again shortly",
+        )),
+    }
+}
+
+fn redirect(state: &AppState, key: &str, content_type: &str, digest: &Digest) -> Response {
+    let url = state.signer.sign(
+        &SignRequest {
+            method: Method::Get,
+            key,
+            content_type,
+            ttl: state.url_ttl,
+        },
+        SystemTime::now(),
+    );
+    tracing::debug!(key, signer = state.signer.kind(), "redirect");
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&url) {
+        h.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(digest.as_str()) {
+        h.insert("docker-content-digest", v);
+    }
+    resp
+}
+
+fn local_head(content_type: &str, size: u64, digest: &Digest) -> Response {
+    let mut resp = Response::new(Body::empty());
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
+    if let Ok(v) = HeaderValue::from_str(digest.as_str()) {
+        h.insert("docker-content-digest", v);
+    }
+    resp
+}
+
+async fn manifest(
+    state: &AppState,
+    head: bool,
+    name: &RepoName,
+    r: &ManifestRef,
+) -> Result<Response, OciError> {
+    let idx = repo(state, name).await?;
+    let (digest, entry): (&Digest, ManifestEntry) = match r {
+        ManifestRef::Tag(t) => {
+            let d = idx
+                .tags
+                .get(t)
+                .ok_or_else(|| OciError::manifest_unknown(format!("{name}:{t}")))?;
+            let entry = ManifestEntry {
+                media_type: d.media_type.clone(),
+                size: d.size,
+            };
+            (&d.digest, entry)
+        }
+        ManifestRef::Digest(d) => {
+            let e = idx
+                .manifests
+                .get(d)
+                .ok_or_else(|| OciError::manifest_unknown(format!("{name}@{d}")))?;
+            (d, e.clone())
+        }
+    };
+    if head {
+        return Ok(local_head(&entry.media_type, entry.size, digest));
+    }
+    Ok(redirect(state, &layout::manifest(digest), &entry.media_type, digest))
+}
+
+async fn blob(
+    state: &AppState,
+    head: bool,
+    name: &RepoName,
+    d: &Digest,
+) -> Result<Response, OciError> {
+    let idx = repo(state, name).await?;
+    if let Some(&size) = idx.blobs.get(d) {
+        if head {
+            return Ok(local_head(layout::BLOB_CONTENT_TYPE, size, d));
+        }
+        return Ok(redirect(state, &layout::blob(d), layout::BLOB_CONTENT_TYPE, d));
+    }
+    // Manifests are content too; some clients fetch them through the blobs route.
+    if let Some(m) = idx.manifests.get(d) {
+        if head {
+            return Ok(local_head(&m.media_type, m.size, d));
+        }
+        return Ok(redirect(state, &layout::manifest(d), &m.media_type, d));
+    }
+    Err(OciError::blob_unknown(d))
+}
+
+/// `n` and `last` from a query string.
+struct Page {
+    n: Option<usize>,
+    last: Option<String>,
+}
+
+impl Page {
+    fn parse(query: Option<&str>) -> Result<Option<Page>, OciError> {
+        let Some(q) = query else { return Ok(None) };
+        let mut page = Page { n: None, last: None };
+        for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
+            match &*k {
+                "n" => {
+                    page.n = Some(v.parse().map_err(|_| {
+                        OciError::pagination_invalid(format!("n={v:?} is not a number"))
+                    })?)
+                }
+                "last" => page.last = Some(v.into_owned()),
+                _ => {}
+            }
+        }
+        Ok((page.n.is_some() || page.last.is_some()).then_some(page))
+    }
+
+    /// The items after `last`, at most `n`, and the `last` of the next page if there is one.
+    fn apply<'a>(&self, sorted: impl Iterator<Item = &'a str>) -> (Vec<String>, Option<String>) {
+        let mut items = sorted.filter(|s| self.last.as_deref().is_none_or(|l| *s > l));
+        let n = self.n.unwrap_or(usize::MAX);
+        let page: Vec<String> = items.by_ref().take(n).map(str::to_owned).collect();
+        let more = items.next().is_some();
+        let next = (more && n > 0).then(|| page.last().cloned()).flatten();
+        (page, next)
+    }
+}
+
+fn paged(body: serde_json::Value, link: Option<String>) -> Response {
+    let mut resp = axum::Json(body).into_response();
+    if let Some(link) = link.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        resp.headers_mut().insert(header::LINK, link);
+    }
+    resp
+}
+
+fn query_value(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+async fn tags(state: &AppState, name: &RepoName, query: Option<&str>) -> Result<Response, OciError> {
+    let idx = repo(state, name).await?;
+    let Some(page) = Page::parse(query)? else {
+        let key = layout::tags_list(name);
+        let d = Digest::sha256_of(key.as_bytes());
+        let mut resp = redirect(state, &key, layout::JSON_CONTENT_TYPE, &d);
+        resp.headers_mut().remove("docker-content-digest");
+        return Ok(resp);
+    };
+    let (tags, next) = page.apply(idx.tags.keys().map(|t| t.as_str()));
+    let link = next.map(|last| {
+        format!(
+            "</v2/{name}/tags/list?n={}&last={}>; rel=\"next\"",
+            tags.len(),
+            query_value(&last)
+        )
+    });
+    Ok(paged(serde_json::json!({ "name": name, "tags": tags }), link))
+}
+
+async fn catalog(state: &AppState, query: Option<&str>) -> Result<Response, OciError> {
+    let page = Page::parse(query)?;
+    let doc = match state.catalog.get(layout::CATALOG).await {
+        Ok(Cached::Found(c)) => c,
+        Ok(Cached::Missing) => Arc::new(Catalog::default()),
+        Err(_) => return Err(OciError::unavailable("the registry's storage is unreachable")),
+    };
+    let Some(page) = page else {
+        if doc.repositories.is_empty() {
+            return Ok(paged(serde_json::json!({ "repositories": [] }), None));
+        }
+        let d = Digest::sha256_of(layout::CATALOG.as_bytes());
+        let mut resp = redirect(state, layout::CATALOG, layout::JSON_CONTENT_TYPE, &d);
+        resp.headers_mut().remove("docker-content-digest");
+        return Ok(resp);
+    };
+    let (repos, next) = page.apply(doc.repositories.iter().map(String::as_str));
+    let link = next.map(|last| {
+        format!(
+            "</v2/_catalog?n={}&last={}>; rel=\"next\"",
+            repos.len(),
+            query_value(&last)
+        )
+    });
+    Ok(paged(serde_json::json!({ "repositories": repos }), link))
+}
+
+async fn referrers(
+    state: &AppState,
+    name: &RepoName,
+    subject: &Digest,
+    query: Option<&str>,
+) -> Result<Response, OciError> {
+    let idx = repo(state, name).await?;
+    let artifact_type = query.and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "artifactType")
+            .map(|(_, v)| v.into_owned())
+    });
+    let list = idx.referrers.get(subject);
+    match (list, artifact_type) {
+        (Some(_), None) => {
+            let key = layout::referrers(name, subject);
+            let mut resp = redirect(state, &key, OCI_INDEX, subject);
+            resp.headers_mut().remove("docker-content-digest");
+            Ok(resp)
+        }
+        (list, filter) => {
+            let manifests: Vec<_> = list
+                .into_iter()
+                .flatten()
+                .filter(|d| filter.as_deref().is_none_or(|f| d.artifact_type.as_deref() == Some(f)))
+                .collect();
+            let body = serde_json::json!({
+                "schemaVersion": 2,
+                "mediaType": OCI_INDEX,
+                "manifests": manifests,
+            });
+            let mut headers = HeaderMap::new();
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
+            if filter.is_some() {
+                headers.insert("oci-filters-applied", HeaderValue::from_static("artifactType"));
+            }
+            Ok((headers, body.to_string()).into_response())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pagination() {
+        let items = ["a", "b", "c", "d"];
+        let p = Page { n: Some(2), last: None };
+        assert_eq!(p.apply(items.into_iter()), (vec!["a".into(), "b".into()], Some("b".into())));
+        let p = Page { n: Some(2), last: Some("b".into()) };
+        assert_eq!(p.apply(items.into_iter()), (vec!["c".into(), "d".into()], None));
+        let p = Page { n: None, last: Some("c".into()) };
+        assert_eq!(p.apply(items.into_iter()), (vec!["d".into()], None));
+        let p = Page { n: Some(0), last: None };
+        assert_eq!(p.apply(items.into_iter()), (vec![], None));
+        assert!(Page::parse(Some("n=x")).is_err());
+        assert!(Page::parse(Some("foo=1")).unwrap().is_none());
+    }
+}
