@@ -2,7 +2,9 @@
 //! CDNs (`serve`), and the tools that write and check the static layout it serves (`publish`,
 //! `verify`).
 
+mod aws;
 mod config;
+mod federation;
 mod index;
 mod layout;
 mod publish;
@@ -206,13 +208,19 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let root = store
                 .local_root()
                 .context("serve currently needs a local store (a directory)")?;
-            let origin = serve::origin::Origin {
+            let embedded = serve::origin::EmbeddedOrigin {
                 files: store::LocalStore::open(root)?,
                 signer: signer.clone(),
             };
             let signer: Arc<dyn Signer> = Arc::new(signer);
-            tracing::info!(store = %store.describe(), "store opened");
-            let state = Arc::new(serve::AppState::new(store, signer, Some(origin), url_ttl, cache));
+            let origin = federation::Origin::new("local", signer, store, vec![], cache);
+            let federation = Arc::new(federation::Federation::single(origin));
+            federation::health::spawn(federation.clone(), Duration::from_secs(10));
+            let state = Arc::new(serve::AppState {
+                federation,
+                url_ttl,
+                embedded: Some(embedded),
+            });
             serve::run(listen, state).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -5,7 +5,7 @@
 //! failed refresh keeps serving the last good copy (the endpoint survives an unreachable store);
 //! documents that do not exist are cached negatively for a shorter time.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -81,6 +81,8 @@ pub struct DocCache<T> {
     last_good: moka::sync::Cache<String, Arc<T>>,
     pub stats: Arc<CacheStats>,
     parse: fn(&[u8]) -> anyhow::Result<T>,
+    /// Cleared when a load fails: passive health marking of the origin behind this store.
+    health: Option<Arc<AtomicBool>>,
 }
 
 impl<T: DeserializeOwned + Send + Sync + 'static> DocCache<T> {
@@ -110,7 +112,14 @@ impl<T: Send + Sync + 'static> DocCache<T> {
                 .build(),
             stats: Arc::default(),
             parse,
+            health: None,
         }
+    }
+
+    /// Clears `flag` whenever a load from the store fails.
+    pub fn with_health_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.health = Some(flag);
+        self
     }
 
     /// The document at `key`: from cache, or loaded once for all concurrent callers.
@@ -141,6 +150,9 @@ impl<T: Send + Sync + 'static> DocCache<T> {
             }
             Err(e) => {
                 self.stats.load_errors.fetch_add(1, Ordering::Relaxed);
+                if let Some(flag) = &self.health {
+                    flag.store(false, Ordering::Relaxed);
+                }
                 match self.last_good.get(key) {
                     Some(t) => {
                         self.stats.stale_serves.fetch_add(1, Ordering::Relaxed);

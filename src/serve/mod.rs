@@ -20,41 +20,19 @@ use axum::http::{HeaderValue, Method as HttpMethod, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
-use crate::index::{Catalog, RepoIndex};
+use crate::federation::Federation;
 use crate::sign::embedded::ORIGIN_PREFIX;
-use crate::sign::Signer;
-use crate::store::Store;
 
-use cache::{CacheConfig, DocCache};
 use error::OciError;
-use origin::Origin;
+use origin::EmbeddedOrigin;
 use route::V2Route;
 
 /// Everything a request handler needs; shared by all requests, no per-request state.
 pub struct AppState {
-    pub repos: DocCache<RepoIndex>,
-    pub catalog: DocCache<Catalog>,
-    pub signer: Arc<dyn Signer>,
+    pub federation: Arc<Federation>,
     pub url_ttl: Duration,
-    pub origin: Option<Origin>,
-}
-
-impl AppState {
-    pub fn new(
-        store: Arc<dyn Store>,
-        signer: Arc<dyn Signer>,
-        origin: Option<Origin>,
-        url_ttl: Duration,
-        cache: CacheConfig,
-    ) -> Self {
-        AppState {
-            repos: DocCache::with_parser(store.clone(), cache, RepoIndex::from_slice),
-            catalog: DocCache::new(store, cache),
-            signer,
-            url_ttl,
-            origin,
-        }
-    }
+    /// The built-in origin, mounted when a local store is served through it.
+    pub embedded: Option<EmbeddedOrigin>,
 }
 
 const API_VERSION: &str = "docker-distribution-api-version";
@@ -67,7 +45,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
     let path = req.uri().path();
     if path.starts_with(ORIGIN_PREFIX) {
-        return match &state.origin {
+        return match &state.embedded {
             Some(origin) => origin.serve(req).await,
             None => OciError::not_found().into_response(),
         };
@@ -84,7 +62,12 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
         Err(e) => e.into_response(),
         Ok(Some(route)) => {
             let query = req.uri().query();
-            match v2::handle(&state, &method, route, query).await {
+            let peer = req
+                .extensions()
+                .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                .map(|c| c.0);
+            let region = state.federation.regions.region(req.headers(), peer);
+            match v2::handle(&state, &method, route, query, region.as_deref()).await {
                 Ok(r) => r,
                 Err(e) => e.into_response(),
             }
@@ -112,8 +95,12 @@ pub async fn run(listen: SocketAddr, state: Arc<AppState>) -> anyhow::Result<()>
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
-    tracing::info!(addr = %listener.local_addr()?, signer = state.signer.kind(), "serving");
-    axum::serve(listener, router(state))
+    for o in &state.federation.origins {
+        tracing::info!(origin = %o.name, signer = o.signer.kind(), store = %o.store.describe(), "origin");
+    }
+    tracing::info!(addr = %listener.local_addr()?, "serving");
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())

@@ -17,7 +17,7 @@ use crate::store::LocalStore;
 
 /// The files and the signer whose URLs the origin accepts.
 #[derive(Debug, Clone)]
-pub struct Origin {
+pub struct EmbeddedOrigin {
     pub files: LocalStore,
     pub signer: EmbeddedSigner,
 }
@@ -45,7 +45,7 @@ fn forbidden() -> Response {
     (StatusCode::FORBIDDEN, "signature invalid or expired\n").into_response()
 }
 
-impl Origin {
+impl EmbeddedOrigin {
     pub async fn serve(&self, req: Request<Body>) -> Response {
         let method = match *req.method() {
             axum::http::Method::GET => Method::Get,

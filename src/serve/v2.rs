@@ -13,6 +13,8 @@ use crate::layout;
 use crate::reference::{Digest, ManifestRef, RepoName};
 use crate::sign::{Method, SignRequest};
 
+use crate::federation::Origin;
+
 use super::cache::Cached;
 use super::error::OciError;
 use super::route::V2Route;
@@ -26,20 +28,32 @@ pub async fn handle(
     method: &HttpMethod,
     route: V2Route,
     query: Option<&str>,
+    region: Option<&str>,
 ) -> Result<Response, OciError> {
     let head = method == HttpMethod::HEAD;
+    let fed = &state.federation;
+    let ctx = |name: Option<&RepoName>| Ctx {
+        origin: fed.pick(name, region),
+        url_ttl: state.url_ttl,
+    };
     match route {
         V2Route::Base => Ok((StatusCode::OK, axum::Json(serde_json::json!({}))).into_response()),
-        V2Route::Manifest(name, r) => manifest(state, head, &name, &r).await,
-        V2Route::Blob(name, d) => blob(state, head, &name, &d).await,
-        V2Route::Tags(name) => tags(state, &name, query).await,
-        V2Route::Catalog => catalog(state, query).await,
-        V2Route::Referrers(name, d) => referrers(state, &name, &d, query).await,
+        V2Route::Manifest(name, r) => manifest(&ctx(Some(&name)), head, &name, &r).await,
+        V2Route::Blob(name, d) => blob(&ctx(Some(&name)), head, &name, &d).await,
+        V2Route::Tags(name) => tags(&ctx(Some(&name)), &name, query).await,
+        V2Route::Catalog => catalog(&ctx(None), query).await,
+        V2Route::Referrers(name, d) => referrers(&ctx(Some(&name)), &name, &d, query).await,
     }
 }
 
-async fn repo(state: &AppState, name: &RepoName) -> Result<Arc<RepoIndex>, OciError> {
-    match state.repos.get(&layout::repo_index(name)).await {
+/// The origin chosen for this request, and how long its URLs live.
+struct Ctx<'a> {
+    origin: &'a Origin,
+    url_ttl: std::time::Duration,
+}
+
+async fn repo(state: &Ctx<'_>, name: &RepoName) -> Result<Arc<RepoIndex>, OciError> {
+    match state.origin.repos.get(&layout::repo_index(name)).await {
         Ok(Cached::Found(idx)) => Ok(idx),
         Ok(Cached::Missing) => Err(OciError::name_unknown(name.as_str())),
         Err(_) => Err(OciError::unavailable(
@@ -48,8 +62,8 @@ async fn repo(state: &AppState, name: &RepoName) -> Result<Arc<RepoIndex>, OciEr
     }
 }
 
-fn redirect(state: &AppState, key: &str, content_type: &str, digest: &Digest) -> Response {
-    let url = state.signer.sign(
+fn redirect(state: &Ctx<'_>, key: &str, content_type: &str, digest: &Digest) -> Response {
+    let url = state.origin.signer.sign(
         &SignRequest {
             method: Method::Get,
             key,
@@ -58,7 +72,7 @@ fn redirect(state: &AppState, key: &str, content_type: &str, digest: &Digest) ->
         },
         SystemTime::now(),
     );
-    tracing::debug!(key, signer = state.signer.kind(), "redirect");
+    tracing::debug!(key, origin = %state.origin.name, "redirect");
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
     let h = resp.headers_mut();
@@ -85,7 +99,7 @@ fn local_head(content_type: &str, size: u64, digest: &Digest) -> Response {
 }
 
 async fn manifest(
-    state: &AppState,
+    state: &Ctx<'_>,
     head: bool,
     name: &RepoName,
     r: &ManifestRef,
@@ -118,7 +132,7 @@ async fn manifest(
 }
 
 async fn blob(
-    state: &AppState,
+    state: &Ctx<'_>,
     head: bool,
     name: &RepoName,
     d: &Digest,
@@ -187,7 +201,7 @@ fn query_value(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-async fn tags(state: &AppState, name: &RepoName, query: Option<&str>) -> Result<Response, OciError> {
+async fn tags(state: &Ctx<'_>, name: &RepoName, query: Option<&str>) -> Result<Response, OciError> {
     let idx = repo(state, name).await?;
     let Some(page) = Page::parse(query)? else {
         let key = layout::tags_list(name);
@@ -207,9 +221,9 @@ async fn tags(state: &AppState, name: &RepoName, query: Option<&str>) -> Result<
     Ok(paged(serde_json::json!({ "name": name, "tags": tags }), link))
 }
 
-async fn catalog(state: &AppState, query: Option<&str>) -> Result<Response, OciError> {
+async fn catalog(state: &Ctx<'_>, query: Option<&str>) -> Result<Response, OciError> {
     let page = Page::parse(query)?;
-    let doc = match state.catalog.get(layout::CATALOG).await {
+    let doc = match state.origin.catalog.get(layout::CATALOG).await {
         Ok(Cached::Found(c)) => c,
         Ok(Cached::Missing) => Arc::new(Catalog::default()),
         Err(_) => return Err(OciError::unavailable("the registry's storage is unreachable")),
@@ -235,7 +249,7 @@ async fn catalog(state: &AppState, query: Option<&str>) -> Result<Response, OciE
 }
 
 async fn referrers(
-    state: &AppState,
+    state: &Ctx<'_>,
     name: &RepoName,
     subject: &Digest,
     query: Option<&str>,

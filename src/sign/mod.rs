@@ -4,6 +4,7 @@
 //! CDNs) is one small type behind [`Signer`], so handlers and tests never know which one is in use.
 
 pub mod embedded;
+pub mod sigv4;
 
 use std::time::{Duration, SystemTime};
 

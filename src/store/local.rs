@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
-use super::{Object, ObjectMeta, PutMode, PutOptions, Store, StoreError, StoreResult, Version};
+use super::{
+    ByteStream, Object, ObjectMeta, PutMode, PutOptions, Store, StoreError, StoreResult, Version,
+};
 
 /// Objects are files under `root`; writes go through a temp file and a rename, and conditional
 /// writes take an exclusive lock so compare-and-swap is real across processes.
@@ -118,6 +120,17 @@ impl Store for LocalStore {
                 version: Self::version_of(&b),
                 bytes: Bytes::from(b),
             })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Other(
+                anyhow::Error::new(e).context(format!("reading {}", path.display())),
+            )),
+        }
+    }
+
+    async fn get_stream(&self, key: &str) -> StoreResult<Option<ByteStream>> {
+        let path = self.path_of(key)?;
+        match tokio::fs::File::open(&path).await {
+            Ok(f) => Ok(Some(Box::pin(f))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::Other(
                 anyhow::Error::new(e).context(format!("reading {}", path.display())),

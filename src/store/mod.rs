@@ -4,6 +4,7 @@
 //! which one they talk to, and tests can swap it. Keys come from [`crate::layout`] only.
 
 pub mod local;
+pub mod s3;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +14,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use local::LocalStore;
+#[allow(unused_imports)] // For the configuration (`[s3]`) and the SigV4 signer.
+pub use s3::{ConditionalWrites, S3Settings, S3Store};
 
 /// A stored object's metadata.
 #[derive(Debug, Clone)]
@@ -70,6 +73,9 @@ impl From<std::io::Error> for StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// An object's bytes as a stream, for objects too big to hold in memory (`verify --deep`).
+pub type ByteStream = std::pin::Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+
 /// The operations the layout needs from a backend.
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
@@ -78,6 +84,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 
     /// A whole object, or `None` when it does not exist.
     async fn get(&self, key: &str) -> StoreResult<Option<Object>>;
+
+    /// A whole object as a stream, or `None` when it does not exist. The default reads it whole;
+    /// backends override it to stream large blobs.
+    async fn get_stream(&self, key: &str) -> StoreResult<Option<ByteStream>> {
+        Ok(self
+            .get(key)
+            .await?
+            .map(|o| Box::pin(std::io::Cursor::new(o.bytes)) as ByteStream))
+    }
 
     /// Metadata, or `None` when the object does not exist.
     async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>>;
@@ -106,14 +121,26 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// Opens a store from a location: `file:///abs/path` or a plain path.
+/// Opens a store from a location: `file:///abs/path`, a plain path, or `s3://bucket[/prefix]` with
+/// default [`S3Settings`] (the standard AWS environment and credential chain).
 pub fn open(location: &str) -> anyhow::Result<Arc<dyn Store>> {
+    open_with(location, &S3Settings::default())
+}
+
+/// Like [`open`], with the `[s3]` settings for `s3://` locations (ignored for local ones). Callers
+/// that also sign URLs for the bucket use [`S3Store::open`] to keep the concrete type and its
+/// [`S3Store::credential_source`].
+pub fn open_with(location: &str, s3: &S3Settings) -> anyhow::Result<Arc<dyn Store>> {
+    if location.starts_with("s3://") {
+        return Ok(Arc::new(S3Store::open(location, s3)?));
+    }
     if let Some(rest) = location.strip_prefix("file://") {
         return Ok(Arc::new(LocalStore::open(rest)?));
     }
     if location.contains("://") {
         anyhow::bail!(
-            "unsupported store {location:?}: use a directory path or file:///absolute/path"
+            "unsupported store {location:?}: use a directory path, file:///absolute/path or \
+             s3://bucket[/prefix]"
         );
     }
     Ok(Arc::new(LocalStore::open(location)?))

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Run the whole test suite, installing what it needs first (Debian 12).
+#
+#   scripts/test.sh [extra `cargo test` arguments...]
+#
+# The integration tests drive real clients and servers: skopeo, podman and containerd pull from
+# `static-registry serve`; nginx, docker-registry (CNCF distribution), wrk and s3s-fs are used by
+# the comparison and S3 tests. Each tool is installed only when it is missing, so a second run
+# goes straight to `cargo test`. Tests fail, never skip, when a tool is missing.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf '[test.sh] %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        log "need root to run: $*"
+        exit 1
+    fi
+}
+
+# Debian package and the commands it must provide.
+PACKAGES=(
+    "skopeo:skopeo"
+    "podman:podman"
+    "containerd:containerd ctr"
+    "umoci:umoci"
+    "nginx:nginx"
+    "docker-registry:docker-registry"
+    "wrk:wrk"
+)
+export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
+
+missing=()
+for entry in "${PACKAGES[@]}"; do
+    pkg=${entry%%:*}
+    for cmd in ${entry#*:}; do
+        if ! command -v "$cmd" >/dev/null 2>&1; then
+            missing+=("$pkg")
+            break
+        fi
+    done
+done
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing missing packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -q
+    as_root apt-get install -y -q "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || { log "cargo not found: install Rust (rustup) first"; exit 1; }
+
+if ! command -v s3s-fs >/dev/null 2>&1; then
+    log "installing s3s-fs (the S3 test server)"
+    cargo install s3s-fs --version 0.14.1 --locked --features binary
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+
+log "tools: $(skopeo --version), $(podman --version), $(containerd --version | cut -d' ' -f1,3)"
+
+# One build, then every test binary (unit and integration) runs; tests run in parallel.
+exec cargo test --locked "$@"

@@ -1,0 +1,164 @@
+//! Making a publish visible: the repository index under compare-and-swap, then the files derived
+//! from it (tag copies, `_tags.json`, the catalog).
+//!
+//! Several publishers may write the same repository at once (CI jobs tagging in parallel). The
+//! index is read, merged and written back only if nobody changed it meanwhile, so no tag is ever
+//! lost. The derived files are plain overwrites, so each writer re-checks the index after writing
+//! them and redoes them if it moved: whoever writes last leaves them matching the latest index.
+//! Everything written here only points at content written before it, so a crash at any point
+//! leaves no tag pointing at missing content.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+
+use crate::index::{Catalog, RepoIndex};
+use crate::layout;
+use crate::reference::{RepoName, Tag};
+use crate::store::{PutMode, PutOptions, Store, StoreError};
+
+/// Conditional writes retried this often before giving up (each retry means someone else won).
+const MAX_ATTEMPTS: u32 = 50;
+
+fn index_options(mode: PutMode) -> PutOptions {
+    PutOptions {
+        content_type: layout::JSON_CONTENT_TYPE.to_owned(),
+        cache_control: layout::CACHE_INDEX,
+        mode,
+    }
+}
+
+/// Jittered, growing pause between compare-and-swap attempts, so racing writers spread out.
+async fn backoff(attempt: u32) {
+    let cap = 5 * u64::from(attempt.min(20) + 1);
+    tokio::time::sleep(Duration::from_millis(rand::random_range(1..=cap))).await;
+}
+
+/// Merges `update` into its repository's index, then writes the derived files for the tags it
+/// sets and adds the repository to the catalog. Returns the merged index.
+pub async fn commit_repository(store: &dyn Store, update: &RepoIndex) -> anyhow::Result<RepoIndex> {
+    let merged = update_index(store, &update.name, |idx| idx.merge(update)).await?;
+    let touched: Vec<Tag> = update.tags.keys().cloned().collect();
+    write_derived(store, &update.name, &touched).await?;
+    add_to_catalog(store, &update.name).await?;
+    Ok(merged)
+}
+
+/// Applies `change` to a repository index under compare-and-swap (creating the index if there is
+/// none), retrying on conflicts. Returns the index as committed. `prune` and `untag` use this
+/// with their own changes.
+pub async fn update_index(
+    store: &dyn Store,
+    name: &RepoName,
+    mut change: impl FnMut(&mut RepoIndex),
+) -> anyhow::Result<RepoIndex> {
+    let key = layout::repo_index(name);
+    for attempt in 0..MAX_ATTEMPTS {
+        let (mut idx, mode) = match store.get(&key).await? {
+            Some(obj) => {
+                let idx = RepoIndex::from_slice(&obj.bytes)
+                    .with_context(|| format!("{key}: cannot parse the repository index"))?;
+                if idx.name != *name {
+                    bail!("{key}: the index is for repository {}, not {name}", idx.name);
+                }
+                (idx, PutMode::Update(obj.version))
+            }
+            None => (RepoIndex::new(name.clone()), PutMode::Create),
+        };
+        let before = idx.clone();
+        change(&mut idx);
+        if idx == before && matches!(mode, PutMode::Update(_)) {
+            tracing::debug!("{key}: already up to date");
+            return Ok(idx);
+        }
+        match store
+            .put(&key, Bytes::from(idx.to_vec()), &index_options(mode))
+            .await
+        {
+            Ok(()) => {
+                tracing::info!("committed {key}");
+                return Ok(idx);
+            }
+            Err(StoreError::Conflict) => {
+                tracing::debug!("{key}: changed concurrently, retrying (attempt {attempt})");
+                backoff(attempt).await;
+            }
+            Err(e) => return Err(anyhow::Error::from(e).context(format!("cannot write {key}"))),
+        }
+    }
+    bail!("{key}: gave up after {MAX_ATTEMPTS} attempts; other publishers kept changing it")
+}
+
+/// Writes `_manifests/<tag>` for `touched` and `_tags.json` from the current index, and repeats
+/// until the index stops moving underneath.
+pub async fn write_derived(store: &dyn Store, name: &RepoName, touched: &[Tag]) -> anyhow::Result<()> {
+    let key = layout::repo_index(name);
+    for attempt in 0..MAX_ATTEMPTS {
+        let Some(obj) = store.get(&key).await? else {
+            bail!("{key}: disappeared while writing its derived files");
+        };
+        let idx = RepoIndex::from_slice(&obj.bytes)
+            .with_context(|| format!("{key}: cannot parse the repository index"))?;
+        for tag in touched {
+            let Some(desc) = idx.tags.get(tag) else {
+                // Untagged concurrently: the copy is stale, not dangerous; `serve` uses the index.
+                continue;
+            };
+            let mkey = layout::manifest(&desc.digest);
+            let manifest = store.get(&mkey).await?.with_context(|| {
+                format!("{key}: tag {tag} points at {mkey}, which is missing from the store")
+            })?;
+            let tkey = layout::tag_manifest(name, tag);
+            let opts = PutOptions {
+                content_type: desc.media_type.clone(),
+                cache_control: layout::CACHE_INDEX,
+                mode: PutMode::Overwrite,
+            };
+            store
+                .put(&tkey, manifest.bytes, &opts)
+                .await
+                .with_context(|| format!("cannot write {tkey}"))?;
+        }
+        let tkey = layout::tags_list(name);
+        let body = serde_json::to_vec_pretty(&idx.tags_list()).expect("tags list serialises");
+        store
+            .put(&tkey, Bytes::from(body), &index_options(PutMode::Overwrite))
+            .await
+            .with_context(|| format!("cannot write {tkey}"))?;
+        let now = store.get(&key).await?.map(|o| o.version);
+        if now.as_ref() == Some(&obj.version) {
+            return Ok(());
+        }
+        tracing::debug!("{key}: changed while writing derived files, rewriting (attempt {attempt})");
+    }
+    bail!("{key}: gave up rewriting derived files after {MAX_ATTEMPTS} attempts; the index keeps changing")
+}
+
+/// Adds a repository to `_catalog.json` under compare-and-swap.
+pub async fn add_to_catalog(store: &dyn Store, name: &RepoName) -> anyhow::Result<()> {
+    let key = layout::CATALOG;
+    for attempt in 0..MAX_ATTEMPTS {
+        let (mut catalog, mode) = match store.get(key).await? {
+            Some(obj) => {
+                let c: Catalog = serde_json::from_slice(&obj.bytes)
+                    .with_context(|| format!("{key}: cannot parse the catalog"))?;
+                (c, PutMode::Update(obj.version))
+            }
+            None => (Catalog::default(), PutMode::Create),
+        };
+        // Older or hand-written catalogs may be unsorted; `insert` relies on order.
+        catalog.repositories.sort();
+        catalog.repositories.dedup();
+        if !catalog.insert(name) && matches!(mode, PutMode::Update(_)) {
+            return Ok(());
+        }
+        let body = serde_json::to_vec_pretty(&catalog).expect("catalog serialises");
+        match store.put(key, Bytes::from(body), &index_options(mode)).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Conflict) => backoff(attempt).await,
+            Err(e) => return Err(anyhow::Error::from(e).context(format!("cannot write {key}"))),
+        }
+    }
+    bail!("{key}: gave up after {MAX_ATTEMPTS} attempts; other publishers kept changing it")
+}

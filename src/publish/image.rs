@@ -1,0 +1,193 @@
+//! What a source offers, independent of its format: a tree of manifests and image indexes whose
+//! leaves are blobs, each with a recipe for getting it into the store.
+//!
+//! Loading (oci.rs, docker_archive.rs) builds this tree; uploading produces the blobs; rendering
+//! (render.rs) then writes manifests bottom-up, because a manifest whose layers get compressed
+//! only has a digest once its layers do.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::reference::Digest;
+
+/// Media types the publisher has to tell apart.
+pub mod media {
+    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+    pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+    pub const OCI_NONDIST_GZIP: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
+    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+    pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+    pub const DOCKER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+    pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
+    pub const DOCKER_SCHEMA1_SIGNED: &str =
+        "application/vnd.docker.distribution.manifest.v1+prettyjws";
+
+    pub fn is_index(mt: &str) -> bool {
+        mt == OCI_INDEX || mt == DOCKER_LIST
+    }
+
+    pub fn is_manifest(mt: &str) -> bool {
+        mt == OCI_MANIFEST || mt == DOCKER_MANIFEST
+    }
+
+    /// Layers registries do not serve as-is and the publisher compresses.
+    pub fn is_uncompressed_layer(mt: &str) -> bool {
+        mt == OCI_LAYER || mt == DOCKER_LAYER
+    }
+
+    /// Layers that normally live elsewhere (Windows base layers): copied only if present.
+    pub fn is_foreign(mt: &str) -> bool {
+        mt == DOCKER_FOREIGN || mt.starts_with("application/vnd.oci.image.layer.nondistributable.")
+    }
+}
+
+/// A content descriptor as sources write them; lenient where sources differ.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceDescriptor {
+    #[serde(default)]
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default)]
+    pub urls: Option<Vec<String>>,
+    #[serde(default)]
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub platform: Option<serde_json::Value>,
+}
+
+impl SourceDescriptor {
+    /// `os/arch[/variant]`, for messages.
+    pub fn platform_label(&self) -> Option<String> {
+        let p = self.platform.as_ref()?;
+        let get = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        let mut s = format!("{}/{}", get("os"), get("architecture"));
+        if !get("variant").is_empty() {
+            s.push('/');
+            s.push_str(get("variant"));
+        }
+        Some(s)
+    }
+}
+
+/// How to get one blob into the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobSource {
+    /// Copied byte-for-byte from `path` in the source (`None`: the source does not carry it, as
+    /// with foreign layers; then it must already be in the store).
+    Copy {
+        path: Option<String>,
+        digest: Digest,
+        size: u64,
+    },
+    /// An uncompressed layer at `path`, compressed on the way; its tar must hash to `diff_id`.
+    Compress { path: String, diff_id: Digest },
+}
+
+/// Identifies a blob to produce, so a layer shared by several manifests is produced once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BlobKey {
+    Copy(Digest),
+    Compress(Digest),
+}
+
+impl BlobSource {
+    pub fn key(&self) -> BlobKey {
+        match self {
+            BlobSource::Copy { digest, .. } => BlobKey::Copy(digest.clone()),
+            BlobSource::Compress { diff_id, .. } => BlobKey::Compress(diff_id.clone()),
+        }
+    }
+}
+
+/// A config or layer of a manifest.
+#[derive(Debug, Clone)]
+pub struct BlobRef {
+    /// The media type the source gave it.
+    pub media_type: String,
+    pub source: BlobSource,
+    /// Foreign-layer URLs, kept in generated manifests.
+    pub urls: Option<Vec<String>>,
+    /// Where it sits, for messages: "layer 2 of sha256:ab12… (linux/amd64)".
+    pub what: String,
+}
+
+/// A manifest or image index of the source.
+#[derive(Debug, Clone)]
+pub enum Node {
+    Manifest(ManifestNode),
+    Index(IndexNode),
+}
+
+/// An image manifest.
+#[derive(Debug, Clone)]
+pub struct ManifestNode {
+    /// The bytes and digest exactly as the source has them; `None` for legacy `docker save`
+    /// images, which carry no manifest at all.
+    pub original: Option<(Vec<u8>, Digest)>,
+    /// Its media type (its own `mediaType`, else the descriptor's).
+    pub media_type: String,
+    pub config: BlobRef,
+    pub layers: Vec<BlobRef>,
+}
+
+/// An image index (or Docker manifest list).
+#[derive(Debug, Clone)]
+pub struct IndexNode {
+    pub original: Vec<u8>,
+    pub digest: Digest,
+    pub media_type: String,
+    /// One per `manifests[]` entry, in order; `None` where the source lacks that child.
+    pub children: Vec<Option<Node>>,
+    /// The `manifests[]` entries as the index lists them.
+    pub entries: Vec<SourceDescriptor>,
+}
+
+impl Node {
+    /// Every blob the tree needs, each once, in first-seen order.
+    pub fn blobs(&self) -> Vec<BlobRef> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        self.walk_blobs(&mut |b| {
+            if seen.insert(b.source.key()) {
+                out.push(b.clone());
+            }
+        });
+        out
+    }
+
+    fn walk_blobs(&self, f: &mut impl FnMut(&BlobRef)) {
+        match self {
+            Node::Manifest(m) => {
+                f(&m.config);
+                m.layers.iter().for_each(&mut *f);
+            }
+            Node::Index(i) => i.children.iter().flatten().for_each(|c| c.walk_blobs(f)),
+        }
+    }
+
+    /// Whether any config in the tree has this digest (used to match `docker save` entries).
+    pub fn has_config(&self, digest: &Digest) -> bool {
+        match self {
+            Node::Manifest(m) => {
+                matches!(&m.config.source, BlobSource::Copy { digest: d, .. } if d == digest)
+            }
+            Node::Index(i) => i.children.iter().flatten().any(|c| c.has_config(digest)),
+        }
+    }
+}
+
+/// `sha256:0123456789ab`, for messages.
+pub fn short(d: &Digest) -> String {
+    let s = d.as_str();
+    s[..s.len().min(d.algorithm().as_str().len() + 13)].to_owned()
+}

@@ -1,0 +1,321 @@
+//! OCI image layouts: a directory (`oci:`), a tar of one (`oci-archive:`), and the layout Docker
+//! ≥ 25 puts inside `docker save` archives.
+//!
+//! Manifests and indexes are read whole and checked against their descriptors here, so that
+//! everything later stages trust about the tree (digests, media types, children) was verified.
+
+use anyhow::{bail, Context};
+use serde::Deserialize;
+
+use crate::publish::files::Files;
+use crate::publish::hashing::Hasher;
+use crate::publish::image::{
+    media, short, BlobRef, BlobSource, IndexNode, ManifestNode, Node, SourceDescriptor,
+};
+use crate::publish::source::Selector;
+use crate::reference::Digest;
+
+/// The annotation skopeo, umoci and buildkit use for an image's tag in `index.json`.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// The annotation Docker ≥ 25 adds with the full image name.
+pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
+
+/// Indexes nest (an index of indexes is legal); this bounds hostile input.
+const MAX_DEPTH: usize = 8;
+
+/// Where a blob lives inside a layout.
+pub fn blob_path(d: &Digest) -> String {
+    format!("blobs/{}/{}", d.algorithm().as_str(), d.hex())
+}
+
+/// An opened layout: its files and the images `index.json` lists.
+#[derive(Debug)]
+pub struct Layout {
+    pub files: Files,
+    pub entries: Vec<SourceDescriptor>,
+}
+
+#[derive(Deserialize)]
+struct IndexJson {
+    #[serde(default)]
+    manifests: Vec<SourceDescriptor>,
+}
+
+#[derive(Deserialize)]
+struct ManifestJson {
+    config: SourceDescriptor,
+    #[serde(default)]
+    layers: Vec<SourceDescriptor>,
+}
+
+#[derive(Deserialize)]
+struct ConfigJson {
+    #[serde(default)]
+    rootfs: Option<RootFs>,
+}
+
+#[derive(Deserialize)]
+struct RootFs {
+    #[serde(default)]
+    diff_ids: Vec<Digest>,
+}
+
+/// The `diff_ids` of an image config, in layer order.
+pub fn diff_ids(config: &[u8]) -> anyhow::Result<Vec<Digest>> {
+    let c: ConfigJson = serde_json::from_slice(config).context("invalid image config JSON")?;
+    Ok(c.rootfs.map(|r| r.diff_ids).unwrap_or_default())
+}
+
+impl Layout {
+    pub fn open(files: Files) -> anyhow::Result<Layout> {
+        let Some(bytes) = files.read_small("index.json")? else {
+            bail!(
+                "{}: not an OCI image layout (no index.json)",
+                files.display()
+            );
+        };
+        let idx: IndexJson = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{}: invalid index.json", files.display()))?;
+        Ok(Layout {
+            files,
+            entries: idx.manifests,
+        })
+    }
+
+    /// The ref names `index.json` offers, for "available: ..." messages.
+    pub fn available(&self) -> String {
+        let names: Vec<String> = self
+            .entries
+            .iter()
+            .enumerate()
+            .map(|(i, e)| {
+                let ann = |k| e.annotations.as_ref().and_then(|a| a.get(k)).cloned();
+                ann(REF_NAME)
+                    .or_else(|| ann(CONTAINERD_NAME))
+                    .unwrap_or_else(|| format!("@{i} ({})", short(&e.digest)))
+            })
+            .collect();
+        if names.is_empty() {
+            "none (index.json lists no images)".into()
+        } else {
+            names.join(", ")
+        }
+    }
+
+    /// Picks an image the way skopeo does: by `ref.name`, by `@N`, or the only one.
+    pub fn select(&self, sel: Option<&Selector>, label: &str) -> anyhow::Result<SourceDescriptor> {
+        match sel {
+            Some(Selector::Index(i)) => self.entries.get(*i).cloned().with_context(|| {
+                format!(
+                    "{label}: no image @{i}; the layout has {} ({})",
+                    self.entries.len(),
+                    self.available()
+                )
+            }),
+            Some(Selector::Name(name)) => {
+                let found: Vec<&SourceDescriptor> = self
+                    .entries
+                    .iter()
+                    .filter(|e| {
+                        e.annotations
+                            .as_ref()
+                            .and_then(|a| a.get(REF_NAME))
+                            .is_some_and(|r| r == name)
+                    })
+                    .collect();
+                self.unique(found, label, &format!("tagged '{name}'"))
+            }
+            None => self.unique(self.entries.iter().collect(), label, "at all"),
+        }
+    }
+
+    /// One image, even if several entries name the same digest (one per tag).
+    fn unique(
+        &self,
+        found: Vec<&SourceDescriptor>,
+        label: &str,
+        what: &str,
+    ) -> anyhow::Result<SourceDescriptor> {
+        let Some(first) = found.first() else {
+            bail!("{label}: no image {what}; available: {}", self.available());
+        };
+        if found.iter().any(|e| e.digest != first.digest) {
+            bail!(
+                "{label}: several images match; name one with {label}:TAG or {label}:@N; available: {}",
+                self.available()
+            );
+        }
+        Ok((*first).clone())
+    }
+
+    /// Loads the manifest or index `desc` names, and everything below it.
+    pub fn load(&self, desc: &SourceDescriptor) -> anyhow::Result<Node> {
+        self.load_at(desc, 0, &desc.platform_label())
+    }
+
+    fn read_verified(&self, desc: &SourceDescriptor, what: &str) -> anyhow::Result<Vec<u8>> {
+        let path = blob_path(&desc.digest);
+        let Some(bytes) = self.files.read_small(&path)? else {
+            bail!(
+                "{}: {what} {} is missing from the source ({path})",
+                self.files.display(),
+                desc.digest
+            );
+        };
+        if bytes.len() as u64 != desc.size {
+            bail!(
+                "{}: {path}: size {}, but the descriptor says {}",
+                self.files.display(),
+                bytes.len(),
+                desc.size
+            );
+        }
+        if Hasher::digest_like(&desc.digest, &bytes) != desc.digest {
+            bail!(
+                "{}: {path}: content does not match its digest {}",
+                self.files.display(),
+                desc.digest
+            );
+        }
+        Ok(bytes)
+    }
+
+    fn load_at(
+        &self,
+        desc: &SourceDescriptor,
+        depth: usize,
+        platform: &Option<String>,
+    ) -> anyhow::Result<Node> {
+        if depth > MAX_DEPTH {
+            bail!(
+                "{}: image indexes nest deeper than {MAX_DEPTH} levels",
+                self.files.display()
+            );
+        }
+        let bytes = self.read_verified(desc, "manifest")?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "{}: manifest {} is not valid JSON",
+                self.files.display(),
+                desc.digest
+            )
+        })?;
+        let media_type = media_type_of(&value, &desc.media_type);
+        let ctx = || format!("{}: manifest {}", self.files.display(), desc.digest);
+        if media_type == media::DOCKER_SCHEMA1
+            || media_type == media::DOCKER_SCHEMA1_SIGNED
+            || value.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1)
+        {
+            bail!("{}: Docker schema 1 manifests are not supported; convert the image with `skopeo copy --format v2s2`", ctx());
+        }
+        if media::is_index(&media_type) {
+            let idx: IndexJson = serde_json::from_value(value).with_context(ctx)?;
+            let mut children = Vec::with_capacity(idx.manifests.len());
+            for child in &idx.manifests {
+                if self.files.exists(&blob_path(&child.digest)) {
+                    let p = child.platform_label().or_else(|| platform.clone());
+                    children.push(Some(self.load_at(child, depth + 1, &p)?));
+                } else {
+                    children.push(None);
+                }
+            }
+            return Ok(Node::Index(IndexNode {
+                original: bytes,
+                digest: desc.digest.clone(),
+                media_type,
+                children,
+                entries: idx.manifests,
+            }));
+        }
+        if !media::is_manifest(&media_type) && value.get("config").is_none() {
+            bail!(
+                "{}: unsupported media type {media_type:?} (expected an image manifest or index)",
+                ctx()
+            );
+        }
+        let m: ManifestJson = serde_json::from_value(value).with_context(ctx)?;
+        let at = match platform {
+            Some(p) => format!("{} ({p})", short(&desc.digest)),
+            None => short(&desc.digest),
+        };
+        let needs_diff_ids = m
+            .layers
+            .iter()
+            .any(|l| media::is_uncompressed_layer(&l.media_type));
+        let diff_ids = if needs_diff_ids {
+            let config = self.read_verified(&m.config, "config")?;
+            diff_ids(&config).with_context(|| format!("config {}", m.config.digest))?
+        } else {
+            Vec::new()
+        };
+        let config = BlobRef {
+            media_type: m.config.media_type.clone(),
+            source: BlobSource::Copy {
+                path: Some(blob_path(&m.config.digest)),
+                digest: m.config.digest.clone(),
+                size: m.config.size,
+            },
+            urls: None,
+            what: format!("config of {at}"),
+        };
+        let mut layers = Vec::with_capacity(m.layers.len());
+        for (i, l) in m.layers.iter().enumerate() {
+            let what = format!("layer {} of {at}", i + 1);
+            let source = if media::is_uncompressed_layer(&l.media_type) {
+                let Some(diff_id) = diff_ids.get(i) else {
+                    bail!(
+                        "{}: {what}: the config lists {} diff_ids for {} layers",
+                        self.files.display(),
+                        diff_ids.len(),
+                        m.layers.len()
+                    );
+                };
+                if *diff_id != l.digest {
+                    bail!(
+                        "{}: {what} is an uncompressed tar with digest {}, but the config's diff_id is {diff_id}",
+                        self.files.display(),
+                        l.digest
+                    );
+                }
+                BlobSource::Compress {
+                    path: blob_path(&l.digest),
+                    diff_id: diff_id.clone(),
+                }
+            } else {
+                BlobSource::Copy {
+                    path: Some(blob_path(&l.digest)),
+                    digest: l.digest.clone(),
+                    size: l.size,
+                }
+            };
+            layers.push(BlobRef {
+                media_type: l.media_type.clone(),
+                source,
+                urls: l.urls.clone(),
+                what,
+            });
+        }
+        Ok(Node::Manifest(ManifestNode {
+            original: Some((bytes, desc.digest.clone())),
+            media_type,
+            config,
+            layers,
+        }))
+    }
+}
+
+/// A manifest's own `mediaType`, else its descriptor's, else guessed from its shape (OCI makes
+/// the field optional).
+pub fn media_type_of(value: &serde_json::Value, descriptor: &str) -> String {
+    if let Some(mt) = value.get("mediaType").and_then(|v| v.as_str()) {
+        return mt.to_owned();
+    }
+    if !descriptor.is_empty() {
+        return descriptor.to_owned();
+    }
+    if value.get("manifests").is_some() {
+        media::OCI_INDEX.to_owned()
+    } else {
+        media::OCI_MANIFEST.to_owned()
+    }
+}

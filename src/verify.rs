@@ -1,0 +1,519 @@
+//! `verify`: check that a store is consistent, i.e. that every pull `serve` would redirect lands on
+//! the right bytes.
+//!
+//! The endpoint trusts the repository indexes completely (it never looks at the store on the hot
+//! path), so a hand-edited store, a half-finished copy or a bad sync shows up only as failed pulls.
+//! This walks every index and checks each reference it makes; `deep` also re-hashes every object.
+//! Each problem names the object key and what is wrong, so it can be fixed (usually by
+//! re-publishing).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::stream::{self, StreamExt};
+use serde::Deserialize;
+use tokio::io::AsyncReadExt;
+
+use crate::index::{Catalog, RepoIndex, TagsList};
+use crate::layout;
+use crate::publish::hashing::Hasher;
+use crate::reference::{Digest, RepoName};
+use crate::store::Store;
+
+/// Concurrent store requests while verifying.
+const PARALLEL: usize = 8;
+
+/// What `verify` was asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// Re-hash every manifest and blob, not just check presence and size.
+    pub deep: bool,
+}
+
+/// The outcome: empty `problems` means the store is consistent.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub problems: Vec<String>,
+    pub repositories: usize,
+    pub manifests: usize,
+    pub blobs: usize,
+}
+
+impl Report {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let checked = format!(
+            "{} repositories, {} manifests, {} blobs",
+            self.repositories, self.manifests, self.blobs
+        );
+        if self.problems.is_empty() {
+            return writeln!(f, "OK: checked {checked}");
+        }
+        writeln!(
+            f,
+            "{} problem(s) found (checked {checked}):",
+            self.problems.len()
+        )?;
+        for p in &self.problems {
+            writeln!(f, "  {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A descriptor inside a manifest or index, as far as verification cares.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Desc {
+    #[serde(default)]
+    media_type: String,
+    digest: Digest,
+    size: u64,
+    #[serde(default)]
+    urls: Option<Vec<String>>,
+}
+
+/// Any manifest or index; which fields are present says which it is.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AnyManifest {
+    #[serde(default)]
+    media_type: Option<String>,
+    #[serde(default)]
+    manifests: Option<Vec<Desc>>,
+    #[serde(default)]
+    config: Option<Desc>,
+    #[serde(default)]
+    layers: Option<Vec<Desc>>,
+}
+
+/// A manifest as found in the store.
+enum Fetched {
+    Missing,
+    /// Present but not a usable manifest (the problem is already recorded).
+    Broken(Bytes),
+    Ok(Bytes, AnyManifest),
+}
+
+/// A blob as found in the store: its size, if present.
+type BlobState = Option<u64>;
+
+/// Checks the whole store.
+pub async fn verify(store: &dyn Store, opts: &VerifyOptions) -> anyhow::Result<Report> {
+    let mut problems: Vec<String> = Vec::new();
+
+    // Repository indexes.
+    let listed = store
+        .list(layout::REPOSITORIES_PREFIX)
+        .await
+        .context("cannot list repositories")?;
+    let mut repos: Vec<(String, RepoIndex)> = Vec::new();
+    for m in &listed {
+        let Some(name) = layout::repo_of_index_key(&m.key) else {
+            continue;
+        };
+        let Some(obj) = store.get(&m.key).await? else {
+            problems.push(format!("{}: disappeared while verifying", m.key));
+            continue;
+        };
+        match RepoIndex::from_slice(&obj.bytes) {
+            Ok(idx) if idx.name == name => repos.push((m.key.clone(), idx)),
+            Ok(idx) => problems.push(format!(
+                "{}: names repository {}, expected {name}",
+                m.key, idx.name
+            )),
+            Err(e) => problems.push(format!("{}: cannot parse: {e:#}", m.key)),
+        }
+    }
+
+    // Every manifest the indexes reference, and the children those list, fetched once.
+    let mut manifests: HashMap<Digest, Fetched> = HashMap::new();
+    let mut want: BTreeSet<Digest> = repos
+        .iter()
+        .flat_map(|(_, idx)| idx.manifests.keys().chain(idx.tags.values().map(|d| &d.digest)))
+        .cloned()
+        .collect();
+    while !want.is_empty() {
+        let batch: Vec<Digest> = std::mem::take(&mut want).into_iter().collect();
+        let fetched: Vec<(Digest, Fetched, Option<String>)> = stream::iter(batch)
+            .map(|d| async move {
+                let (f, problem) = fetch_manifest(store, &d, opts.deep).await?;
+                anyhow::Ok((d, f, problem))
+            })
+            .buffer_unordered(PARALLEL)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<anyhow::Result<_>>()?;
+        for (d, f, problem) in fetched {
+            problems.extend(problem);
+            if let Fetched::Ok(_, m) = &f {
+                for c in m.manifests.iter().flatten() {
+                    if !manifests.contains_key(&c.digest) {
+                        want.insert(c.digest.clone());
+                    }
+                }
+            }
+            manifests.insert(d, f);
+        }
+        want.retain(|d| !manifests.contains_key(d));
+    }
+
+    // Every blob the indexes and manifests reference, checked once.
+    let mut blob_digests: BTreeSet<Digest> = repos
+        .iter()
+        .flat_map(|(_, idx)| idx.blobs.keys())
+        .cloned()
+        .collect();
+    for f in manifests.values() {
+        if let Fetched::Ok(_, m) = f {
+            blob_digests.extend(m.config.iter().map(|c| c.digest.clone()));
+            blob_digests.extend(m.layers.iter().flatten().map(|l| l.digest.clone()));
+        }
+    }
+    let blob_results: Vec<(Digest, BlobState, Option<String>)> = stream::iter(blob_digests)
+        .map(|d| async move {
+            let (state, problem) = check_blob(store, &d, opts.deep).await?;
+            anyhow::Ok((d, state, problem))
+        })
+        .buffer_unordered(PARALLEL)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    let mut blobs: HashMap<Digest, BlobState> = HashMap::new();
+    for (d, state, problem) in blob_results {
+        problems.extend(problem);
+        blobs.insert(d, state);
+    }
+
+    // The catalog.
+    let catalog: Option<Catalog> = match store.get(layout::CATALOG).await? {
+        None => {
+            if !repos.is_empty() {
+                problems.push(format!(
+                    "{}: missing, but there are {} repositories",
+                    layout::CATALOG,
+                    repos.len()
+                ));
+            }
+            None
+        }
+        Some(obj) => match serde_json::from_slice(&obj.bytes) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                problems.push(format!("{}: cannot parse: {e}", layout::CATALOG));
+                None
+            }
+        },
+    };
+    if let Some(c) = &catalog {
+        let have: BTreeSet<&str> = repos.iter().map(|(_, i)| i.name.as_str()).collect();
+        for r in &c.repositories {
+            if !have.contains(r.as_str()) {
+                problems.push(format!(
+                    "{}: lists repository {r}, which has no index ({})",
+                    layout::CATALOG,
+                    RepoName::parse(r)
+                        .map(|n| layout::repo_index(&n))
+                        .unwrap_or_else(|_| "an invalid name".into())
+                ));
+            }
+        }
+    }
+
+    for (key, idx) in &repos {
+        let mut c = RepoCheck {
+            store,
+            key,
+            idx,
+            manifests: &manifests,
+            blobs: &blobs,
+            problems: &mut problems,
+        };
+        c.check().await?;
+        if let Some(cat) = &catalog {
+            if !cat.repositories.iter().any(|r| r == idx.name.as_str()) {
+                problems.push(format!(
+                    "{}: does not list repository {}",
+                    layout::CATALOG,
+                    idx.name
+                ));
+            }
+        }
+    }
+
+    // The same broken object can be reached from several places; say it once.
+    let mut seen = BTreeSet::new();
+    problems.retain(|p| seen.insert(p.clone()));
+    Ok(Report {
+        problems,
+        repositories: repos.len(),
+        manifests: manifests.len(),
+        blobs: blobs.len(),
+    })
+}
+
+async fn fetch_manifest(
+    store: &dyn Store,
+    d: &Digest,
+    deep: bool,
+) -> anyhow::Result<(Fetched, Option<String>)> {
+    let key = layout::manifest(d);
+    let Some(obj) = store.get(&key).await? else {
+        return Ok((Fetched::Missing, None));
+    };
+    if deep {
+        let got = Hasher::digest_like(d, &obj.bytes);
+        if got != *d {
+            return Ok((
+                Fetched::Broken(obj.bytes),
+                Some(format!("{key}: digest mismatch (content hashes to {got})")),
+            ));
+        }
+    }
+    match serde_json::from_slice::<AnyManifest>(&obj.bytes) {
+        Ok(m) if m.manifests.is_some() || m.config.is_some() => Ok((Fetched::Ok(obj.bytes, m), None)),
+        Ok(_) => Ok((
+            Fetched::Broken(obj.bytes),
+            Some(format!("{key}: neither an image manifest nor an image index")),
+        )),
+        Err(e) => Ok((
+            Fetched::Broken(obj.bytes),
+            Some(format!("{key}: not a valid manifest: {e}")),
+        )),
+    }
+}
+
+async fn check_blob(
+    store: &dyn Store,
+    d: &Digest,
+    deep: bool,
+) -> anyhow::Result<(BlobState, Option<String>)> {
+    let key = layout::blob(d);
+    let Some(meta) = store.head(&key).await? else {
+        return Ok((None, None));
+    };
+    if !deep {
+        return Ok((Some(meta.size), None));
+    }
+    let Some(mut r) = store.get_stream(&key).await? else {
+        return Ok((None, None));
+    };
+    let mut h = Hasher::new(d.algorithm());
+    let mut buf = vec![0u8; 256 << 10];
+    let mut n_total = 0u64;
+    loop {
+        let n = r
+            .read(&mut buf)
+            .await
+            .with_context(|| format!("reading {key}"))?;
+        if n == 0 {
+            break;
+        }
+        n_total += n as u64;
+        h.update(&buf[..n]);
+    }
+    let got = h.finish();
+    let problem =
+        (got != *d).then(|| format!("{key}: digest mismatch (content hashes to {got})"));
+    Ok((Some(n_total), problem))
+}
+
+/// The per-repository checks, against the store-wide results fetched beforehand.
+struct RepoCheck<'a> {
+    store: &'a dyn Store,
+    key: &'a str,
+    idx: &'a RepoIndex,
+    manifests: &'a HashMap<Digest, Fetched>,
+    blobs: &'a HashMap<Digest, BlobState>,
+    problems: &'a mut Vec<String>,
+}
+
+impl RepoCheck<'_> {
+    fn problem(&mut self, p: String) {
+        self.problems.push(p);
+    }
+
+    async fn check(&mut self) -> anyhow::Result<()> {
+        let (key, idx) = (self.key, self.idx);
+        for (tag, desc) in &idx.tags {
+            match idx.manifests.get(&desc.digest) {
+                None => self.problem(format!(
+                    "{key}: tag {tag} points at {}, which is not in its manifests",
+                    desc.digest
+                )),
+                Some(e) if e.size != desc.size || e.media_type != desc.media_type => self.problem(
+                    format!(
+                        "{key}: tag {tag} says {} is {} bytes of {}, its manifests entry says {} bytes of {}",
+                        desc.digest, desc.size, desc.media_type, e.size, e.media_type
+                    ),
+                ),
+                Some(_) => {}
+            }
+        }
+        for (d, entry) in &idx.manifests {
+            let mkey = layout::manifest(d);
+            match self.manifests.get(d) {
+                None | Some(Fetched::Missing) => {
+                    self.problem(format!("{mkey}: missing (referenced by {key})"))
+                }
+                Some(Fetched::Broken(bytes)) => {
+                    if bytes.len() as u64 != entry.size {
+                        self.problem(format!(
+                            "{mkey}: size {}, expected {} (per {key})",
+                            bytes.len(),
+                            entry.size
+                        ));
+                    }
+                }
+                Some(Fetched::Ok(bytes, m)) => {
+                    if bytes.len() as u64 != entry.size {
+                        self.problem(format!(
+                            "{mkey}: size {}, expected {} (per {key})",
+                            bytes.len(),
+                            entry.size
+                        ));
+                    }
+                    if let Some(mt) = &m.media_type {
+                        if *mt != entry.media_type {
+                            self.problem(format!(
+                                "{key}: records {d} as {}, but the manifest says it is {mt} (clients need the exact type)",
+                                entry.media_type
+                            ));
+                        }
+                    }
+                    self.check_references(&mkey, m);
+                }
+            }
+        }
+        for (d, size) in &idx.blobs {
+            let bkey = layout::blob(d);
+            match self.blobs.get(d) {
+                Some(Some(have)) if have == size => {}
+                Some(Some(have)) => self.problem(format!(
+                    "{bkey}: size {have}, expected {size} (per {key})"
+                )),
+                _ => self.problem(format!("{bkey}: missing (referenced by {key})")),
+            }
+        }
+        self.check_derived().await
+    }
+
+    /// An index's children and a manifest's config and layers.
+    fn check_references(&mut self, mkey: &str, m: &AnyManifest) {
+        let key = self.key;
+        for c in m.manifests.iter().flatten() {
+            let ckey = layout::manifest(&c.digest);
+            if !self.idx.manifests.contains_key(&c.digest) {
+                self.problem(format!(
+                    "{key}: {mkey} lists {}, which is not in the index's manifests (pulls of it will fail)",
+                    c.digest
+                ));
+                match self.manifests.get(&c.digest) {
+                    None | Some(Fetched::Missing) => {
+                        self.problem(format!("{ckey}: missing (referenced by {mkey})"))
+                    }
+                    Some(Fetched::Broken(b)) | Some(Fetched::Ok(b, _)) if b.len() as u64 != c.size => {
+                        self.problem(format!(
+                            "{ckey}: size {}, expected {} (per {mkey})",
+                            b.len(),
+                            c.size
+                        ))
+                    }
+                    _ => {}
+                }
+            } else if let Some(e) = self.idx.manifests.get(&c.digest) {
+                if e.size != c.size {
+                    self.problem(format!(
+                        "{mkey}: lists {} with size {}, but {key} records {}",
+                        c.digest, c.size, e.size
+                    ));
+                }
+            }
+        }
+        let blobs = m.config.iter().chain(m.layers.iter().flatten());
+        for b in blobs {
+            let bkey = layout::blob(&b.digest);
+            // Foreign layers are fetched from their URLs; the store need not have them.
+            let foreign = b.urls.as_ref().is_some_and(|u| !u.is_empty());
+            match self.blobs.get(&b.digest) {
+                Some(Some(have)) if *have != b.size => self.problem(format!(
+                    "{bkey}: size {have}, expected {} (per {mkey})",
+                    b.size
+                )),
+                Some(Some(_)) => {}
+                _ if foreign => continue,
+                _ => self.problem(format!(
+                    "{bkey}: missing (referenced by {mkey} in {key})"
+                )),
+            }
+            if !self.idx.blobs.contains_key(&b.digest) {
+                self.problem(format!(
+                    "{key}: does not list {} ({} of {mkey}) among its blobs, so serve will refuse to redirect it",
+                    b.digest,
+                    if b.media_type.is_empty() { "blob" } else { &b.media_type }
+                ));
+            }
+        }
+    }
+
+    /// `_manifests/<tag>` copies and `_tags.json`.
+    async fn check_derived(&mut self) -> anyhow::Result<()> {
+        let (key, idx) = (self.key, self.idx);
+        for (tag, desc) in &idx.tags {
+            let tkey = layout::tag_manifest(&idx.name, tag);
+            let Some(copy) = self.store.get(&tkey).await? else {
+                self.problem(format!("{tkey}: missing (tag {tag} of {key})"));
+                continue;
+            };
+            match self.manifests.get(&desc.digest) {
+                Some(Fetched::Ok(b, _)) | Some(Fetched::Broken(b)) if *b != copy.bytes => {
+                    self.problem(format!(
+                        "{tkey}: differs from {} (the manifest tag {tag} points at)",
+                        layout::manifest(&desc.digest)
+                    ))
+                }
+                _ => {}
+            }
+        }
+        // Copies for tags the index no longer has would still be served by a CDN in blind mode.
+        // The prefix is derived from the layout's own key for a tag, so it cannot drift.
+        let prefix = layout::tag_manifest(&idx.name, &crate::reference::Tag::parse("x")?);
+        let prefix = prefix.strip_suffix('x').unwrap_or(&prefix);
+        for m in self.store.list(prefix).await? {
+            let tag = &m.key[prefix.len()..];
+            if !idx.tags.keys().any(|t| t.as_str() == tag) {
+                self.problem(format!(
+                    "{}: a copy for tag {tag:?}, which {key} does not have",
+                    m.key
+                ));
+            }
+        }
+        let lkey = layout::tags_list(&idx.name);
+        match self.store.get(&lkey).await? {
+            None => self.problem(format!("{lkey}: missing")),
+            Some(obj) => match serde_json::from_slice::<TagsList>(&obj.bytes) {
+                Err(e) => self.problem(format!("{lkey}: cannot parse: {e}")),
+                Ok(list) => {
+                    let have: BTreeSet<&str> = list.tags.iter().map(|t| t.as_str()).collect();
+                    let want: BTreeSet<&str> = idx.tags.keys().map(|t| t.as_str()).collect();
+                    if list.name != idx.name || have != want {
+                        self.problem(format!(
+                            "{lkey}: lists {}:{:?}, but {key} has tags {:?}",
+                            list.name, have, want
+                        ));
+                    }
+                }
+            },
+        }
+        Ok(())
+    }
+}
