@@ -68,4 +68,4 @@ fi
 log "tools: $(skopeo --version), $(podman --version), $(containerd --version | cut -d' ' -f1,3)"
 
 # One build, then every test binary (unit and integration) runs; tests run in parallel.
-exec cargo test --locked "$@"
+exec cargo test --locked --no-fail-fast "$@"

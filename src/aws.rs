@@ -49,7 +49,6 @@ impl CredentialSource for StaticCredentials {
     }
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // The first two links of the standard AWS credential chain: environment, then shared profile
 // files. The remaining links (web identity, ECS/EKS container endpoint, EC2 IMDSv2) rotate and
@@ -251,7 +250,10 @@ impl ProfileFiles {
                 session_token: get("aws_session_token"),
             })),
             (None, None) => {
-                if let Some(k) = UNSUPPORTED_PROFILE_KEYS.iter().find(|k| p.contains_key(**k)) {
+                if let Some(k) = UNSUPPORTED_PROFILE_KEYS
+                    .iter()
+                    .find(|k| p.contains_key(**k))
+                {
                     bail!(
                         "AWS profile {name:?} uses {k}, which is not supported: only static keys \
                          (aws_access_key_id, aws_secret_access_key, aws_session_token) are read \
@@ -301,10 +303,7 @@ fn expand_home(p: &str, home: Option<&std::path::Path>) -> PathBuf {
 /// Which profile applies: the configured one, else `AWS_PROFILE`, else `default`; and whether it
 /// was asked for by name (then it must exist).
 pub fn selected_profile(explicit: Option<&str>, env: Env<'_>) -> (String, bool) {
-    match explicit
-        .map(str::to_owned)
-        .or_else(|| env("AWS_PROFILE"))
-    {
+    match explicit.map(str::to_owned).or_else(|| env("AWS_PROFILE")) {
         Some(p) => (p, true),
         None => ("default".to_owned(), false),
     }
@@ -334,15 +333,14 @@ pub fn static_chain(
     let (profile, named) = selected_profile(explicit_profile, env);
     let from_profile = || -> anyhow::Result<Option<FoundCredentials>> {
         if named && files.profile(&profile).is_none() {
-            bail!(
-                "AWS profile {profile:?} not found in {}",
-                files.locations()
-            );
+            bail!("AWS profile {profile:?} not found in {}", files.locations());
         }
-        Ok(files.credentials(&profile)?.map(|credentials| FoundCredentials {
-            credentials,
-            origin: format!("profile {profile}"),
-        }))
+        Ok(files
+            .credentials(&profile)?
+            .map(|credentials| FoundCredentials {
+                credentials,
+                origin: format!("profile {profile}"),
+            }))
     };
     if explicit_profile.is_some() {
         return from_profile();
@@ -470,10 +468,16 @@ sso_start_url = https://example.awsapps.com/start#x
     #[test]
     fn chain_order() {
         let files = ProfileFiles::from_texts(CREDS, CONFIG);
-        let env = env_of(&[("AWS_ACCESS_KEY_ID", "AKIDENV"), ("AWS_SECRET_ACCESS_KEY", "s")]);
+        let env = env_of(&[
+            ("AWS_ACCESS_KEY_ID", "AKIDENV"),
+            ("AWS_SECRET_ACCESS_KEY", "s"),
+        ]);
         // Environment first...
         let f = static_chain(None, &env, &files).unwrap().unwrap();
-        assert_eq!((f.credentials.access_key_id.as_str(), f.origin.as_str()), ("AKIDENV", "environment"));
+        assert_eq!(
+            (f.credentials.access_key_id.as_str(), f.origin.as_str()),
+            ("AKIDENV", "environment")
+        );
         // ...unless a profile is configured explicitly.
         let f = static_chain(Some("ci"), &env, &files).unwrap().unwrap();
         assert_eq!(f.credentials.access_key_id, "AKIDCI");
@@ -495,7 +499,10 @@ sso_start_url = https://example.awsapps.com/start#x
         let e = static_chain(None, &env_of(&[("AWS_SECRET_ACCESS_KEY", "hush")]), &files)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("AWS_ACCESS_KEY_ID") && !e.contains("hush"), "{e}");
+        assert!(
+            e.contains("AWS_ACCESS_KEY_ID") && !e.contains("hush"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -505,7 +512,14 @@ sso_start_url = https://example.awsapps.com/start#x
             resolve_region(explicit, profile, &env_of(vars), &files)
         };
         assert_eq!(r(Some("x-1"), None, &[("AWS_REGION", "y")]), "x-1");
-        assert_eq!(r(None, None, &[("AWS_REGION", "y"), ("AWS_DEFAULT_REGION", "z")]), "y");
+        assert_eq!(
+            r(
+                None,
+                None,
+                &[("AWS_REGION", "y"), ("AWS_DEFAULT_REGION", "z")]
+            ),
+            "y"
+        );
         assert_eq!(r(None, None, &[("AWS_DEFAULT_REGION", "z")]), "z");
         assert_eq!(r(None, None, &[]), "eu-west-1");
         assert_eq!(r(None, Some("ci"), &[]), "us-west-2");
@@ -528,6 +542,9 @@ sso_start_url = https://example.awsapps.com/start#x
         let f = ProfileFiles::load(&env).unwrap();
         assert!(f.credentials("ci").unwrap().is_some());
         // No HOME and no config file: nothing, and no error.
-        assert!(ProfileFiles::load(&|_: &str| None).unwrap().profile("default").is_none());
+        assert!(ProfileFiles::load(&|_: &str| None)
+            .unwrap()
+            .profile("default")
+            .is_none());
     }
 }

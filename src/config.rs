@@ -6,16 +6,33 @@ use std::path::Path;
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::federation::config::{EmbeddedConfig, OriginConfig, RouteConfig};
+use crate::federation::region::RegionSettings;
+use crate::store::S3Settings;
+
 /// The whole configuration file. Every field is optional; flags and env fill the gaps.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Where the layout lives: a directory, `file:///path`.
+    /// Where the layout lives: a directory, `file:///path` or `s3://bucket[/prefix]`.
     pub store: Option<String>,
     #[serde(default)]
     pub serve: ServeSection,
+    /// Settings for `s3://` stores.
     #[serde(default)]
-    pub origin: OriginSection,
+    pub s3: S3Settings,
+    /// The embedded origin (local stores).
+    #[serde(default)]
+    pub embedded: EmbeddedConfig,
+    /// Where content is fetched from; without any, the store itself is the one origin.
+    #[serde(default)]
+    pub origins: Vec<OriginConfig>,
+    /// Repository-name prefixes → ordered origins (longest prefix wins).
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Region routing.
+    #[serde(default)]
+    pub regions: RegionSettings,
     #[serde(default)]
     pub publish: PublishSection,
 }
@@ -28,16 +45,8 @@ pub struct ServeSection {
     pub url_ttl: Option<u64>,
     /// How long a repository index is cached before a refresh, seconds.
     pub index_ttl: Option<u64>,
-}
-
-/// The embedded origin (local store only).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OriginSection {
-    /// A file holding the shared URL-signing secret (needed when replicas share a store).
-    pub secret_file: Option<String>,
-    /// External base URL for origin redirects; by default they are relative to the endpoint.
-    pub url: Option<String>,
+    /// Seconds between active health checks of each origin.
+    pub health_interval: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -129,7 +129,10 @@ pub struct Catalog {
 impl Catalog {
     /// Adds a repository, keeping the list sorted and unique; returns whether it changed.
     pub fn insert(&mut self, name: &RepoName) -> bool {
-        match self.repositories.binary_search_by(|r| r.as_str().cmp(name.as_str())) {
+        match self
+            .repositories
+            .binary_search_by(|r| r.as_str().cmp(name.as_str()))
+        {
             Ok(_) => false,
             Err(pos) => {
                 self.repositories.insert(pos, name.as_str().to_owned());
@@ -159,7 +162,8 @@ mod tests {
         let name = RepoName::parse("a/b").unwrap();
         let mut base = RepoIndex::new(name.clone());
         base.tags.insert(Tag::parse("1").unwrap(), desc(b"one"));
-        base.tags.insert(Tag::parse("latest").unwrap(), desc(b"one"));
+        base.tags
+            .insert(Tag::parse("latest").unwrap(), desc(b"one"));
         let mut new = RepoIndex::new(name);
         new.tags.insert(Tag::parse("2").unwrap(), desc(b"two"));
         new.tags.insert(Tag::parse("latest").unwrap(), desc(b"two"));

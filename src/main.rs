@@ -27,11 +27,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::config::Config;
 use crate::reference::TaggedName;
 use crate::serve::cache::CacheConfig;
-use crate::sign::{EmbeddedSigner, Signer};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
 const DEFAULT_URL_TTL: u64 = 300;
 const DEFAULT_INDEX_TTL: u64 = 10;
+const DEFAULT_HEALTH_INTERVAL: u64 = 10;
 
 #[derive(Parser)]
 #[command(
@@ -170,7 +170,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             origin_secret_file,
             origin_url,
         } => {
-            let store = store::open(&store_location(store, &cfg)?)?;
             let listen = match listen {
                 Some(l) => l,
                 None => cfg
@@ -181,45 +180,43 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .parse()
                     .context("invalid listen address in config")?,
             };
-            let url_ttl = Duration::from_secs(url_ttl.or(cfg.serve.url_ttl).unwrap_or(DEFAULT_URL_TTL));
-            let index_ttl = index_ttl.or(cfg.serve.index_ttl).unwrap_or(DEFAULT_INDEX_TTL);
+            let url_ttl =
+                Duration::from_secs(url_ttl.or(cfg.serve.url_ttl).unwrap_or(DEFAULT_URL_TTL));
+            let index_ttl = index_ttl
+                .or(cfg.serve.index_ttl)
+                .unwrap_or(DEFAULT_INDEX_TTL);
             let cache = CacheConfig {
                 ttl: Duration::from_secs(index_ttl),
                 negative_ttl: Duration::from_secs(index_ttl.clamp(1, 2)),
                 ..CacheConfig::default()
             };
-            let origin_url = origin_url.or(cfg.origin.url.clone());
-            let secret_file = origin_secret_file.or(cfg.origin.secret_file.clone().map(PathBuf::from));
-            let signer = match secret_file {
-                Some(path) => {
-                    let secret = std::fs::read(&path).with_context(|| {
-                        format!("cannot read origin secret file {}", path.display())
-                    })?;
-                    let secret = secret.trim_ascii();
-                    anyhow::ensure!(
-                        secret.len() >= 16,
-                        "origin secret in {} is shorter than 16 bytes; generate one with `head -c 32 /dev/urandom | base64`",
-                        path.display()
-                    );
-                    EmbeddedSigner::new(secret, origin_url.as_deref())
-                }
-                None => EmbeddedSigner::random(origin_url.as_deref()),
-            };
-            let root = store
-                .local_root()
-                .context("serve currently needs a local store (a directory)")?;
-            let embedded = serve::origin::EmbeddedOrigin {
-                files: store::LocalStore::open(root)?,
-                signer: signer.clone(),
-            };
-            let signer: Arc<dyn Signer> = Arc::new(signer);
-            let origin = federation::Origin::new("local", signer, store, vec![], cache);
-            let federation = Arc::new(federation::Federation::single(origin));
-            federation::health::spawn(federation.clone(), Duration::from_secs(10));
+            let mut embedded = cfg.embedded.clone();
+            if origin_secret_file.is_some() {
+                embedded.secret_file = origin_secret_file;
+            }
+            if origin_url.is_some() {
+                embedded.url = origin_url;
+            }
+            let store = store.or(cfg.store.clone());
+            let built = federation::config::build(federation::config::FederationInput {
+                default_store: store.as_deref(),
+                s3: &cfg.s3,
+                origins: &cfg.origins,
+                routes: &cfg.routes,
+                regions: &cfg.regions,
+                embedded: &embedded,
+                cache,
+            })
+            .await?;
+            let interval = cfg.serve.health_interval.unwrap_or(DEFAULT_HEALTH_INTERVAL);
+            federation::health::spawn(
+                built.federation.clone(),
+                Duration::from_secs(interval.max(1)),
+            );
             let state = Arc::new(serve::AppState {
-                federation,
+                federation: built.federation,
                 url_ttl,
-                embedded: Some(embedded),
+                embedded: built.embedded,
             });
             serve::run(listen, state).await?;
             Ok(ExitCode::SUCCESS)
@@ -232,7 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             jobs,
             quiet,
         } => {
-            let store = store::open(&store_location(store, &cfg)?)?;
+            let store = store::open_with(&store_location(store, &cfg)?, &cfg.s3)?;
             let opts = publish::PublishOptions {
                 source,
                 tags,
@@ -245,7 +242,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { store, deep } => {
-            let store = store::open(&store_location(store, &cfg)?)?;
+            let store = store::open_with(&store_location(store, &cfg)?, &cfg.s3)?;
             let report = verify::verify(store.as_ref(), &verify::VerifyOptions { deep }).await?;
             println!("{report}");
             Ok(if report.problems.is_empty() {

@@ -20,7 +20,9 @@ pub enum ReferenceError {
     Name(String),
     #[error("invalid tag {0:?}: a tag is [A-Za-z0-9_] followed by up to 127 of [A-Za-z0-9._-]")]
     Tag(String),
-    #[error("invalid digest {0:?}: expected sha256:<64 lowercase hex> or sha512:<128 lowercase hex>")]
+    #[error(
+        "invalid digest {0:?}: expected sha256:<64 lowercase hex> or sha512:<128 lowercase hex>"
+    )]
     Digest(String),
     #[error("invalid image reference {0:?}: expected NAME:TAG or NAME@DIGEST")]
     Reference(String),

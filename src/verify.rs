@@ -41,12 +41,6 @@ pub struct Report {
     pub blobs: usize,
 }
 
-impl Report {
-    pub fn is_ok(&self) -> bool {
-        self.problems.is_empty()
-    }
-}
-
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let checked = format!(
@@ -137,7 +131,11 @@ pub async fn verify(store: &dyn Store, opts: &VerifyOptions) -> anyhow::Result<R
     let mut manifests: HashMap<Digest, Fetched> = HashMap::new();
     let mut want: BTreeSet<Digest> = repos
         .iter()
-        .flat_map(|(_, idx)| idx.manifests.keys().chain(idx.tags.values().map(|d| &d.digest)))
+        .flat_map(|(_, idx)| {
+            idx.manifests
+                .keys()
+                .chain(idx.tags.values().map(|d| &d.digest))
+        })
         .cloned()
         .collect();
     while !want.is_empty() {
@@ -280,10 +278,14 @@ async fn fetch_manifest(
         }
     }
     match serde_json::from_slice::<AnyManifest>(&obj.bytes) {
-        Ok(m) if m.manifests.is_some() || m.config.is_some() => Ok((Fetched::Ok(obj.bytes, m), None)),
+        Ok(m) if m.manifests.is_some() || m.config.is_some() => {
+            Ok((Fetched::Ok(obj.bytes, m), None))
+        }
         Ok(_) => Ok((
             Fetched::Broken(obj.bytes),
-            Some(format!("{key}: neither an image manifest nor an image index")),
+            Some(format!(
+                "{key}: neither an image manifest nor an image index"
+            )),
         )),
         Err(e) => Ok((
             Fetched::Broken(obj.bytes),
@@ -322,8 +324,7 @@ async fn check_blob(
         h.update(&buf[..n]);
     }
     let got = h.finish();
-    let problem =
-        (got != *d).then(|| format!("{key}: digest mismatch (content hashes to {got})"));
+    let problem = (got != *d).then(|| format!("{key}: digest mismatch (content hashes to {got})"));
     Ok((Some(n_total), problem))
 }
 
@@ -398,9 +399,9 @@ impl RepoCheck<'_> {
             let bkey = layout::blob(d);
             match self.blobs.get(d) {
                 Some(Some(have)) if have == size => {}
-                Some(Some(have)) => self.problem(format!(
-                    "{bkey}: size {have}, expected {size} (per {key})"
-                )),
+                Some(Some(have)) => {
+                    self.problem(format!("{bkey}: size {have}, expected {size} (per {key})"))
+                }
                 _ => self.problem(format!("{bkey}: missing (referenced by {key})")),
             }
         }
@@ -421,7 +422,9 @@ impl RepoCheck<'_> {
                     None | Some(Fetched::Missing) => {
                         self.problem(format!("{ckey}: missing (referenced by {mkey})"))
                     }
-                    Some(Fetched::Broken(b)) | Some(Fetched::Ok(b, _)) if b.len() as u64 != c.size => {
+                    Some(Fetched::Broken(b)) | Some(Fetched::Ok(b, _))
+                        if b.len() as u64 != c.size =>
+                    {
                         self.problem(format!(
                             "{ckey}: size {}, expected {} (per {mkey})",
                             b.len(),
@@ -451,9 +454,7 @@ impl RepoCheck<'_> {
                 )),
                 Some(Some(_)) => {}
                 _ if foreign => continue,
-                _ => self.problem(format!(
-                    "{bkey}: missing (referenced by {mkey} in {key})"
-                )),
+                _ => self.problem(format!("{bkey}: missing (referenced by {mkey} in {key})")),
             }
             if !self.idx.blobs.contains_key(&b.digest) {
                 self.problem(format!(
@@ -475,12 +476,11 @@ impl RepoCheck<'_> {
                 continue;
             };
             match self.manifests.get(&desc.digest) {
-                Some(Fetched::Ok(b, _)) | Some(Fetched::Broken(b)) if *b != copy.bytes => {
-                    self.problem(format!(
+                Some(Fetched::Ok(b, _)) | Some(Fetched::Broken(b)) if *b != copy.bytes => self
+                    .problem(format!(
                         "{tkey}: differs from {} (the manifest tag {tag} points at)",
                         layout::manifest(&desc.digest)
-                    ))
-                }
+                    )),
                 _ => {}
             }
         }

@@ -40,7 +40,11 @@ pub async fn probe(origin: &Origin, http: &reqwest::Client) -> Result<(), String
 /// Probes every origin every `interval`, forever.
 pub fn spawn(fed: Arc<Federation>, interval: Duration) -> tokio::task::JoinHandle<()> {
     let http = reqwest::Client::builder()
-        .timeout(interval.min(Duration::from_secs(5)).max(Duration::from_millis(500)))
+        .timeout(
+            interval
+                .min(Duration::from_secs(5))
+                .max(Duration::from_millis(500)),
+        )
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .expect("HTTP client builds");
@@ -53,7 +57,10 @@ pub fn spawn(fed: Arc<Federation>, interval: Duration) -> tokio::task::JoinHandl
                 let http = http.clone();
                 async move {
                     let r = probe(o, &http).await;
-                    o.set_healthy(r.is_ok(), r.as_ref().err().map(String::as_str).unwrap_or(""));
+                    o.set_healthy(
+                        r.is_ok(),
+                        r.as_ref().err().map(String::as_str).unwrap_or(""),
+                    );
                 }
             });
             futures::future::join_all(checks).await;

@@ -6,6 +6,7 @@
 //! are down to the one that last answered. Health comes from active probes of the `_health` canary
 //! and from index loads failing.
 
+pub mod config;
 pub mod health;
 pub mod region;
 
@@ -141,12 +142,6 @@ impl Federation {
         })
     }
 
-    /// A federation of one origin: the simple deployments.
-    pub fn single(origin: Origin) -> Self {
-        Self::new(vec![Arc::new(origin)], vec![], RegionResolver::default())
-            .expect("one origin is a valid federation")
-    }
-
     fn route(&self, name: &str) -> &Route {
         self.routes
             .iter()
@@ -232,8 +227,12 @@ mod tests {
     fn bad_routes_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let o = || vec![origin("a", &[], dir.path())];
-        assert!(Federation::new(o(), vec![("x".into(), vec![5])], RegionResolver::default()).is_err());
-        assert!(Federation::new(o(), vec![("x".into(), vec![])], RegionResolver::default()).is_err());
+        assert!(
+            Federation::new(o(), vec![("x".into(), vec![5])], RegionResolver::default()).is_err()
+        );
+        assert!(
+            Federation::new(o(), vec![("x".into(), vec![])], RegionResolver::default()).is_err()
+        );
         assert!(Federation::new(vec![], vec![], RegionResolver::default()).is_err());
     }
 }

@@ -60,7 +60,9 @@ impl CidrTable {
         let ip: IpAddr = addr
             .parse()
             .with_context(|| format!("{cidr:?}: bad address"))?;
-        let len: u8 = len.parse().with_context(|| format!("{cidr:?}: bad prefix length"))?;
+        let len: u8 = len
+            .parse()
+            .with_context(|| format!("{cidr:?}: bad prefix length"))?;
         let (max, offset) = match ip {
             IpAddr::V4(_) => (32, 96),
             IpAddr::V6(_) => (128, 0),
@@ -91,7 +93,8 @@ impl CidrTable {
                 continue;
             }
             let mut parts = line.split_whitespace();
-            let (Some(cidr), Some(region), None) = (parts.next(), parts.next(), parts.next()) else {
+            let (Some(cidr), Some(region), None) = (parts.next(), parts.next(), parts.next())
+            else {
                 anyhow::bail!("{}:{}: expected `CIDR REGION`", path.display(), n + 1);
             };
             t.insert(cidr, region)
@@ -102,7 +105,10 @@ impl CidrTable {
 
     pub fn lookup(&self, ip: IpAddr) -> Option<&str> {
         let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+            IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(IpAddr::V4)
+                .unwrap_or(IpAddr::V6(v6)),
             v4 => v4,
         };
         let bits = to_v6_bits(ip);
@@ -145,6 +151,7 @@ impl RegionResolver {
         })
     }
 
+    #[cfg(test)]
     pub fn with_table(mut self, table: CidrTable) -> Self {
         self.table = table;
         self
@@ -163,7 +170,10 @@ impl RegionResolver {
             .flat_map(|v| v.split(','))
             .map(str::trim)
             .collect();
-        let entry = chain.len().checked_sub(self.hops).and_then(|i| chain.get(i))?;
+        let entry = chain
+            .len()
+            .checked_sub(self.hops)
+            .and_then(|i| chain.get(i))?;
         entry
             .parse::<IpAddr>()
             .ok()
@@ -175,7 +185,12 @@ impl RegionResolver {
             if let Some(v) = headers.get(h).and_then(|v| v.to_str().ok()) {
                 let v = v.trim();
                 if !v.is_empty() {
-                    return Some(self.header_values.get(v).cloned().unwrap_or_else(|| v.to_owned()));
+                    return Some(
+                        self.header_values
+                            .get(v)
+                            .cloned()
+                            .unwrap_or_else(|| v.to_owned()),
+                    );
                 }
             }
         }
@@ -216,7 +231,8 @@ mod tests {
         let mut t = CidrTable::default();
         for i in 0..50_000u32 {
             let ip = std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8));
-            t.insert(&format!("{ip}/24"), &format!("r{}", i % 7)).unwrap();
+            t.insert(&format!("{ip}/24"), &format!("r{}", i % 7))
+                .unwrap();
         }
         assert_eq!(t.len(), 50_000);
         assert_eq!(t.lookup("10.0.5.9".parse().unwrap()), Some("r5"));
@@ -240,9 +256,15 @@ mod tests {
         assert_eq!(r.region(&h, None).as_deref(), Some("eu"));
         let mut h = HeaderMap::new();
         // The left entry is client-supplied and must be ignored with one trusted hop.
-        h.insert("x-forwarded-for", "2001:db8::1, 203.0.113.9".parse().unwrap());
+        h.insert(
+            "x-forwarded-for",
+            "2001:db8::1, 203.0.113.9".parse().unwrap(),
+        );
         assert_eq!(r.region(&h, None).as_deref(), Some("eu"));
-        h.insert("x-forwarded-for", "203.0.113.9, 2001:db8::7".parse().unwrap());
+        h.insert(
+            "x-forwarded-for",
+            "203.0.113.9, 2001:db8::7".parse().unwrap(),
+        );
         assert_eq!(r.region(&h, None).as_deref(), Some("us"));
     }
 }

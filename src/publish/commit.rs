@@ -60,7 +60,10 @@ pub async fn update_index(
                 let idx = RepoIndex::from_slice(&obj.bytes)
                     .with_context(|| format!("{key}: cannot parse the repository index"))?;
                 if idx.name != *name {
-                    bail!("{key}: the index is for repository {}, not {name}", idx.name);
+                    bail!(
+                        "{key}: the index is for repository {}, not {name}",
+                        idx.name
+                    );
                 }
                 (idx, PutMode::Update(obj.version))
             }
@@ -92,7 +95,11 @@ pub async fn update_index(
 
 /// Writes `_manifests/<tag>` for `touched` and `_tags.json` from the current index, and repeats
 /// until the index stops moving underneath.
-pub async fn write_derived(store: &dyn Store, name: &RepoName, touched: &[Tag]) -> anyhow::Result<()> {
+pub async fn write_derived(
+    store: &dyn Store,
+    name: &RepoName,
+    touched: &[Tag],
+) -> anyhow::Result<()> {
     let key = layout::repo_index(name);
     for attempt in 0..MAX_ATTEMPTS {
         let Some(obj) = store.get(&key).await? else {
@@ -130,7 +137,9 @@ pub async fn write_derived(store: &dyn Store, name: &RepoName, touched: &[Tag]) 
         if now.as_ref() == Some(&obj.version) {
             return Ok(());
         }
-        tracing::debug!("{key}: changed while writing derived files, rewriting (attempt {attempt})");
+        tracing::debug!(
+            "{key}: changed while writing derived files, rewriting (attempt {attempt})"
+        );
     }
     bail!("{key}: gave up rewriting derived files after {MAX_ATTEMPTS} attempts; the index keeps changing")
 }
@@ -154,7 +163,10 @@ pub async fn add_to_catalog(store: &dyn Store, name: &RepoName) -> anyhow::Resul
             return Ok(());
         }
         let body = serde_json::to_vec_pretty(&catalog).expect("catalog serialises");
-        match store.put(key, Bytes::from(body), &index_options(mode)).await {
+        match store
+            .put(key, Bytes::from(body), &index_options(mode))
+            .await
+        {
             Ok(()) => return Ok(()),
             Err(StoreError::Conflict) => backoff(attempt).await,
             Err(e) => return Err(anyhow::Error::from(e).context(format!("cannot write {key}"))),

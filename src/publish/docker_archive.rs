@@ -151,7 +151,12 @@ fn legacy_image(files: &Files, entry: &SaveEntry, label: &str) -> anyhow::Result
     let mut layers = Vec::with_capacity(entry.layers.len());
     for (i, (path, diff_id)) in entry.layers.iter().zip(&diff_ids).enumerate() {
         let what = format!("layer {} of {at}", i + 1);
-        let foreign = entry.layer_sources.as_ref().and_then(|s| s.get(diff_id));
+        // Docker ≥ 25 lists every layer in LayerSources; only foreign ones come from elsewhere.
+        let foreign = entry
+            .layer_sources
+            .as_ref()
+            .and_then(|s| s.get(diff_id))
+            .filter(|d| media::is_foreign(&d.media_type));
         layers.push(match foreign {
             // The archive only has the uncompressed diff, not the exact compressed blob the
             // foreign descriptor names, so that blob must already be in the store.
@@ -243,9 +248,12 @@ fn load_oci(files: Files, select: Option<&Selector>, label: &str) -> anyhow::Res
             let (desc, root) = match direct {
                 Some(d) => (d.clone(), layout.load(d)?),
                 None => {
-                    let save = saves.iter().find(|s| s.refs().contains(&w)).with_context(|| {
-                        format!("{label}: no image tagged '{n}'; available: {}", available())
-                    })?;
+                    let save = saves
+                        .iter()
+                        .find(|s| s.refs().contains(&w))
+                        .with_context(|| {
+                            format!("{label}: no image tagged '{n}'; available: {}", available())
+                        })?;
                     by_config(&save.config)?
                 }
             };

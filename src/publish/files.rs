@@ -50,15 +50,14 @@ pub struct Opened {
 impl Files {
     /// Opens a tar archive (plain, gzip- or zstd-compressed) and indexes its entries.
     pub fn open_tar(path: &Path) -> anyhow::Result<Files> {
-        let mut f =
-            File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let mut magic = [0u8; 4];
         let n = read_up_to(&mut f, &mut magic)?;
         f.seek(SeekFrom::Start(0))?;
         let decoder: Option<Box<dyn Read>> = match &magic[..n] {
-            [0x1f, 0x8b, ..] => Some(Box::new(flate2::read::MultiGzDecoder::new(
-                BufReader::new(f),
-            ))),
+            [0x1f, 0x8b, ..] => Some(Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(
+                f,
+            )))),
             [0x28, 0xb5, 0x2f, 0xfd] => Some(Box::new(zstd::stream::read::Decoder::new(f)?)),
             _ => None,
         };
@@ -278,11 +277,13 @@ mod tests {
         let mut h = tar::Header::new_gnu();
         h.set_size(5);
         h.set_mode(0o644);
-        b.append_data(&mut h, "./a/layer.tar", &b"hello"[..]).unwrap();
+        b.append_data(&mut h, "./a/layer.tar", &b"hello"[..])
+            .unwrap();
         let mut l = tar::Header::new_gnu();
         l.set_entry_type(tar::EntryType::Symlink);
         l.set_size(0);
-        b.append_link(&mut l, "b/layer.tar", "../a/layer.tar").unwrap();
+        b.append_link(&mut l, "b/layer.tar", "../a/layer.tar")
+            .unwrap();
         let bytes = b.into_inner().unwrap();
 
         let plain = dir.path().join("x.tar");

@@ -17,6 +17,7 @@ pub(crate) mod hashing;
 mod image;
 mod oci;
 mod render;
+mod reuse;
 pub mod source;
 mod upload;
 
@@ -88,7 +89,11 @@ impl fmt::Display for Summary {
             self.manifests_written
         )?;
         for (t, d) in &self.tags {
-            writeln!(f, "{t} -> {} ({}, {} bytes)", d.digest, d.media_type, d.size)?;
+            writeln!(
+                f,
+                "{t} -> {} ({}, {} bytes)",
+                d.digest, d.media_type, d.size
+            )?;
         }
         for n in &self.notes {
             writeln!(f, "note: {n}")?;
@@ -155,18 +160,27 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
     };
     tracing::info!(
         "publishing {label} as {} to {}",
-        tags.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "),
+        tags.iter()
+            .map(|t| t.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         store.describe()
     );
 
+    let repos: Vec<RepoName> = tags.iter().map(|t| t.name.clone()).collect();
+    let known = reuse::known_layers(store.as_ref(), &repos, opts.compression).await;
+    let plan = upload::UploadPlan {
+        compression: opts.compression,
+        jobs: opts.jobs,
+        progress: opts.progress,
+        label: label.clone(),
+        known,
+    };
     let (produced, stats) = upload::upload_all(
         store.clone(),
         loaded.files.clone(),
         loaded.root.blobs(),
-        opts.compression,
-        opts.jobs,
-        opts.progress,
-        &label,
+        plan,
     )
     .await?;
 
@@ -188,7 +202,7 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
             .put(&key, Bytes::from(m.bytes.clone()), &put)
             .await
             .with_context(|| format!("cannot write {key} to {}", store.describe()))?;
-        tracing::info!("wrote {key}");
+        tracing::debug!("wrote {key}");
         manifests_written += 1;
     }
 

@@ -13,7 +13,9 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::index::Descriptor;
-use crate::publish::image::{media, short, BlobKey, BlobRef, BlobSource, IndexNode, ManifestNode, Node};
+use crate::publish::image::{
+    media, short, BlobKey, BlobRef, BlobSource, IndexNode, ManifestNode, Node,
+};
 use crate::publish::Compression;
 use crate::reference::Digest;
 
@@ -166,7 +168,8 @@ impl Renderer<'_> {
             .collect();
         let source_digest = m.original.as_ref().map(|(_, d)| d.clone());
         // A Docker schema2 manifest has no zstd layer type, so zstd makes it an OCI manifest.
-        let docker = m.media_type == media::DOCKER_MANIFEST && self.compression == Compression::Gzip;
+        let docker =
+            m.media_type == media::DOCKER_MANIFEST && self.compression == Compression::Gzip;
         let layer_type = |c: Compression| match (docker, c) {
             (true, _) => media::DOCKER_LAYER_GZIP,
             (false, Compression::Gzip) => media::OCI_LAYER_GZIP,
@@ -186,10 +189,8 @@ impl Renderer<'_> {
                     m.media_type.clone()
                 };
                 v["mediaType"] = json!(media_type);
-                if to_oci {
-                    if v["config"]["mediaType"] == json!(media::DOCKER_CONFIG) {
-                        v["config"]["mediaType"] = json!(media::OCI_CONFIG);
-                    }
+                if to_oci && v["config"]["mediaType"] == json!(media::DOCKER_CONFIG) {
+                    v["config"]["mediaType"] = json!(media::OCI_CONFIG);
                 }
                 let Some(vl) = v.get_mut("layers").and_then(|l| l.as_array_mut()) else {
                     bail!("internal error: manifest without layers array");
@@ -225,7 +226,7 @@ impl Renderer<'_> {
                         media_type: config_type.to_owned(),
                         size: config.size,
                         digest: config.digest,
-                    urls: None,
+                        urls: None,
                     },
                     layers: m
                         .layers

@@ -185,7 +185,14 @@ mod tests {
                 select: Some(Selector::Index(1))
             }
         );
-        for bad in ["x", "oci:", "foo:bar", "docker://alpine", "oci:x:", "oci:x:@y"] {
+        for bad in [
+            "x",
+            "oci:",
+            "foo:bar",
+            "docker://alpine",
+            "oci:x:",
+            "oci:x:@y",
+        ] {
             assert!(SourceSpec::parse(bad).is_err(), "{bad}");
         }
     }

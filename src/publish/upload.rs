@@ -47,6 +47,8 @@ struct Ctx {
     staging: PathBuf,
     bars: MultiProgress,
     label: String,
+    /// diff_id -> compressed layer already in the store (see reuse.rs).
+    known: HashMap<Digest, Produced>,
 }
 
 pub fn blob_put_options() -> PutOptions {
@@ -57,21 +59,29 @@ pub fn blob_put_options() -> PutOptions {
     }
 }
 
+/// How to run the blob phase.
+pub struct UploadPlan {
+    pub compression: Compression,
+    pub jobs: usize,
+    pub progress: bool,
+    /// For messages: the source as the user wrote it.
+    pub label: String,
+    /// Compressed forms of uncompressed layers the store already has.
+    pub known: HashMap<Digest, Produced>,
+}
+
 /// Produces every blob in `blobs` (each key once), at most `jobs` at a time.
 pub async fn upload_all(
     store: Arc<dyn Store>,
     files: Files,
     blobs: Vec<BlobRef>,
-    compression: Compression,
-    jobs: usize,
-    progress: bool,
-    label: &str,
+    plan: UploadPlan,
 ) -> anyhow::Result<(HashMap<BlobKey, Produced>, UploadStats)> {
     let staging = store.staging_dir();
     tokio::fs::create_dir_all(&staging)
         .await
         .with_context(|| format!("cannot create staging directory {}", staging.display()))?;
-    let target = if progress {
+    let target = if plan.progress {
         ProgressDrawTarget::stderr()
     } else {
         ProgressDrawTarget::hidden()
@@ -79,10 +89,11 @@ pub async fn upload_all(
     let ctx = Arc::new(Ctx {
         store,
         files,
-        compression,
+        compression: plan.compression,
         staging,
         bars: MultiProgress::with_draw_target(target),
-        label: label.to_owned(),
+        label: plan.label,
+        known: plan.known,
     });
     let results: Vec<(BlobKey, Outcome)> = stream::iter(blobs)
         .map(|b| {
@@ -93,7 +104,7 @@ pub async fn upload_all(
                 anyhow::Ok((key, outcome))
             }
         })
-        .buffer_unordered(jobs.max(1))
+        .buffer_unordered(plan.jobs.max(1))
         .try_collect()
         .await?;
     let _ = ctx.bars.clear();
@@ -123,7 +134,10 @@ async fn present(ctx: &Ctx, digest: &Digest, size: u64) -> anyhow::Result<bool> 
     match ctx.store.head(&key).await? {
         Some(m) if m.size == size => Ok(true),
         Some(m) => {
-            tracing::warn!("{key}: size {} in the store, expected {size}; rewriting it", m.size);
+            tracing::warn!(
+                "{key}: size {} in the store, expected {size}; rewriting it",
+                m.size
+            );
             Ok(false)
         }
         None => Ok(false),
@@ -170,7 +184,9 @@ async fn produce(ctx: &Arc<Ctx>, b: &BlobRef) -> anyhow::Result<Outcome> {
                     "{}: {} ({digest}) is missing from the source{}",
                     ctx.label,
                     b.what,
-                    path.as_deref().map(|p| format!(" ({p})")).unwrap_or_default()
+                    path.as_deref()
+                        .map(|p| format!(" ({p})"))
+                        .unwrap_or_default()
                 );
             };
             if opened.size != *size {
@@ -210,6 +226,12 @@ async fn produce(ctx: &Arc<Ctx>, b: &BlobRef) -> anyhow::Result<Outcome> {
             Ok(Outcome::Written(p))
         }
         BlobSource::Compress { path, diff_id } => {
+            if let Some(p) = ctx.known.get(diff_id) {
+                if present(ctx, &p.digest, p.size).await? {
+                    tracing::debug!("{}: reusing {} for {diff_id}", b.what, p.digest);
+                    return Ok(Outcome::Skipped(p.clone()));
+                }
+            }
             let Some(opened) = ctx.files.open(path)? else {
                 bail!(
                     "{}: {} ({path}) is missing from the source",
@@ -265,7 +287,7 @@ async fn put(ctx: &Ctx, digest: &Digest, staged: tempfile::TempPath) -> anyhow::
         .put_file(&key, &staged, &blob_put_options())
         .await
         .with_context(|| format!("cannot write {key} to {}", ctx.store.describe()))?;
-    tracing::info!("wrote {key}");
+    tracing::debug!("wrote {key}");
     // The store may have renamed the file away; dropping the guard then deletes nothing.
     drop(staged);
     Ok(())

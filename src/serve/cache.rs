@@ -127,9 +127,7 @@ impl<T: Send + Sync + 'static> DocCache<T> {
         if let Some(v) = self.fresh.get(key).await {
             return Ok(v);
         }
-        self.fresh
-            .try_get_with_by_ref(key, self.load(key))
-            .await
+        self.fresh.try_get_with_by_ref(key, self.load(key)).await
     }
 
     async fn load(&self, key: &str) -> anyhow::Result<Cached<T>> {
@@ -193,18 +191,34 @@ mod tests {
             ..Default::default()
         };
         let cache: DocCache<Vec<u32>> = DocCache::new(store.clone(), cfg);
-        assert!(matches!(cache.get("doc.json").await.unwrap(), Cached::Missing));
-        store.put("doc.json", Bytes::from_static(b"[1]"), &opts()).await.unwrap();
+        assert!(matches!(
+            cache.get("doc.json").await.unwrap(),
+            Cached::Missing
+        ));
+        store
+            .put("doc.json", Bytes::from_static(b"[1]"), &opts())
+            .await
+            .unwrap();
         // Still negatively cached...
-        assert!(matches!(cache.get("doc.json").await.unwrap(), Cached::Missing));
+        assert!(matches!(
+            cache.get("doc.json").await.unwrap(),
+            Cached::Missing
+        ));
         tokio::time::sleep(Duration::from_millis(150)).await;
         // ...then visible.
-        let Cached::Found(v) = cache.get("doc.json").await.unwrap() else { panic!() };
+        let Cached::Found(v) = cache.get("doc.json").await.unwrap() else {
+            panic!()
+        };
         assert_eq!(*v, vec![1]);
         // A corrupt document after expiry: the last good copy is served.
-        store.put("doc.json", Bytes::from_static(b"{corrupt"), &opts()).await.unwrap();
+        store
+            .put("doc.json", Bytes::from_static(b"{corrupt"), &opts())
+            .await
+            .unwrap();
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let Cached::Found(v) = cache.get("doc.json").await.unwrap() else { panic!() };
+        let Cached::Found(v) = cache.get("doc.json").await.unwrap() else {
+            panic!()
+        };
         assert_eq!(*v, vec![1]);
         assert_eq!(cache.stats.stale_serves.load(Ordering::Relaxed), 1);
     }

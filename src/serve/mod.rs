@@ -86,7 +86,10 @@ fn v1_ping() -> Response {
         "x-docker-registry-version",
         HeaderValue::from_static(concat!("static-registry/", env!("CARGO_PKG_VERSION"))),
     );
-    h.insert("x-docker-registry-standalone", HeaderValue::from_static("true"));
+    h.insert(
+        "x-docker-registry-standalone",
+        HeaderValue::from_static("true"),
+    );
     resp
 }
 

@@ -78,7 +78,10 @@ mod tests {
     fn routes() {
         assert_eq!(V2Route::parse("/v2/").unwrap(), Some(V2Route::Base));
         assert_eq!(V2Route::parse("/v2").unwrap(), Some(V2Route::Base));
-        assert_eq!(V2Route::parse("/v2/_catalog").unwrap(), Some(V2Route::Catalog));
+        assert_eq!(
+            V2Route::parse("/v2/_catalog").unwrap(),
+            Some(V2Route::Catalog)
+        );
         assert!(matches!(
             V2Route::parse("/v2/a/b/tags/list").unwrap(),
             Some(V2Route::Tags(n)) if n.as_str() == "a/b"
@@ -113,7 +116,10 @@ mod tests {
             ("/v2/a/manifests/sha256:XYZ", "DIGEST_INVALID"),
             ("/v2/a/blobs/latest", "DIGEST_INVALID"),
             ("/v2/a/blobs/sha256:..%2f..%2fetc", "DIGEST_INVALID"),
-            ("/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e", "DIGEST_INVALID"),
+            (
+                "/v2/a/blobs/md5:d41d8cd98f00b204e9800998ecf8427e",
+                "DIGEST_INVALID",
+            ),
             ("/v2/_x/tags/list", "NAME_INVALID"),
             ("/v2/a/referrers/nope", "DIGEST_INVALID"),
         ];

@@ -128,7 +128,12 @@ async fn manifest(
     if head {
         return Ok(local_head(&entry.media_type, entry.size, digest));
     }
-    Ok(redirect(state, &layout::manifest(digest), &entry.media_type, digest))
+    Ok(redirect(
+        state,
+        &layout::manifest(digest),
+        &entry.media_type,
+        digest,
+    ))
 }
 
 async fn blob(
@@ -142,7 +147,12 @@ async fn blob(
         if head {
             return Ok(local_head(layout::BLOB_CONTENT_TYPE, size, d));
         }
-        return Ok(redirect(state, &layout::blob(d), layout::BLOB_CONTENT_TYPE, d));
+        return Ok(redirect(
+            state,
+            &layout::blob(d),
+            layout::BLOB_CONTENT_TYPE,
+            d,
+        ));
     }
     // Manifests are content too; some clients fetch them through the blobs route.
     if let Some(m) = idx.manifests.get(d) {
@@ -163,7 +173,10 @@ struct Page {
 impl Page {
     fn parse(query: Option<&str>) -> Result<Option<Page>, OciError> {
         let Some(q) = query else { return Ok(None) };
-        let mut page = Page { n: None, last: None };
+        let mut page = Page {
+            n: None,
+            last: None,
+        };
         for (k, v) in url::form_urlencoded::parse(q.as_bytes()) {
             match &*k {
                 "n" => {
@@ -218,7 +231,10 @@ async fn tags(state: &Ctx<'_>, name: &RepoName, query: Option<&str>) -> Result<R
             query_value(&last)
         )
     });
-    Ok(paged(serde_json::json!({ "name": name, "tags": tags }), link))
+    Ok(paged(
+        serde_json::json!({ "name": name, "tags": tags }),
+        link,
+    ))
 }
 
 async fn catalog(state: &Ctx<'_>, query: Option<&str>) -> Result<Response, OciError> {
@@ -226,7 +242,11 @@ async fn catalog(state: &Ctx<'_>, query: Option<&str>) -> Result<Response, OciEr
     let doc = match state.origin.catalog.get(layout::CATALOG).await {
         Ok(Cached::Found(c)) => c,
         Ok(Cached::Missing) => Arc::new(Catalog::default()),
-        Err(_) => return Err(OciError::unavailable("the registry's storage is unreachable")),
+        Err(_) => {
+            return Err(OciError::unavailable(
+                "the registry's storage is unreachable",
+            ))
+        }
     };
     let Some(page) = page else {
         if doc.repositories.is_empty() {
@@ -272,7 +292,11 @@ async fn referrers(
             let manifests: Vec<_> = list
                 .into_iter()
                 .flatten()
-                .filter(|d| filter.as_deref().is_none_or(|f| d.artifact_type.as_deref() == Some(f)))
+                .filter(|d| {
+                    filter
+                        .as_deref()
+                        .is_none_or(|f| d.artifact_type.as_deref() == Some(f))
+                })
                 .collect();
             let body = serde_json::json!({
                 "schemaVersion": 2,
@@ -282,7 +306,10 @@ async fn referrers(
             let mut headers = HeaderMap::new();
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
             if filter.is_some() {
-                headers.insert("oci-filters-applied", HeaderValue::from_static("artifactType"));
+                headers.insert(
+                    "oci-filters-applied",
+                    HeaderValue::from_static("artifactType"),
+                );
             }
             Ok((headers, body.to_string()).into_response())
         }
@@ -296,13 +323,31 @@ mod tests {
     #[test]
     fn pagination() {
         let items = ["a", "b", "c", "d"];
-        let p = Page { n: Some(2), last: None };
-        assert_eq!(p.apply(items.into_iter()), (vec!["a".into(), "b".into()], Some("b".into())));
-        let p = Page { n: Some(2), last: Some("b".into()) };
-        assert_eq!(p.apply(items.into_iter()), (vec!["c".into(), "d".into()], None));
-        let p = Page { n: None, last: Some("c".into()) };
+        let p = Page {
+            n: Some(2),
+            last: None,
+        };
+        assert_eq!(
+            p.apply(items.into_iter()),
+            (vec!["a".into(), "b".into()], Some("b".into()))
+        );
+        let p = Page {
+            n: Some(2),
+            last: Some("b".into()),
+        };
+        assert_eq!(
+            p.apply(items.into_iter()),
+            (vec!["c".into(), "d".into()], None)
+        );
+        let p = Page {
+            n: None,
+            last: Some("c".into()),
+        };
         assert_eq!(p.apply(items.into_iter()), (vec!["d".into()], None));
-        let p = Page { n: Some(0), last: None };
+        let p = Page {
+            n: Some(0),
+            last: None,
+        };
         assert_eq!(p.apply(items.into_iter()), (vec![], None));
         assert!(Page::parse(Some("n=x")).is_err());
         assert!(Page::parse(Some("foo=1")).unwrap().is_none());

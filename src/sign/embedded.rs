@@ -94,8 +94,13 @@ impl Signer for EmbeddedSigner {
     fn sign(&self, req: &SignRequest<'_>, now: SystemTime) -> String {
         let exp = unix_secs(now) + req.ttl.as_secs();
         let m = req.method.as_str();
-        let sig = hex::encode(self.mac_of(m, req.key, exp, req.content_type).finalize().into_bytes());
-        let ct: String = url::form_urlencoded::byte_serialize(req.content_type.as_bytes()).collect();
+        let sig = hex::encode(
+            self.mac_of(m, req.key, exp, req.content_type)
+                .finalize()
+                .into_bytes(),
+        );
+        let ct: String =
+            url::form_urlencoded::byte_serialize(req.content_type.as_bytes()).collect();
         format!(
             "{}{ORIGIN_PREFIX}{}?ct={ct}&exp={exp}&m={m}&sig={sig}",
             self.base_url, req.key
@@ -155,7 +160,13 @@ mod tests {
         longer.exp += 3600;
         assert!(!s.verify(Method::Get, &key, &longer, now));
 
-        let head = s.sign(&SignRequest { method: Method::Head, ..req }, now);
+        let head = s.sign(
+            &SignRequest {
+                method: Method::Head,
+                ..req
+            },
+            now,
+        );
         let (key, q) = query_of(&head);
         assert!(s.verify(Method::Head, &key, &q, now));
         assert!(!s.verify(Method::Get, &key, &q, now));

@@ -3,7 +3,11 @@
 //! The endpoint never streams bytes; it signs. Each origin kind (the embedded origin, S3 SigV4,
 //! CDNs) is one small type behind [`Signer`], so handlers and tests never know which one is in use.
 
+pub mod cloudfront;
 pub mod embedded;
+pub mod hmac_token;
+pub mod public;
+pub mod secure_link;
 pub mod sigv4;
 
 use std::time::{Duration, SystemTime};

@@ -42,9 +42,13 @@ impl LocalStore {
         if key.is_empty()
             || key.starts_with('/')
             || key.starts_with('.')
-            || key.split('/').any(|c| c.is_empty() || c == "." || c == "..")
+            || key
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
         {
-            return Err(StoreError::Other(anyhow::anyhow!("invalid object key {key:?}")));
+            return Err(StoreError::Other(anyhow::anyhow!(
+                "invalid object key {key:?}"
+            )));
         }
         Ok(self.root.join(key))
     }
@@ -251,15 +255,21 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(
-            s.put(k, Bytes::from_static(b"2"), &opts(PutMode::Create)).await,
+            s.put(k, Bytes::from_static(b"2"), &opts(PutMode::Create))
+                .await,
             Err(StoreError::Conflict)
         ));
         let v1 = s.get(k).await.unwrap().unwrap().version;
-        s.put(k, Bytes::from_static(b"2"), &opts(PutMode::Update(v1.clone())))
-            .await
-            .unwrap();
+        s.put(
+            k,
+            Bytes::from_static(b"2"),
+            &opts(PutMode::Update(v1.clone())),
+        )
+        .await
+        .unwrap();
         assert!(matches!(
-            s.put(k, Bytes::from_static(b"3"), &opts(PutMode::Update(v1))).await,
+            s.put(k, Bytes::from_static(b"3"), &opts(PutMode::Update(v1)))
+                .await,
             Err(StoreError::Conflict)
         ));
         assert_eq!(&s.get(k).await.unwrap().unwrap().bytes[..], b"2");
@@ -272,7 +282,15 @@ mod tests {
     fn escaping_keys_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let s = LocalStore::open(dir.path()).unwrap();
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", ".locks/x", "a/./b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            ".locks/x",
+            "a/./b",
+        ] {
             assert!(s.path_of(bad).is_err(), "{bad}");
         }
     }
