@@ -49,20 +49,20 @@ done
 
 if [ "${#missing[@]}" -gt 0 ]; then
     log "installing missing packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    as_root apt-get update -q
-    as_root apt-get install -y -q "${missing[@]}"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 
-if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
-    export PATH="$HOME/.cargo/bin:$PATH"
-fi
+CARGO_BIN="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin"
+case ":$PATH:" in
+*":$CARGO_BIN:"*) ;;
+*) export PATH="$CARGO_BIN:$PATH" ;;
+esac
 command -v cargo >/dev/null 2>&1 || { log "cargo not found: install Rust (rustup) first"; exit 1; }
 
 if ! command -v s3s-fs >/dev/null 2>&1; then
     log "installing s3s-fs (the S3 test server)"
     cargo install s3s-fs --version 0.14.1 --locked --features binary
-    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 fi
 
 log "tools: $(skopeo --version), $(podman --version), $(containerd --version | cut -d' ' -f1,3)"

@@ -18,6 +18,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::index::{Catalog, RepoIndex, TagsList};
 use crate::layout;
+use crate::publish::commit::tag_copies_prefix;
 use crate::publish::hashing::Hasher;
 use crate::reference::{Digest, RepoName};
 use crate::store::Store;
@@ -48,15 +49,15 @@ impl fmt::Display for Report {
             self.repositories, self.manifests, self.blobs
         );
         if self.problems.is_empty() {
-            return writeln!(f, "OK: checked {checked}");
+            return write!(f, "OK: checked {checked}");
         }
-        writeln!(
+        write!(
             f,
             "{} problem(s) found (checked {checked}):",
             self.problems.len()
         )?;
         for p in &self.problems {
-            writeln!(f, "  {p}")?;
+            write!(f, "\n  {p}")?;
         }
         Ok(())
     }
@@ -485,10 +486,8 @@ impl RepoCheck<'_> {
             }
         }
         // Copies for tags the index no longer has would still be served by a CDN in blind mode.
-        // The prefix is derived from the layout's own key for a tag, so it cannot drift.
-        let prefix = layout::tag_manifest(&idx.name, &crate::reference::Tag::parse("x")?);
-        let prefix = prefix.strip_suffix('x').unwrap_or(&prefix);
-        for m in self.store.list(prefix).await? {
+        let prefix = tag_copies_prefix(&idx.name);
+        for m in self.store.list(&prefix).await? {
             let tag = &m.key[prefix.len()..];
             if !idx.tags.keys().any(|t| t.as_str() == tag) {
                 self.problem(format!(

@@ -8,6 +8,7 @@
 //! Everything written here only points at content written before it, so a crash at any point
 //! leaves no tag pointing at missing content.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -107,7 +108,21 @@ pub async fn write_derived(
         };
         let idx = RepoIndex::from_slice(&obj.bytes)
             .with_context(|| format!("{key}: cannot parse the repository index"))?;
-        for tag in touched {
+        // Besides the tags this publish set, repair copies an earlier publish left missing or
+        // wrong-sized (it crashed between its index commit and here); one listing finds them.
+        let prefix = tag_copies_prefix(name);
+        let copies: HashMap<String, u64> = store
+            .list(&prefix)
+            .await?
+            .into_iter()
+            .map(|m| (m.key[prefix.len()..].to_owned(), m.size))
+            .collect();
+        let stale = idx
+            .tags
+            .iter()
+            .filter(|(t, d)| !touched.contains(t) && copies.get(t.as_str()) != Some(&d.size));
+        let todo: Vec<&Tag> = touched.iter().chain(stale.map(|(t, _)| t)).collect();
+        for tag in todo {
             let Some(desc) = idx.tags.get(tag) else {
                 // Untagged concurrently: the copy is stale, not dangerous; `serve` uses the index.
                 continue;
@@ -142,6 +157,14 @@ pub async fn write_derived(
         );
     }
     bail!("{key}: gave up rewriting derived files after {MAX_ATTEMPTS} attempts; the index keeps changing")
+}
+
+/// The common prefix of a repository's `_manifests/<tag>` keys, derived from the layout's own key
+/// for a tag so that it cannot drift from it.
+pub fn tag_copies_prefix(name: &RepoName) -> String {
+    let probe = Tag::parse("x").expect("valid tag");
+    let key = layout::tag_manifest(name, &probe);
+    key.strip_suffix(probe.as_str()).unwrap_or(&key).to_owned()
 }
 
 /// Adds a repository to `_catalog.json` under compare-and-swap.

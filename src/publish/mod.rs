@@ -79,7 +79,7 @@ pub struct Summary {
 impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use indicatif::HumanBytes;
-        writeln!(
+        write!(
             f,
             "blobs: wrote {} ({}), skipped {} already in the store ({}); manifests: wrote {}",
             self.blobs_written,
@@ -89,14 +89,14 @@ impl fmt::Display for Summary {
             self.manifests_written
         )?;
         for (t, d) in &self.tags {
-            writeln!(
+            write!(
                 f,
-                "{t} -> {} ({}, {} bytes)",
+                "\n{t} -> {} ({}, {} bytes)",
                 d.digest, d.media_type, d.size
             )?;
         }
         for n in &self.notes {
-            writeln!(f, "note: {n}")?;
+            write!(f, "\nnote: {n}")?;
         }
         Ok(())
     }

@@ -589,6 +589,15 @@ async fn verify_names_missing_and_corrupt_objects() {
         text.contains("repositories/v/w/_manifests/1: missing"),
         "{text}"
     );
+
+    // The next publish to the repository (another tag) repairs all of that: the missing blob is
+    // uploaded again, and derived files are rewritten from the index.
+    let sum = publish(s.clone(), &opts(src.source("1.0"), &["v/w:2"]))
+        .await
+        .unwrap();
+    assert_eq!(sum.blobs_written, 1, "{sum}");
+    let r = verify(s.as_ref(), &VerifyOptions::default()).await.unwrap();
+    assert!(r.problems.is_empty(), "{r}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

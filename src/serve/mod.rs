@@ -54,22 +54,25 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
         return v1_ping();
     }
     let method = req.method().clone();
-    let mut resp = match V2Route::parse(path) {
-        Ok(None) => OciError::not_found().into_response(),
-        _ if method != HttpMethod::GET && method != HttpMethod::HEAD => {
-            OciError::unsupported(method.as_str()).into_response()
-        }
-        Err(e) => e.into_response(),
-        Ok(Some(route)) => {
-            let query = req.uri().query();
-            let peer = req
-                .extensions()
-                .get::<axum::extract::ConnectInfo<SocketAddr>>()
-                .map(|c| c.0);
-            let region = state.federation.regions.region(req.headers(), peer);
-            match v2::handle(&state, &method, route, query, region.as_deref()).await {
-                Ok(r) => r,
-                Err(e) => e.into_response(),
+    let is_v2 = path == "/v2" || path.starts_with("/v2/");
+    let mut resp = if is_v2 && method != HttpMethod::GET && method != HttpMethod::HEAD {
+        // Every write (pushes, upload sessions, deletes) gets the same answer, whatever the path.
+        OciError::unsupported(method.as_str()).into_response()
+    } else {
+        match V2Route::parse(path) {
+            Ok(None) => OciError::not_found().into_response(),
+            Err(e) => e.into_response(),
+            Ok(Some(route)) => {
+                let query = req.uri().query();
+                let peer = req
+                    .extensions()
+                    .get::<axum::extract::ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0);
+                let region = state.federation.regions.region(req.headers(), peer);
+                match v2::handle(&state, &method, route, query, region.as_deref()).await {
+                    Ok(r) => r,
+                    Err(e) => e.into_response(),
+                }
             }
         }
     };

@@ -22,9 +22,6 @@
 //! The CDN cannot be told a response `Content-Type` through the token: the stored objects'
 //! metadata must be right (publish sets it).
 
-// Not wired into the config/serve yet (the lead does that): remove this allow then.
-#![allow(dead_code)]
-
 use std::fmt;
 use std::path::PathBuf;
 use std::time::SystemTime;

@@ -10,9 +10,6 @@
 //! URL, a prefix and a key are joined and encoded) and [`load_secret`] (key material from a file
 //! or an environment variable, never from the config text itself).
 
-// Not wired into the config/serve yet (the lead does that): remove this allow then.
-#![allow(dead_code)]
-
 use std::fmt;
 use std::path::Path;
 use std::time::SystemTime;

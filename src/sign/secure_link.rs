@@ -28,9 +28,6 @@
 //! from the store's metadata (proxying) or nginx's `types` (files), which must map manifests to
 //! their media types.
 
-// Not wired into the config/serve yet (the lead does that): remove this allow then.
-#![allow(dead_code)]
-
 use std::fmt;
 use std::path::PathBuf;
 use std::time::SystemTime;

@@ -187,12 +187,10 @@ impl SigV4Signer {
         if *self.load().creds == *creds {
             return Ok(());
         }
+        // Only the access key id is logged: it identifies the credentials and is not secret.
+        tracing::info!(access_key_id = %creds.access_key_id, "S3 URL-signing credentials rotated");
         let state = Arc::new(self.new_state(creds, day_of(unix_secs(SystemTime::now()))));
         *self.state.write().unwrap_or_else(PoisonError::into_inner) = state;
-        tracing::info!(
-            access_key_id = %self.load().creds.access_key_id,
-            "S3 URL-signing credentials rotated"
-        );
         Ok(())
     }
 

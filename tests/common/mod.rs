@@ -1,0 +1,309 @@
+//! The integration-test harness: runs the real `static-registry` binary, real clients (skopeo,
+//! podman, containerd's `ctr`) and raw HTTP against it.
+//!
+//! Every helper that needs an external tool fails the test (never skips it) when the tool is
+//! missing: `scripts/test.sh` installs them. Everything a test creates lives in its own temporary
+//! directory and on its own port, so tests run in parallel; servers and daemons are killed on drop.
+
+// Each test binary uses a different part of the harness.
+#![allow(dead_code)]
+
+pub mod clients;
+pub mod fixtures;
+pub mod http;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use sha2::Digest as _;
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_static-registry")
+}
+
+/// The repository root (fixtures are relative to it).
+pub fn manifest_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `sha256:<hex>` of `bytes`.
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+}
+
+/// The hex part of a `sha256:<hex>` digest.
+pub fn hex_of(digest: &str) -> &str {
+    digest
+        .strip_prefix("sha256:")
+        .unwrap_or_else(|| panic!("not a sha256 digest: {digest}"))
+}
+
+/// Fails the test with a clear message when a required tool is not installed.
+pub fn require_tool(name: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "required tool `{name}` is not installed (not on PATH). Run the suite with scripts/test.sh, \
+         which installs skopeo, podman, containerd, umoci, nginx, docker-registry, wrk and s3s-fs."
+    );
+}
+
+/// Renders a finished command for an assertion message.
+pub fn describe_output(what: &str, out: &Output) -> String {
+    format!(
+        "{what}: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Makes a publish source absolute: `oci:fixtures/oci-single:1.0` ->
+/// `oci:/…/fixtures/oci-single:1.0`. Absolute paths are left alone.
+pub fn absolute_source(source: &str) -> String {
+    let (transport, rest) = source
+        .split_once(':')
+        .unwrap_or_else(|| panic!("source without a transport: {source}"));
+    if rest.starts_with('/') {
+        return source.to_owned();
+    }
+    format!("{transport}:{}", manifest_dir().join(rest).display())
+}
+
+/// Runs `static-registry publish SOURCE --store STORE --tag T...` and returns its output,
+/// whatever the exit status. `source` paths may be relative to the repository root.
+pub fn try_publish(store: &Path, source: &str, tags: &[&str]) -> Output {
+    try_publish_with(store, source, tags, &[])
+}
+
+/// [`try_publish`] with extra flags (e.g. `--compression zstd`).
+pub fn try_publish_with(store: &Path, source: &str, tags: &[&str], extra: &[&str]) -> Output {
+    let mut cmd = Command::new(bin());
+    cmd.arg("publish")
+        .arg(absolute_source(source))
+        .arg("--store")
+        .arg(store)
+        .arg("--quiet");
+    for t in tags {
+        cmd.arg("--tag").arg(t);
+    }
+    cmd.args(extra);
+    cmd.env_remove("STATIC_REGISTRY_CONFIG")
+        .env_remove("STATIC_REGISTRY_STORE")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run static-registry publish")
+}
+
+/// Publishes and asserts success (stderr is shown on failure). Returns the output.
+pub fn publish(store: &Path, source: &str, tags: &[&str]) -> Output {
+    publish_with(store, source, tags, &[])
+}
+
+/// [`publish`] with extra flags.
+pub fn publish_with(store: &Path, source: &str, tags: &[&str], extra: &[&str]) -> Output {
+    let out = try_publish_with(store, source, tags, extra);
+    assert!(
+        out.status.success(),
+        "{}",
+        describe_output(&format!("publish {source} {tags:?} {extra:?}"), &out)
+    );
+    out
+}
+
+/// Runs `static-registry verify --store STORE [ARGS...]`.
+pub fn verify(store: &Path, args: &[&str]) -> Output {
+    Command::new(bin())
+        .arg("verify")
+        .arg("--store")
+        .arg(store)
+        .args(args)
+        .env_remove("STATIC_REGISTRY_CONFIG")
+        .env_remove("STATIC_REGISTRY_STORE")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run static-registry verify")
+}
+
+/// A port that was free a moment ago (bind to port 0, then release it).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// Polls `ready` every 20 ms until it returns `Some`, panicking with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut ready: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = ready() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A request over a fresh blocking connection (for synchronous tests and readiness polls).
+pub fn blocking_request(addr: SocketAddr, method: &str, path: &str) -> Option<http::RawResponse> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    http::parse(&buf, method == "HEAD").ok()
+}
+
+/// The status code of a `GET path` on `addr`.
+pub fn blocking_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    blocking_request(addr, "GET", path).map(|r| r.status)
+}
+
+/// A running `static-registry serve` on a free loopback port; killed on drop.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    log_path: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `serve --store STORE --listen 127.0.0.1:PORT EXTRA...` and waits until `GET /v2/`
+    /// answers 200.
+    pub fn start(store: &Path, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("server temp dir");
+        let mut last_log = String::new();
+        for attempt in 0..5 {
+            let port = free_port();
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let log_path = dir.path().join(format!("serve-{attempt}.log"));
+            let log = std::fs::File::create(&log_path).expect("server log file");
+            let mut child = Command::new(bin())
+                .arg("serve")
+                .arg("--store")
+                .arg(store)
+                .arg("--listen")
+                .arg(addr.to_string())
+                .args(extra)
+                .env_remove("STATIC_REGISTRY_CONFIG")
+                .env_remove("STATIC_REGISTRY_STORE")
+                .env_remove("STATIC_REGISTRY_LISTEN")
+                .env("RUST_LOG", "static_registry=debug,info")
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("clone log handle"))
+                .stderr(log)
+                .spawn()
+                .expect("spawn static-registry serve");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(status) = child.try_wait().expect("poll server") {
+                    last_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    if last_log.contains("cannot listen") {
+                        // Someone took the port between our probe and the bind: try another.
+                        break;
+                    }
+                    panic!("static-registry serve exited early ({status}):\n{last_log}");
+                }
+                if blocking_get_status(addr, "/v2/") == Some(200) {
+                    return Server {
+                        child,
+                        addr,
+                        log_path,
+                        _dir: dir,
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "static-registry serve did not answer GET /v2/ with 200 within 30 s:\n{}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("could not start static-registry serve on a free port:\n{last_log}");
+    }
+
+    /// `127.0.0.1:PORT`, the registry host clients are given.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// `http://127.0.0.1:PORT{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// The `Docker-Content-Digest` a `HEAD` on `/v2/REPO/manifests/TAG` answers (what the tag
+    /// points at), asserting the HEAD succeeds.
+    pub fn tag_digest(&self, repo: &str, tag: &str) -> String {
+        let path = format!("/v2/{repo}/manifests/{tag}");
+        let r = blocking_request(self.addr, "HEAD", &path)
+            .unwrap_or_else(|| panic!("HEAD {path}: no response"));
+        assert_eq!(r.status, 200, "HEAD {path}: {r:?}");
+        r.header("docker-content-digest")
+            .unwrap_or_else(|| panic!("HEAD {path} has no Docker-Content-Digest: {r:?}"))
+            .to_owned()
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- static-registry serve log ---\n{}", self.log());
+        }
+    }
+}
+
+/// A published store: a fresh temporary directory.
+pub fn new_store() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("sr-store-")
+        .tempdir()
+        .expect("store temp dir")
+}
+
+/// Every file under `dir`, relative to it, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else {
+                out.push(p.strip_prefix(root).expect("under root").to_path_buf());
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
