@@ -65,6 +65,12 @@ if ! command -v s3s-fs >/dev/null 2>&1; then
     cargo install s3s-fs --version 0.14.1 --locked --features binary
 fi
 
+# Independent implementations the signers are checked against (CloudFront, Akamai EdgeAuth).
+if ! python3 -c 'import botocore, rsa, akamai.edgeauth' >/dev/null 2>&1; then
+    log "installing python oracles: botocore rsa akamai-edgeauth"
+    python3 -m pip install -q botocore rsa akamai-edgeauth
+fi
+
 log "tools: $(skopeo --version), $(podman --version), $(containerd --version | cut -d' ' -f1,3)"
 
 # One build, then every test binary (unit and integration) runs; tests run in parallel.
