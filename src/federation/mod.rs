@@ -134,7 +134,7 @@ impl Federation {
                 last_good: AtomicUsize::new(0),
             });
         }
-        table.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        table.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
         Ok(Federation {
             origins,
             routes: table,

@@ -231,6 +231,7 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
     for u in updates.values() {
         commit_repository(store.as_ref(), u).await?;
     }
+    write_health_canary(store.as_ref()).await?;
 
     Ok(Summary {
         tags: tags
@@ -244,6 +245,21 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
         manifests_written,
         notes: rendered.notes,
     })
+}
+
+/// Writes the `_health` object that origins' active health checks fetch, once per store.
+async fn write_health_canary(store: &dyn Store) -> anyhow::Result<()> {
+    if store.head(layout::HEALTH).await?.is_none() {
+        let opts = PutOptions {
+            content_type: "text/plain".into(),
+            cache_control: "no-cache",
+            mode: PutMode::Overwrite,
+        };
+        store
+            .put(layout::HEALTH, Bytes::from_static(b"ok\n"), &opts)
+            .await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

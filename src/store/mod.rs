@@ -22,6 +22,7 @@ pub use s3::{ConditionalWrites, S3Settings, S3Store};
 pub struct ObjectMeta {
     pub key: String,
     pub size: u64,
+    #[allow(dead_code)] // read by `prune`'s grace period (issue #9)
     pub last_modified: Option<SystemTime>,
 }
 
@@ -107,6 +108,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every object under `prefix`.
     async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>>;
 
+    #[allow(dead_code)] // used by `prune` (issue #9)
     async fn delete(&self, key: &str) -> StoreResult<()>;
 
     /// Where the publisher stages blobs before `put_file`; on the local store this is inside the
