@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod error;
+pub mod ops;
 pub mod origin;
 pub mod route;
 pub mod v2;
@@ -50,8 +51,11 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
             None => OciError::not_found().into_response(),
         };
     }
-    if path == "/v1/_ping" || path == "/v1/_ping/" {
-        return v1_ping();
+    match path {
+        "/v1/_ping" | "/v1/_ping/" => return v1_ping(),
+        "/healthz" => return ops::healthz(),
+        "/readyz" => return ops::readyz(&state),
+        _ => {}
     }
     let method = req.method().clone();
     let is_v2 = path == "/v2" || path.starts_with("/v2/");

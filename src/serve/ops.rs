@@ -1,0 +1,43 @@
+//! Operational endpoints: `/healthz` (the process is alive) and `/readyz` (origins and index loads,
+//! as JSON), for load balancers and operators. They sit outside `/v2/`, so registry clients never
+//! see them.
+
+use std::sync::atomic::Ordering;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+
+pub fn healthz() -> Response {
+    (StatusCode::OK, "ok\n").into_response()
+}
+
+/// Ready when at least one origin is healthy; the body says which are not, and why it matters.
+pub fn readyz(state: &AppState) -> Response {
+    let origins: Vec<_> = state
+        .federation
+        .origins
+        .iter()
+        .map(|o| {
+            let s = &o.repos.stats;
+            json!({
+                "name": o.name,
+                "signer": o.signer.kind(),
+                "store": o.store.describe(),
+                "healthy": o.is_healthy(),
+                "index_loads": s.loads.load(Ordering::Relaxed),
+                "index_load_errors": s.load_errors.load(Ordering::Relaxed),
+                "stale_serves": s.stale_serves.load(Ordering::Relaxed),
+            })
+        })
+        .collect();
+    let ready = state.federation.origins.iter().any(|o| o.is_healthy());
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(json!({ "ready": ready, "origins": origins }))).into_response()
+}
