@@ -1,11 +1,12 @@
 //! The TOML configuration file. Flags and environment variables override it; it exists so a
 //! deployment is one reviewable file (see `config/*.toml`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde::Deserialize;
 
+use crate::auth::AuthConfig;
 use crate::federation::config::{EmbeddedConfig, OriginConfig, RouteConfig};
 use crate::federation::region::RegionSettings;
 use crate::store::S3Settings;
@@ -35,6 +36,8 @@ pub struct Config {
     pub regions: RegionSettings,
     #[serde(default)]
     pub publish: PublishSection,
+    /// Private repositories and the token endpoint.
+    pub auth: Option<AuthConfig>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -47,6 +50,28 @@ pub struct ServeSection {
     pub index_ttl: Option<u64>,
     /// Seconds between active health checks of each origin.
     pub health_interval: Option<u64>,
+    /// PEM certificate chain and key: serve HTTPS (reloaded on change or SIGHUP).
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// Maximum concurrent connections (default 10000).
+    pub max_connections: Option<usize>,
+    /// Seconds a registry API request may take, index load included, before a 503 (default 30).
+    /// Downloads from the embedded origin are not limited.
+    pub request_timeout: Option<u64>,
+    /// Seconds a client has to send request headers (default 10).
+    pub header_timeout: Option<u64>,
+    /// Seconds in-flight requests get to finish after SIGTERM (default 30).
+    pub shutdown_timeout: Option<u64>,
+    /// How many proxies (our own balancers) sit in front: with one or more, `X-Forwarded-Proto`
+    /// and `-Host` are trusted for external URLs, and `X-Forwarded-For` for region routing.
+    #[serde(default)]
+    pub trusted_proxy_hops: usize,
+    /// The endpoint's external URL (e.g. `https://registry.example.com`); used to warn when an
+    /// origin is a subdomain of it (Go clients would forward `Authorization` there).
+    pub public_url: Option<String>,
+    /// Log every request at info level.
+    #[serde(default)]
+    pub access_log: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

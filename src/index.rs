@@ -4,12 +4,12 @@
 //! manifest digest is only redirected when the repository references it. `publish` merges into it
 //! under a conditional write, so the merge rules live here with the types.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::layout::LAYOUT_VERSION;
-use crate::reference::{Digest, RepoName, Tag};
+use crate::reference::{Digest, RepoName, Tag, V1ImageId};
 
 /// An OCI content descriptor, as stored in index documents and referrers indexes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +51,10 @@ pub struct RepoIndex {
     /// subject digest -> descriptors of the artifacts that refer to it.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub referrers: BTreeMap<Digest, Vec<Descriptor>>,
+    /// The registry v1 view (`publish --v1`); absent otherwise, so indexes written without it
+    /// still parse and older readers ignore it (additive: no layout_version bump).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub v1: Option<V1Index>,
 }
 
 impl RepoIndex {
@@ -62,6 +66,7 @@ impl RepoIndex {
             manifests: BTreeMap::new(),
             blobs: BTreeMap::new(),
             referrers: BTreeMap::new(),
+            v1: None,
         }
     }
 
@@ -102,6 +107,18 @@ impl RepoIndex {
             }
             list.sort_by(|a, b| a.digest.cmp(&b.digest));
         }
+        // A tag this publish set without v1 data must not keep naming its old v1 image: v1 and v2
+        // clients would then get different images for one tag.
+        if let Some(mine) = &mut self.v1 {
+            for t in other.tags.keys() {
+                if other.v1.as_ref().is_none_or(|o| !o.tags.contains_key(t)) {
+                    mine.tags.remove(t);
+                }
+            }
+        }
+        if let Some(theirs) = &other.v1 {
+            self.v1.get_or_insert_with(V1Index::default).merge(theirs);
+        }
     }
 
     /// The body of `GET /v2/<name>/tags/list`.
@@ -109,6 +126,91 @@ impl RepoIndex {
         TagsList {
             name: self.name.clone(),
             tags: self.tags.keys().map(|t| t.as_str().to_owned()).collect(),
+        }
+    }
+}
+
+/// The registry v1 view of a repository (see `docs/v1.md`): which v1 image id each tag names, and
+/// every v1 image the repository references. The endpoint answers `/v1/repositories/<name>/…`
+/// from it, like `/v2/` from the rest of the index.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct V1Index {
+    /// tag -> the id of its top v1 image.
+    #[serde(default)]
+    pub tags: BTreeMap<Tag, V1ImageId>,
+    /// Every v1 image of the repository (the ancestry of every tag, and earlier ones).
+    #[serde(default)]
+    pub images: BTreeMap<V1ImageId, V1Image>,
+}
+
+impl V1Index {
+    /// Same rules as the v2 part: new tags win, images accumulate.
+    pub fn merge(&mut self, other: &V1Index) {
+        self.tags
+            .extend(other.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.images
+            .extend(other.images.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+
+    /// The ids from `id` up to its base image, `id` first (the body of `ancestry`). Stops at a
+    /// missing or repeated parent, so a corrupt document cannot loop.
+    pub fn ancestry(&self, id: &V1ImageId) -> Vec<V1ImageId> {
+        let mut out = vec![id.clone()];
+        let mut cur = self.images.get(id).and_then(|i| i.parent.clone());
+        while let Some(p) = cur {
+            if out.contains(&p) {
+                break;
+            }
+            cur = self.images.get(&p).and_then(|i| i.parent.clone());
+            out.push(p);
+        }
+        out
+    }
+}
+
+/// One v1 image: its parent, and the v2 blob that is its `layer` (v1 layers are never stored
+/// twice: the endpoint redirects `/v1/images/<id>/layer` to this blob).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct V1Image {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<V1ImageId>,
+    /// The layer blob (gzip-compressed tar, or a plain tar).
+    pub layer: Digest,
+    /// Its size in bytes (`X-Docker-Size`).
+    pub size: u64,
+}
+
+/// One shard of the store-wide v1 image table (`v1/_images/<xx>.json`). v1 image URLs name no
+/// repository, so without this the endpoint could not tell an unknown id from a known one, nor
+/// find the layer blob to redirect to.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct V1ImageShard {
+    #[serde(default)]
+    pub images: BTreeMap<V1ImageId, V1ShardEntry>,
+}
+
+/// A v1 image in the store-wide table, with the repositories that reference it: the endpoint
+/// serves it only when one of them may be pulled, and signs through that repository's origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct V1ShardEntry {
+    #[serde(flatten)]
+    pub image: V1Image,
+    #[serde(default)]
+    pub repositories: BTreeSet<RepoName>,
+}
+
+impl V1ImageShard {
+    /// Adds images, accumulating the repositories of ids already present.
+    pub fn merge(&mut self, name: &RepoName, images: &BTreeMap<V1ImageId, V1Image>) {
+        for (id, img) in images {
+            let e = self
+                .images
+                .entry(id.clone())
+                .or_insert_with(|| V1ShardEntry {
+                    image: img.clone(),
+                    repositories: BTreeSet::new(),
+                });
+            e.repositories.insert(name.clone());
         }
     }
 }
@@ -175,6 +277,82 @@ mod tests {
         assert_eq!(base.blobs.len(), 1);
         let round = RepoIndex::from_slice(&base.to_vec()).unwrap();
         assert_eq!(round, base);
+    }
+
+    #[test]
+    fn v1_section_merges_and_old_indexes_parse() {
+        let id = |c: char| V1ImageId::parse(&c.to_string().repeat(64)).unwrap();
+        let img = |parent: Option<V1ImageId>| V1Image {
+            parent,
+            layer: Digest::sha256_of(b"l"),
+            size: 1,
+        };
+        let name = RepoName::parse("a/b").unwrap();
+        let (one, two, latest) = (
+            Tag::parse("1").unwrap(),
+            Tag::parse("2").unwrap(),
+            Tag::parse("latest").unwrap(),
+        );
+        // An index written before v1 existed parses, without a v1 section, and writes none.
+        let old = br#"{"layout_version":1,"name":"a/b","tags":{},"manifests":{},"blobs":{}}"#;
+        let mut base = RepoIndex::from_slice(old).unwrap();
+        assert_eq!(base.v1, None);
+        assert!(!String::from_utf8(base.to_vec()).unwrap().contains("v1"));
+
+        let mut v1pub = RepoIndex::new(name.clone());
+        for t in [&one, &latest] {
+            v1pub.tags.insert(t.clone(), desc(b"one"));
+        }
+        let mut v = V1Index::default();
+        v.images.insert(id('a'), img(None));
+        v.images.insert(id('b'), img(Some(id('a'))));
+        v.tags.insert(one.clone(), id('b'));
+        v.tags.insert(latest.clone(), id('b'));
+        v1pub.v1 = Some(v);
+        base.merge(&v1pub);
+        let v = base.v1.clone().unwrap();
+        assert_eq!(v.tags.len(), 2);
+        assert_eq!(v.ancestry(&id('b')), vec![id('b'), id('a')]);
+        assert_eq!(v.ancestry(&id('c')), vec![id('c')]);
+        assert_eq!(RepoIndex::from_slice(&base.to_vec()).unwrap(), base);
+
+        // A publish without v1 moves `latest` and adds `2`: `latest` leaves the v1 view, `1`
+        // stays, and the images stay (digest-like pulls of old ids keep working).
+        let mut plain = RepoIndex::new(name);
+        plain.tags.insert(latest.clone(), desc(b"two"));
+        plain.tags.insert(two.clone(), desc(b"two"));
+        base.merge(&plain);
+        let v = base.v1.clone().unwrap();
+        assert_eq!(v.tags.keys().collect::<Vec<_>>(), vec![&one]);
+        assert_eq!(v.images.len(), 2);
+
+        // A self-parented image cannot loop.
+        let mut looped = V1Index::default();
+        looped.images.insert(id('c'), img(Some(id('c'))));
+        assert_eq!(looped.ancestry(&id('c')), vec![id('c')]);
+    }
+
+    #[test]
+    fn v1_shards_accumulate_repositories() {
+        let id = V1ImageId::parse(&"c".repeat(64)).unwrap();
+        let mut images = BTreeMap::new();
+        images.insert(
+            id.clone(),
+            V1Image {
+                parent: None,
+                layer: Digest::sha256_of(b"l"),
+                size: 1,
+            },
+        );
+        let mut shard = V1ImageShard::default();
+        shard.merge(&RepoName::parse("b").unwrap(), &images);
+        shard.merge(&RepoName::parse("a").unwrap(), &images);
+        shard.merge(&RepoName::parse("a").unwrap(), &images);
+        let e = &shard.images[&id];
+        assert_eq!(e.repositories.len(), 2);
+        let json = serde_json::to_string(&shard).unwrap();
+        assert!(json.contains("\"layer\""), "{json}");
+        assert_eq!(serde_json::from_str::<V1ImageShard>(&json).unwrap(), shard);
     }
 
     #[test]

@@ -67,6 +67,45 @@ pub fn repo_of_index_key(key: &str) -> Option<RepoName> {
     RepoName::parse(name).ok()
 }
 
+/// Registry v1 (legacy protocol) files, all under `v1/` (see `docs/v1.md`). A v1 image's `layer` has
+/// no key of its own: it is the v2 blob of the same bytes, [`blob`].
+pub mod v1 {
+    use super::Key;
+    use crate::reference::{RepoName, Tag, V1ImageId};
+
+    /// A v1 image's JSON (the body of `GET /v1/images/<id>/json`). Immutable.
+    pub fn image_json(id: &V1ImageId) -> Key {
+        format!("v1/images/{id}/json")
+    }
+
+    /// A v1 image's ancestry: a JSON list of ids, itself first. Immutable.
+    pub fn ancestry(id: &V1ImageId) -> Key {
+        format!("v1/images/{id}/ancestry")
+    }
+
+    /// The body of `GET /v1/repositories/<name>/tags`: a JSON map tag -> id. (`_tags.json`, not
+    /// `tags`, because `tags/<tag>` below must be a directory on a local filesystem.)
+    pub fn tags(name: &RepoName) -> Key {
+        format!("v1/repositories/{name}/_tags.json")
+    }
+
+    /// The body of `GET /v1/repositories/<name>/tags/<tag>`: the id as a JSON string.
+    pub fn tag(name: &RepoName, tag: &Tag) -> Key {
+        format!("v1/repositories/{name}/_tags/{tag}")
+    }
+
+    /// The body of `GET /v1/repositories/<name>/images`: a JSON list of `{"id": …}`.
+    pub fn images(name: &RepoName) -> Key {
+        format!("v1/repositories/{name}/_images.json")
+    }
+
+    /// The shard of the global id -> image table holding `id` (v1 image URLs carry no repository,
+    /// so the endpoint finds images here). 256 shards by the first two hex characters.
+    pub fn image_shard(id: &V1ImageId) -> Key {
+        format!("v1/_images/{}.json", &id.as_str()[..2])
+    }
+}
+
 /// `Cache-Control` for content-addressed objects.
 pub const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// `Cache-Control` for index files, which change when tags move.
@@ -100,5 +139,22 @@ mod tests {
         );
         assert_eq!(repo_of_index_key(&repo_index(&n)), Some(n));
         assert_eq!(repo_of_index_key("repositories/_x/_index.json"), None);
+    }
+
+    #[test]
+    fn v1_keys() {
+        use crate::reference::V1ImageId;
+        let id = V1ImageId::parse(&"ab".repeat(32)).unwrap();
+        let n = RepoName::parse("library/alpine").unwrap();
+        let t = Tag::parse("3.20").unwrap();
+        assert_eq!(v1::image_json(&id), format!("v1/images/{id}/json"));
+        assert_eq!(v1::ancestry(&id), format!("v1/images/{id}/ancestry"));
+        assert_eq!(v1::tags(&n), "v1/repositories/library/alpine/_tags.json");
+        assert_eq!(v1::tag(&n, &t), "v1/repositories/library/alpine/_tags/3.20");
+        assert_eq!(v1::images(&n), "v1/repositories/library/alpine/_images.json");
+        assert_eq!(v1::image_shard(&id), "v1/_images/ab.json");
+        // A repository's v1 files never collide with a nested repository's (names cannot start
+        // with `_`), nor with the v2 layout.
+        assert!(!v1::tags(&n).starts_with(REPOSITORIES_PREFIX));
     }
 }

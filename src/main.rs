@@ -2,6 +2,7 @@
 //! CDNs (`serve`), and the tools that write and check the static layout it serves (`publish`,
 //! `verify`).
 
+mod auth;
 mod aws;
 mod config;
 mod federation;
@@ -85,6 +86,24 @@ enum Command {
         /// External base URL of the embedded origin (default: redirects relative to this endpoint).
         #[arg(long)]
         origin_url: Option<String>,
+        /// PEM certificate chain: serve HTTPS (HTTP/2 and HTTP/1.1). Reloaded when the file
+        /// changes or on SIGHUP, without dropping connections.
+        #[arg(long, env = "STATIC_REGISTRY_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for --tls-cert.
+        #[arg(long, env = "STATIC_REGISTRY_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Maximum concurrent connections; further clients wait in the accept backlog
+        /// [default: 10000].
+        #[arg(long)]
+        max_connections: Option<usize>,
+        /// Seconds in-flight requests get to finish after SIGTERM/SIGINT [default: 30].
+        #[arg(long)]
+        shutdown_timeout: Option<u64>,
+        /// Log every request at info level (method, path, status, latency, request id; never a
+        /// signed URL).
+        #[arg(long)]
+        access_log: bool,
     },
     /// Publish an image into a store: blobs, then manifests, then the repository index.
     ///
@@ -170,6 +189,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             index_ttl,
             origin_secret_file,
             origin_url,
+            tls_cert,
+            tls_key,
+            max_connections,
+            shutdown_timeout,
+            access_log,
         } => {
             let listen = match listen {
                 Some(l) => l,
@@ -199,12 +223,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 embedded.url = origin_url;
             }
             let store = store.or(cfg.store.clone());
+            let mut regions = cfg.regions.clone();
+            if regions.trusted_proxy_hops == 0 {
+                regions.trusted_proxy_hops = cfg.serve.trusted_proxy_hops;
+            }
             let built = federation::config::build(federation::config::FederationInput {
                 default_store: store.as_deref(),
                 s3: &cfg.s3,
                 origins: &cfg.origins,
                 routes: &cfg.routes,
-                regions: &cfg.regions,
+                regions: &regions,
                 embedded: &embedded,
                 cache,
             })
@@ -214,12 +242,45 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 built.federation.clone(),
                 Duration::from_secs(interval.max(1)),
             );
+            let auth = cfg
+                .auth
+                .as_ref()
+                .map(auth::TokenIssuer::from_config)
+                .transpose()?
+                .map(Arc::new);
+            let tls = match (
+                tls_cert.or(cfg.serve.tls_cert.clone()),
+                tls_key.or(cfg.serve.tls_key.clone()),
+            ) {
+                (Some(cert), Some(key)) => Some(serve::listener::TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => anyhow::bail!("TLS needs both a certificate and a key (tls_cert and tls_key)"),
+            };
+            if let Some(public) = cfg.serve.public_url.as_deref() {
+                federation::warn_subdomain_origins(&built.federation, public);
+            }
+            let listener_cfg = serve::listener::ListenerConfig {
+                max_connections: max_connections
+                    .or(cfg.serve.max_connections)
+                    .unwrap_or(10_000)
+                    .max(1),
+                header_timeout: Duration::from_secs(cfg.serve.header_timeout.unwrap_or(10).max(1)),
+                shutdown_timeout: Duration::from_secs(
+                    shutdown_timeout.or(cfg.serve.shutdown_timeout).unwrap_or(30),
+                ),
+                tls: tls.clone(),
+            };
             let state = Arc::new(serve::AppState {
                 federation: built.federation,
                 url_ttl,
                 embedded: built.embedded,
+                auth,
+                trust_forwarded: cfg.serve.trusted_proxy_hops > 0,
+                tls: tls.is_some(),
+                access_log: access_log || cfg.serve.access_log,
+                request_timeout: Duration::from_secs(cfg.serve.request_timeout.unwrap_or(30).max(1)),
             });
-            serve::run(listen, state).await?;
+            serve::run(listen, state, listener_cfg).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Publish {

@@ -26,6 +26,8 @@ pub enum ReferenceError {
     Digest(String),
     #[error("invalid image reference {0:?}: expected NAME:TAG or NAME@DIGEST")]
     Reference(String),
+    #[error("invalid v1 image id {0:?}: expected 64 lowercase hex characters")]
+    V1Id(String),
 }
 
 /// A validated repository name such as `library/alpine`.
@@ -248,6 +250,54 @@ impl<'de> serde::Deserialize<'de> for RepoName {
     }
 }
 
+/// A legacy (registry v1) image id: exactly 64 lowercase hex characters, no algorithm prefix.
+///
+/// v1 ids name images in `/v1/images/<id>/…` URLs and in `v1/images/<id>/…` store keys, so they
+/// cross the same security boundary as digests: only this type's parser lets one through.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct V1ImageId(String);
+
+impl V1ImageId {
+    pub fn parse(s: &str) -> Result<Self, ReferenceError> {
+        let lower_hex = |x: &u8| x.is_ascii_digit() || (b'a'..=b'f').contains(x);
+        if s.len() != 64 || !s.as_bytes().iter().all(lower_hex) {
+            return Err(ReferenceError::V1Id(s.to_owned()));
+        }
+        Ok(V1ImageId(s.to_owned()))
+    }
+
+    /// The id whose hex is that of a sha256 digest (how computed ids are made).
+    pub fn from_sha256(d: &Digest) -> Option<Self> {
+        match d.algorithm() {
+            Algorithm::Sha256 => Some(V1ImageId(d.hex().to_owned())),
+            Algorithm::Sha512 => None,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for V1ImageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl serde::Serialize for V1ImageId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for V1ImageId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        V1ImageId::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 /// What a manifest request names: a tag, or a digest.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ManifestRef {
@@ -431,5 +481,38 @@ mod tests {
         assert!("noport".parse::<TaggedName>().is_err());
         assert!("Upper/x:1".parse::<TaggedName>().is_err());
         assert!("x:bad tag".parse::<TaggedName>().is_err());
+    }
+
+    #[test]
+    fn v1_image_ids() {
+        let id = V1ImageId::parse(HEX64).unwrap();
+        assert_eq!(id.as_str(), HEX64);
+        let d = Digest::parse(&format!("sha256:{HEX64}")).unwrap();
+        assert_eq!(V1ImageId::from_sha256(&d), Some(id.clone()));
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(serde_json::from_str::<V1ImageId>(&json).unwrap(), id);
+        for bad in [
+            String::new(),
+            HEX64.to_uppercase(),
+            format!("sha256:{HEX64}"),
+            HEX64[1..].to_owned(),
+            format!("{HEX64}0"),
+            format!("{}..", &HEX64[2..]),
+            format!("../{}", &HEX64[3..]),
+            format!("{}%2f", &HEX64[3..]),
+            format!("{}/x", &HEX64[2..]),
+            format!("{} ", &HEX64[1..]),
+            format!("{}\0", &HEX64[2..]),
+            format!("{}g", &HEX64[1..]),
+            format!("{}\u{e9}", &HEX64[2..]),
+            "latest".into(),
+        ] {
+            assert!(V1ImageId::parse(&bad).is_err(), "accepted {bad:?}");
+            assert!(
+                serde_json::from_value::<V1ImageId>(serde_json::Value::String(bad.clone()))
+                    .is_err(),
+                "deserialised {bad:?}"
+            );
+        }
     }
 }

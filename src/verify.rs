@@ -6,6 +6,17 @@
 //! This walks every index and checks each reference it makes; `deep` also re-hashes every object.
 //! Each problem names the object key and what is wrong, so it can be fixed (usually by
 //! re-publishing).
+//!
+//! Findings come in two grades (see `docs/store-care.md`):
+//! - **errors**: a reference to missing, partial or wrong content (a tag, an index entry, a tag
+//!   copy or a catalog entry that a client could follow into a failure). The publishing order
+//!   makes these impossible after a crash or a race, so an error always means damage or a bug,
+//!   and `verify` exits non-zero.
+//! - **warnings**: derived files lagging the index (`_tags.json`, a tag copy that is missing or
+//!   still the previous manifest, a repository missing from the catalog). A publish killed between
+//!   its index commit and its derived-file writes leaves exactly this; the next publish (or
+//!   `prune`) rewrites them from the index. Nothing a client follows from them is missing, so they
+//!   do not fail `verify`.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -33,10 +44,13 @@ pub struct VerifyOptions {
     pub deep: bool,
 }
 
-/// The outcome: empty `problems` means the store is consistent.
+/// The outcome: empty `problems` means nothing points at missing or wrong content.
 #[derive(Debug, Clone, Default)]
 pub struct Report {
+    /// Errors: dangling or wrong references (see the module docs).
     pub problems: Vec<String>,
+    /// Derived files lagging the index; harmless, repaired by the next publish.
+    pub warnings: Vec<String>,
     pub repositories: usize,
     pub manifests: usize,
     pub blobs: usize,
@@ -48,16 +62,31 @@ impl fmt::Display for Report {
             "{} repositories, {} manifests, {} blobs",
             self.repositories, self.manifests, self.blobs
         );
-        if self.problems.is_empty() {
+        if self.problems.is_empty() && self.warnings.is_empty() {
             return write!(f, "OK: checked {checked}");
         }
-        write!(
-            f,
-            "{} problem(s) found (checked {checked}):",
-            self.problems.len()
-        )?;
-        for p in &self.problems {
-            write!(f, "\n  {p}")?;
+        if self.problems.is_empty() {
+            write!(
+                f,
+                "OK with {} warning(s) (checked {checked}); derived files lag the index, the next \
+                 publish to the repository rewrites them:",
+                self.warnings.len()
+            )?;
+        } else {
+            write!(
+                f,
+                "{} problem(s) found (checked {checked}):",
+                self.problems.len()
+            )?;
+            for p in &self.problems {
+                write!(f, "\n  {p}")?;
+            }
+            if !self.warnings.is_empty() {
+                write!(f, "\n{} warning(s):", self.warnings.len())?;
+            }
+        }
+        for w in &self.warnings {
+            write!(f, "\n  warning: {w}")?;
         }
         Ok(())
     }
@@ -103,6 +132,7 @@ type BlobState = Option<u64>;
 /// Checks the whole store.
 pub async fn verify(store: &dyn Store, opts: &VerifyOptions) -> anyhow::Result<Report> {
     let mut problems: Vec<String> = Vec::new();
+    let mut warnings: Vec<String> = Vec::new();
 
     // Repository indexes.
     let listed = store
@@ -196,8 +226,9 @@ pub async fn verify(store: &dyn Store, opts: &VerifyOptions) -> anyhow::Result<R
     // The catalog.
     let catalog: Option<Catalog> = match store.get(layout::CATALOG).await? {
         None => {
+            // A publish killed before its first catalog write: the catalog lags, nothing dangles.
             if !repos.is_empty() {
-                problems.push(format!(
+                warnings.push(format!(
                     "{}: missing, but there are {} repositories",
                     layout::CATALOG,
                     repos.len()
@@ -216,7 +247,15 @@ pub async fn verify(store: &dyn Store, opts: &VerifyOptions) -> anyhow::Result<R
     if let Some(c) = &catalog {
         let have: BTreeSet<&str> = repos.iter().map(|(_, i)| i.name.as_str()).collect();
         for r in &c.repositories {
-            if !have.contains(r.as_str()) {
+            if have.contains(r.as_str()) {
+                continue;
+            }
+            // Listed before a concurrent publish created it? Then it has an index by now.
+            let created = match RepoName::parse(r) {
+                Ok(n) => store.head(&layout::repo_index(&n)).await?.is_some(),
+                Err(_) => false,
+            };
+            if !created {
                 problems.push(format!(
                     "{}: lists repository {r}, which has no index ({})",
                     layout::CATALOG,
@@ -236,11 +275,13 @@ pub async fn verify(store: &dyn Store, opts: &VerifyOptions) -> anyhow::Result<R
             manifests: &manifests,
             blobs: &blobs,
             problems: &mut problems,
+            warnings: &mut warnings,
         };
         c.check().await?;
         if let Some(cat) = &catalog {
             if !cat.repositories.iter().any(|r| r == idx.name.as_str()) {
-                problems.push(format!(
+                // Killed between the index commit and the catalog write: a lag, not a dangle.
+                warnings.push(format!(
                     "{}: does not list repository {}",
                     layout::CATALOG,
                     idx.name
@@ -252,8 +293,10 @@ pub async fn verify(store: &dyn Store, opts: &VerifyOptions) -> anyhow::Result<R
     // The same broken object can be reached from several places; say it once.
     let mut seen = BTreeSet::new();
     problems.retain(|p| seen.insert(p.clone()));
+    warnings.retain(|p| seen.insert(p.clone()));
     Ok(Report {
         problems,
+        warnings,
         repositories: repos.len(),
         manifests: manifests.len(),
         blobs: blobs.len(),
@@ -337,11 +380,16 @@ struct RepoCheck<'a> {
     manifests: &'a HashMap<Digest, Fetched>,
     blobs: &'a HashMap<Digest, BlobState>,
     problems: &'a mut Vec<String>,
+    warnings: &'a mut Vec<String>,
 }
 
 impl RepoCheck<'_> {
     fn problem(&mut self, p: String) {
         self.problems.push(p);
+    }
+
+    fn warning(&mut self, w: String) {
+        self.warnings.push(w);
     }
 
     async fn check(&mut self) -> anyhow::Result<()> {
@@ -468,20 +516,27 @@ impl RepoCheck<'_> {
     }
 
     /// `_manifests/<tag>` copies and `_tags.json`.
+    ///
+    /// These are written after the index commit, so a publish killed in between leaves them
+    /// lagging: a copy missing, or still the tag's previous manifest. That is a warning as long
+    /// as what the copy describes is complete in the store; a copy describing missing content is
+    /// an error (a CDN serving blind would hand it out).
     async fn check_derived(&mut self) -> anyhow::Result<()> {
         let (key, idx) = (self.key, self.idx);
         for (tag, desc) in &idx.tags {
             let tkey = layout::tag_manifest(&idx.name, tag);
             let Some(copy) = self.store.get(&tkey).await? else {
-                self.problem(format!("{tkey}: missing (tag {tag} of {key})"));
+                self.warning(format!("{tkey}: missing (tag {tag} of {key})"));
                 continue;
             };
             match self.manifests.get(&desc.digest) {
-                Some(Fetched::Ok(b, _)) | Some(Fetched::Broken(b)) if *b != copy.bytes => self
-                    .problem(format!(
+                Some(Fetched::Ok(b, _)) | Some(Fetched::Broken(b)) if *b != copy.bytes => {
+                    let what = format!(
                         "{tkey}: differs from {} (the manifest tag {tag} points at)",
                         layout::manifest(&desc.digest)
-                    )),
+                    );
+                    self.grade_copy(what, &copy.bytes).await?;
+                }
                 _ => {}
             }
         }
@@ -489,23 +544,26 @@ impl RepoCheck<'_> {
         let prefix = tag_copies_prefix(&idx.name);
         for m in self.store.list(&prefix).await? {
             let tag = &m.key[prefix.len()..];
-            if !idx.tags.keys().any(|t| t.as_str() == tag) {
-                self.problem(format!(
-                    "{}: a copy for tag {tag:?}, which {key} does not have",
-                    m.key
-                ));
+            if idx.tags.keys().any(|t| t.as_str() == tag) {
+                continue;
+            }
+            let what = format!("{}: a copy for tag {tag:?}, which {key} does not have", m.key);
+            match self.store.get(&m.key).await? {
+                Some(copy) => self.grade_copy(what, &copy.bytes).await?,
+                None => {} // Removed while we looked (an untag finishing).
             }
         }
         let lkey = layout::tags_list(&idx.name);
         match self.store.get(&lkey).await? {
-            None => self.problem(format!("{lkey}: missing")),
+            None => self.warning(format!("{lkey}: missing")),
             Some(obj) => match serde_json::from_slice::<TagsList>(&obj.bytes) {
                 Err(e) => self.problem(format!("{lkey}: cannot parse: {e}")),
                 Ok(list) => {
                     let have: BTreeSet<&str> = list.tags.iter().map(|t| t.as_str()).collect();
                     let want: BTreeSet<&str> = idx.tags.keys().map(|t| t.as_str()).collect();
                     if list.name != idx.name || have != want {
-                        self.problem(format!(
+                        // A tag listed here but gone from the index answers 404, never content.
+                        self.warning(format!(
                             "{lkey}: lists {}:{:?}, but {key} has tags {:?}",
                             list.name, have, want
                         ));
@@ -514,5 +572,63 @@ impl RepoCheck<'_> {
             },
         }
         Ok(())
+    }
+
+    /// Reports a tag copy that is not the tagged manifest: a warning when it is a manifest whose
+    /// content is all in the store (a lagging copy), an error otherwise.
+    async fn grade_copy(&mut self, what: String, bytes: &[u8]) -> anyhow::Result<()> {
+        let digest = Digest::sha256_of(bytes);
+        if let Some(Fetched::Ok(..)) = self.manifests.get(&digest) {
+            if self.idx.manifests.contains_key(&digest) {
+                self.warning(format!(
+                    "{what}; it is the repository's earlier manifest {digest}, complete in the store"
+                ));
+                return Ok(());
+            }
+        }
+        match self.missing_content(bytes).await? {
+            None => self.warning(format!(
+                "{what}; it is {digest}, whose content is complete in the store"
+            )),
+            Some(why) => self.problem(format!("{what}, and {why}")),
+        }
+        Ok(())
+    }
+
+    /// What a manifest (or image index) copy refers to that the store lacks, if anything.
+    async fn missing_content(&self, bytes: &[u8]) -> anyhow::Result<Option<String>> {
+        let Ok(m) = serde_json::from_slice::<AnyManifest>(bytes) else {
+            return Ok(Some("it is not a manifest".into()));
+        };
+        if m.manifests.is_none() && m.config.is_none() {
+            return Ok(Some("it is not a manifest".into()));
+        }
+        for c in m.manifests.iter().flatten() {
+            let ckey = layout::manifest(&c.digest);
+            match self.store.head(&ckey).await? {
+                Some(meta) if meta.size == c.size => {}
+                _ => return Ok(Some(format!("it lists {ckey}, which is missing or partial"))),
+            }
+        }
+        for b in m.config.iter().chain(m.layers.iter().flatten()) {
+            if b.urls.as_ref().is_some_and(|u| !u.is_empty()) {
+                continue;
+            }
+            let have = match self.blobs.get(&b.digest) {
+                Some(state) => *state,
+                None => self
+                    .store
+                    .head(&layout::blob(&b.digest))
+                    .await?
+                    .map(|m| m.size),
+            };
+            if have != Some(b.size) {
+                return Ok(Some(format!(
+                    "it refers to {}, which is missing or partial",
+                    layout::blob(&b.digest)
+                )));
+            }
+        }
+        Ok(None)
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use crate::index::{Catalog, RepoIndex};
 use crate::reference::RepoName;
 use crate::serve::cache::{CacheConfig, DocCache};
-use crate::sign::Signer;
+use crate::sign::{Method, SignRequest, Signer};
 use crate::store::Store;
 
 use region::RegionResolver;
@@ -168,6 +168,44 @@ impl Federation {
                 &self.origins[i]
             }
             None => &self.origins[route.last_good.load(Ordering::Relaxed)],
+        }
+    }
+}
+
+/// Warns when an origin's host is a subdomain of the endpoint's public host: Go clients keep the
+/// `Authorization` header on redirects to subdomains, so private-repository tokens would reach
+/// the CDN.
+pub fn warn_subdomain_origins(fed: &Federation, public_url: &str) {
+    let Some(public_host) = url::Url::parse(public_url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+    else {
+        tracing::warn!(public_url, "public_url is not a valid URL");
+        return;
+    };
+    for o in &fed.origins {
+        let probe = o.signer.sign(
+            &SignRequest {
+                method: Method::Get,
+                key: crate::layout::HEALTH,
+                content_type: "text/plain",
+                ttl: std::time::Duration::from_secs(1),
+            },
+            std::time::SystemTime::now(),
+        );
+        let Some(host) = url::Url::parse(&probe)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+        else {
+            continue; // relative: the embedded origin on this endpoint
+        };
+        if host.ends_with(&format!(".{public_host}")) {
+            tracing::warn!(
+                origin = %o.name,
+                origin_host = %host,
+                public_host = %public_host,
+                "origin host is a subdomain of the endpoint's host: Go clients (docker, containerd, podman) forward Authorization to it; use a different domain"
+            );
         }
     }
 }

@@ -48,6 +48,7 @@ impl<T> Expiry<String, Cached<T>> for Ttl {
 /// Counters for `/metrics` and tests.
 #[derive(Debug, Default)]
 pub struct CacheStats {
+    pub hits: AtomicU64,
     pub loads: AtomicU64,
     pub load_errors: AtomicU64,
     pub stale_serves: AtomicU64,
@@ -125,6 +126,7 @@ impl<T: Send + Sync + 'static> DocCache<T> {
     /// The document at `key`: from cache, or loaded once for all concurrent callers.
     pub async fn get(&self, key: &str) -> Result<Cached<T>, Arc<anyhow::Error>> {
         if let Some(v) = self.fresh.get(key).await {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(v);
         }
         self.fresh.try_get_with_by_ref(key, self.load(key)).await

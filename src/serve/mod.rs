@@ -2,25 +2,32 @@
 //!
 //! It answers `/v2/` and `/v1/_ping` itself, answers HEADs from the cached repository index, and
 //! redirects every content request to a signed URL. With a local store it also mounts the
-//! embedded origin that those URLs point at.
+//! embedded origin that those URLs point at. Operational routes (`/healthz`, `/readyz`,
+//! `/metrics`) and the token endpoint (`/token`, with private repositories) live beside the API.
 
 pub mod cache;
 pub mod error;
+pub mod listener;
+pub mod metrics;
 pub mod ops;
 pub mod origin;
 pub mod route;
 pub mod v2;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method as HttpMethod, StatusCode};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method as HttpMethod, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
+use crate::auth::token::TokenError;
+use crate::auth::TokenIssuer;
 use crate::federation::Federation;
 use crate::sign::embedded::ORIGIN_PREFIX;
 
@@ -34,6 +41,16 @@ pub struct AppState {
     pub url_ttl: Duration,
     /// The built-in origin, mounted when a local store is served through it.
     pub embedded: Option<EmbeddedOrigin>,
+    /// Private repositories and the token endpoint, when configured.
+    pub auth: Option<Arc<TokenIssuer>>,
+    /// Trust `X-Forwarded-Proto`/`-Host` (set by our own balancer) for external URLs.
+    pub trust_forwarded: bool,
+    /// Whether this listener terminates TLS (the scheme of external URLs without a proxy).
+    pub tls: bool,
+    /// Log every request at info level (otherwise at debug).
+    pub access_log: bool,
+    /// Limit for one registry API request (an index load from a slow store included).
+    pub request_timeout: Duration,
 }
 
 const API_VERSION: &str = "docker-distribution-api-version";
@@ -43,46 +60,241 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new().fallback(dispatch).with_state(state)
 }
 
+/// Process-unique request ids: a random prefix per process plus a counter (cheap, and unique
+/// across replicas for log correlation).
+fn next_request_id() -> HeaderValue {
+    static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let p = PREFIX.get_or_init(rand::random);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    HeaderValue::from_str(&format!("{p:08x}-{n:x}")).expect("hex is a valid header")
+}
+
 async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    let started = Instant::now();
+    let id = next_request_id();
+    let log = state.access_log || tracing::enabled!(tracing::Level::DEBUG);
+    let (method, path) = if log {
+        (req.method().clone(), req.uri().path().to_owned())
+    } else {
+        (HttpMethod::GET, String::new())
+    };
+    let (route, mut resp) = handle(&state, req).await;
+    let status = resp.status().as_u16();
+    let elapsed = started.elapsed();
+    metrics::record(route, status, elapsed.as_secs_f64());
+    if log {
+        let ms = elapsed.as_secs_f64() * 1000.0;
+        let rid = id.to_str().unwrap_or("");
+        if state.access_log {
+            tracing::info!(request_id = rid, %method, path, status, ms, route, "request");
+        } else {
+            tracing::debug!(request_id = rid, %method, path, status, ms, route, "request");
+        }
+    }
+    resp.headers_mut().insert("x-request-id", id);
+    resp
+}
+
+/// Routes a request; returns a low-cardinality route label for metrics with the response.
+async fn handle(state: &AppState, req: Request) -> (&'static str, Response) {
     let path = req.uri().path();
     if path.starts_with(ORIGIN_PREFIX) {
-        return match &state.embedded {
+        let resp = match &state.embedded {
             Some(origin) => origin.serve(req).await,
             None => OciError::not_found().into_response(),
         };
+        return ("origin", resp);
     }
     match path {
-        "/v1/_ping" | "/v1/_ping/" => return v1_ping(),
-        "/healthz" => return ops::healthz(),
-        "/readyz" => return ops::readyz(&state),
+        "/v1/_ping" | "/v1/_ping/" => return ("v1", v1_ping()),
+        "/healthz" => return ("healthz", ops::healthz()),
+        "/readyz" => return ("readyz", ops::readyz(state)),
+        "/metrics" => return ("metrics", metrics::render(state)),
         _ => {}
     }
-    let method = req.method().clone();
+    // Only the head from here on: a body is not `Sync`, and no registry read has one.
+    let (parts, _body) = req.into_parts();
+    let path = parts.uri.path();
+    if path == "/token" {
+        return ("token", token(state, &parts).await);
+    }
+    let method = parts.method.clone();
     let is_v2 = path == "/v2" || path.starts_with("/v2/");
-    let mut resp = if is_v2 && method != HttpMethod::GET && method != HttpMethod::HEAD {
+    if is_v2 && method != HttpMethod::GET && method != HttpMethod::HEAD {
         // Every write (pushes, upload sessions, deletes) gets the same answer, whatever the path.
-        OciError::unsupported(method.as_str()).into_response()
-    } else {
-        match V2Route::parse(path) {
-            Ok(None) => OciError::not_found().into_response(),
-            Err(e) => e.into_response(),
-            Ok(Some(route)) => {
-                let query = req.uri().query();
-                let peer = req
-                    .extensions()
-                    .get::<axum::extract::ConnectInfo<SocketAddr>>()
-                    .map(|c| c.0);
-                let region = state.federation.regions.region(req.headers(), peer);
-                match v2::handle(&state, &method, route, query, region.as_deref()).await {
-                    Ok(r) => r,
-                    Err(e) => e.into_response(),
-                }
-            }
-        }
+        return ("write", with_api_version(OciError::unsupported(method.as_str()).into_response()));
+    }
+    let route = match V2Route::parse(path) {
+        Ok(Some(route)) => route,
+        Ok(None) => return ("other", OciError::not_found().into_response()),
+        Err(e) => return ("invalid", with_api_version(e.into_response())),
     };
+    let label = route_label(&route);
+    let resp = match tokio::time::timeout(state.request_timeout, v2_request(state, &parts, &method, route)).await {
+        Ok(Ok(r) | Err(r)) => r,
+        Err(_) => OciError::unavailable("the request timed out; try again").into_response(),
+    };
+    (label, with_api_version(resp))
+}
+
+fn with_api_version(mut resp: Response) -> Response {
     resp.headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     resp
+}
+
+fn route_label(r: &V2Route) -> &'static str {
+    match r {
+        V2Route::Base => "base",
+        V2Route::Catalog => "catalog",
+        V2Route::Tags(_) => "tags",
+        V2Route::Manifest(..) => "manifest",
+        V2Route::Blob(..) => "blob",
+        V2Route::Referrers(..) => "referrers",
+    }
+}
+
+/// Authorises and answers one `/v2/` request.
+async fn v2_request(
+    state: &AppState,
+    req: &Parts,
+    method: &HttpMethod,
+    route: V2Route,
+) -> Result<Response, Response> {
+    let authz = req
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let mut url_ttl = state.url_ttl;
+    let mut visible: Option<Box<dyn Fn(&str) -> bool + Sync + Send>> = None;
+    if let Some(auth) = state.auth.as_deref().filter(|a| a.policy.has_private()) {
+        let name = match &route {
+            V2Route::Tags(n) | V2Route::Manifest(n, _) | V2Route::Blob(n, _) | V2Route::Referrers(n, _) => Some(n),
+            V2Route::Base | V2Route::Catalog => None,
+        };
+        match (&route, name) {
+            (V2Route::Base, _) if !auth.authenticated(authz) => {
+                return Err(challenge(state, auth, &req.headers, None));
+            }
+            (_, Some(n)) if auth.policy.is_private(n) => {
+                if !auth.allows(authz, n.as_str()) {
+                    let scope = format!("repository:{n}:pull");
+                    return Err(challenge(state, auth, &req.headers, Some(&scope)));
+                }
+                url_ttl = url_ttl.min(Duration::from_secs(auth.private_url_ttl));
+            }
+            (V2Route::Catalog, _) => {
+                // Anonymous clients see public repositories; token holders also the private
+                // ones the policy lets them pull.
+                let user = authz
+                    .and_then(|h| h.strip_prefix("Bearer "))
+                    .and_then(|t| auth.verify(t.trim()))
+                    .map(|(u, _)| u)
+                    .filter(|u| !u.is_empty());
+                let auth = auth.clone_policy();
+                visible = Some(Box::new(move |r: &str| auth.may_pull(user.as_deref(), r)));
+            }
+            _ => {}
+        }
+    }
+    let peer = req
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let region = state.federation.regions.region(&req.headers, peer);
+    let catalog_visible = visible.as_deref().map(|f| f as &(dyn Fn(&str) -> bool + Sync));
+    let r = v2::Request {
+        query: req.uri.query(),
+        region: region.as_deref(),
+        url_ttl,
+        catalog_visible,
+    };
+    v2::handle(state, method, route, r)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
+/// This endpoint's external base URL, as clients reach it.
+fn external_base(state: &AppState, headers: &HeaderMap) -> String {
+    let first = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    };
+    let (mut scheme, mut host) = (
+        if state.tls { "https" } else { "http" }.to_owned(),
+        first("host").unwrap_or_else(|| "localhost".into()),
+    );
+    if state.trust_forwarded {
+        if let Some(p) = first("x-forwarded-proto").filter(|p| p == "http" || p == "https") {
+            scheme = p;
+        }
+        if let Some(h) = first("x-forwarded-host") {
+            host = h;
+        }
+    }
+    // Only host characters: a hostile Host header must not inject into the challenge.
+    host.retain(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
+    format!("{scheme}://{host}")
+}
+
+fn challenge(state: &AppState, auth: &TokenIssuer, headers: &HeaderMap, scope: Option<&str>) -> Response {
+    let realm = auth
+        .realm
+        .clone()
+        .unwrap_or_else(|| format!("{}/token", external_base(state, headers)));
+    let mut value = format!("Bearer realm=\"{realm}\",service=\"{}\"", auth.service);
+    if let Some(scope) = scope {
+        value.push_str(&format!(",scope=\"{scope}\""));
+    }
+    let mut resp = OciError::new(
+        StatusCode::UNAUTHORIZED,
+        "UNAUTHORIZED",
+        "authentication required",
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+/// `GET /token?service=…&scope=…`: Docker's token endpoint.
+async fn token(state: &AppState, req: &Parts) -> Response {
+    let Some(auth) = state.auth.clone() else {
+        return OciError::not_found().into_response();
+    };
+    let scopes: Vec<String> = req
+        .uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| k == "scope")
+                .map(|(_, v)| v.into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let creds = req
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(TokenIssuer::basic);
+    let user = creds.as_ref().map(|(u, _)| u.clone());
+    // bcrypt is deliberately slow: keep it off the async workers.
+    let issued = tokio::task::spawn_blocking(move || auth.issue(creds, &scopes)).await;
+    match issued {
+        Ok(Ok(body)) => axum::Json(body).into_response(),
+        Ok(Err(TokenError::BadCredentials)) => {
+            tracing::warn!(user = user.as_deref().unwrap_or(""), "token request with wrong credentials");
+            OciError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "invalid username or password")
+                .into_response()
+        }
+        Err(_) => OciError::unavailable("token issuing failed").into_response(),
+    }
 }
 
 fn v1_ping() -> Response {
@@ -100,29 +312,15 @@ fn v1_ping() -> Response {
     resp
 }
 
-/// Binds and serves until SIGINT/SIGTERM, then drains in-flight requests.
-pub async fn run(listen: SocketAddr, state: Arc<AppState>) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+/// Serves until SIGINT/SIGTERM, then drains in-flight requests within the deadline.
+pub async fn run(
+    listen: SocketAddr,
+    state: Arc<AppState>,
+    cfg: listener::ListenerConfig,
+) -> anyhow::Result<()> {
     for o in &state.federation.origins {
         tracing::info!(origin = %o.name, signer = o.signer.kind(), store = %o.store.describe(), "origin");
     }
-    tracing::info!(addr = %listener.local_addr()?, "serving");
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term.recv() => {},
-    }
-    tracing::info!("shutting down: draining in-flight requests");
+    metrics::install();
+    listener::serve(listen, router(state), cfg).await
 }

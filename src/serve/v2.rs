@@ -2,7 +2,7 @@
 //! signed URL; bytes never flow through here.
 
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderValue, Method as HttpMethod, StatusCode};
@@ -22,26 +22,36 @@ use super::AppState;
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
+/// What the caller decided about a request before routing it.
+pub struct Request<'a> {
+    pub query: Option<&'a str>,
+    pub region: Option<&'a str>,
+    pub url_ttl: Duration,
+    /// With private repositories, the catalog is filtered to what the client may see (and so is
+    /// answered locally instead of redirected to the static file, which lists everything).
+    pub catalog_visible: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
+}
+
 /// Dispatches a parsed `/v2/` route.
 pub async fn handle(
     state: &AppState,
     method: &HttpMethod,
     route: V2Route,
-    query: Option<&str>,
-    region: Option<&str>,
+    req: Request<'_>,
 ) -> Result<Response, OciError> {
     let head = method == HttpMethod::HEAD;
     let fed = &state.federation;
     let ctx = |name: Option<&RepoName>| Ctx {
-        origin: fed.pick(name, region),
-        url_ttl: state.url_ttl,
+        origin: fed.pick(name, req.region),
+        url_ttl: req.url_ttl,
     };
+    let query = req.query;
     match route {
         V2Route::Base => Ok((StatusCode::OK, axum::Json(serde_json::json!({}))).into_response()),
         V2Route::Manifest(name, r) => manifest(&ctx(Some(&name)), head, &name, &r).await,
         V2Route::Blob(name, d) => blob(&ctx(Some(&name)), head, &name, &d).await,
         V2Route::Tags(name) => tags(&ctx(Some(&name)), &name, query).await,
-        V2Route::Catalog => catalog(&ctx(None), query).await,
+        V2Route::Catalog => catalog(&ctx(None), query, req.catalog_visible).await,
         V2Route::Referrers(name, d) => referrers(&ctx(Some(&name)), &name, &d, query).await,
     }
 }
@@ -63,6 +73,7 @@ async fn repo(state: &Ctx<'_>, name: &RepoName) -> Result<Arc<RepoIndex>, OciErr
 }
 
 fn redirect(state: &Ctx<'_>, key: &str, content_type: &str, digest: &Digest) -> Response {
+    let started = Instant::now();
     let url = state.origin.signer.sign(
         &SignRequest {
             method: Method::Get,
@@ -72,6 +83,8 @@ fn redirect(state: &Ctx<'_>, key: &str, content_type: &str, digest: &Digest) -> 
         },
         SystemTime::now(),
     );
+    super::metrics::record_sign(state.origin.signer.kind(), started.elapsed().as_secs_f64());
+    // The key, never the URL: its query string is a credential.
     tracing::debug!(key, origin = %state.origin.name, "redirect");
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
@@ -237,8 +250,15 @@ async fn tags(state: &Ctx<'_>, name: &RepoName, query: Option<&str>) -> Result<R
     ))
 }
 
-async fn catalog(state: &Ctx<'_>, query: Option<&str>) -> Result<Response, OciError> {
-    let page = Page::parse(query)?;
+async fn catalog(
+    state: &Ctx<'_>,
+    query: Option<&str>,
+    visible: Option<&(dyn Fn(&str) -> bool + Sync)>,
+) -> Result<Response, OciError> {
+    let mut page = Page::parse(query)?;
+    if visible.is_some() && page.is_none() {
+        page = Some(Page { n: None, last: None });
+    }
     let doc = match state.origin.catalog.get(layout::CATALOG).await {
         Ok(Cached::Found(c)) => c,
         Ok(Cached::Missing) => Arc::new(Catalog::default()),
@@ -257,7 +277,12 @@ async fn catalog(state: &Ctx<'_>, query: Option<&str>) -> Result<Response, OciEr
         resp.headers_mut().remove("docker-content-digest");
         return Ok(resp);
     };
-    let (repos, next) = page.apply(doc.repositories.iter().map(String::as_str));
+    let (repos, next) = page.apply(
+        doc.repositories
+            .iter()
+            .map(String::as_str)
+            .filter(|r| visible.is_none_or(|v| v(r))),
+    );
     let link = next.map(|last| {
         format!(
             "</v2/_catalog?n={}&last={}>; rel=\"next\"",

@@ -24,9 +24,30 @@
 //! that fetches the URL is not the one that asked this endpoint for it (it follows a redirect,
 //! possibly through proxies), and the endpoint cannot know the address the edge will see.
 //!
-//! nginx cannot be told a response `Content-Type` through the URL either: the files' types come
-//! from the store's metadata (proxying) or nginx's `types` (files), which must map manifests to
-//! their media types.
+//! # Content types
+//!
+//! Every registry client needs a manifest's exact media type as `Content-Type`, and an nginx that
+//! serves the store's files cannot know it from the key (`manifests/sha256/<hex>`). With
+//! [`content_type_param`](SecureLinkConfig::content_type_param) set (e.g. `ct`), the URL carries
+//! the type the endpoint wants answered, and the template must cover it so nobody can change it:
+//!
+//! ```nginx
+//! location / {
+//!     secure_link $arg_md5,$arg_expires;
+//!     secure_link_md5 "$secure_link_expires$uri$arg_ct SECRET";
+//!     if ($secure_link = "")  { return 403; }
+//!     if ($secure_link = "0") { return 410; }
+//!     types { }
+//!     default_type "";                    # no Content-Type of nginx's own ...
+//!     add_header Content-Type $arg_ct;    # ... only the signed one
+//! }
+//! ```
+//!
+//! The URL is then `...?md5=<hash>&expires=<unix secs>&ct=<type>` and the hash covers `<type>`
+//! exactly as it appears in the URL (nginx's `$arg_ct` is not percent-decoded). Bytes of the type
+//! other than `A-Z a-z 0-9 - . _ ~ / +` are percent-encoded, so media types without parameters
+//! (every manifest and index type) appear verbatim. A proxying edge whose store keeps the right
+//! `Content-Type` per object (S3, GCS: `publish` sets it) does not need this.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -69,6 +90,12 @@ pub struct SecureLinkConfig {
     /// Query parameter carrying the expiry (`secure_link ...,$arg_expires`). Default: `expires`.
     #[serde(default = "default_expires_param")]
     pub expires_param: String,
+    /// Query parameter carrying the `Content-Type` the edge should answer with (e.g. `ct`), for
+    /// an nginx that serves files and so cannot know a manifest's media type. The template must
+    /// then contain `$arg_<name>` (e.g. `$secure_link_expires$uri$arg_ct SECRET`), so the type is
+    /// covered by the hash. Default: none (no parameter).
+    #[serde(default)]
+    pub content_type_param: Option<String>,
 }
 
 fn default_template() -> String {
@@ -88,10 +115,13 @@ enum Part {
     Expires,
     Uri,
     Secret,
+    /// `$arg_<content_type_param>`: the content-type parameter's value as it appears in the URL.
+    ContentType,
 }
 
-/// Splits a `secure_link_md5` expression into literals and the three supported substitutions.
-fn parse_template(template: &str) -> anyhow::Result<Vec<Part>> {
+/// Splits a `secure_link_md5` expression into literals and the supported substitutions
+/// (`$arg_<ct_param>` only when a content-type parameter is configured).
+fn parse_template(template: &str, ct_param: Option<&str>) -> anyhow::Result<Vec<Part>> {
     let mut parts = Vec::new();
     let mut lit = String::new();
     let mut rest = template;
@@ -120,9 +150,11 @@ fn parse_template(template: &str) -> anyhow::Result<Vec<Part>> {
             (&after[..end], &after[end..])
         };
         parts.push(Part::Literal(std::mem::take(&mut lit)));
+        let is_ct = |n: &str| ct_param.is_some_and(|p| n.strip_prefix("arg_") == Some(p));
         parts.push(match name {
             "secure_link_expires" => Part::Expires,
             "uri" => Part::Uri,
+            n if is_ct(n) => Part::ContentType,
             "remote_addr"
             | "binary_remote_addr"
             | "http_x_forwarded_for"
@@ -134,7 +166,8 @@ fn parse_template(template: &str) -> anyhow::Result<Vec<Part>> {
             }
             "" => bail!("template: a lone $ in {template:?}"),
             other => bail!(
-                "template: ${other} is not supported (only $secure_link_expires, $uri and SECRET)"
+                "template: ${other} is not supported (only $secure_link_expires, $uri, SECRET and \
+                 $arg_<content_type_param>)"
             ),
         });
         rest = r;
@@ -153,6 +186,14 @@ fn parse_template(template: &str) -> anyhow::Result<Vec<Part>> {
             bail!("template {template:?} must contain {what}");
         }
     }
+    if let Some(p) = ct_param {
+        if !parts.contains(&Part::ContentType) {
+            bail!(
+                "template {template:?} must contain $arg_{p} when content_type_param = {p:?} \
+                 (else anybody holding a link can change the Content-Type it is answered with)"
+            );
+        }
+    }
     Ok(parts)
 }
 
@@ -165,6 +206,7 @@ pub struct SecureLinkSigner {
     parts: Vec<Part>,
     md5_param: String,
     expires_param: String,
+    content_type_param: Option<String>,
 }
 
 impl fmt::Debug for SecureLinkSigner {
@@ -174,6 +216,7 @@ impl fmt::Debug for SecureLinkSigner {
             .field("urls", &self.urls)
             .field("md5_param", &self.md5_param)
             .field("expires_param", &self.expires_param)
+            .field("content_type_param", &self.content_type_param)
             .finish_non_exhaustive()
     }
 }
@@ -204,20 +247,27 @@ impl SecureLinkSigner {
         if cfg.md5_param == cfg.expires_param {
             bail!("md5_param and expires_param must differ");
         }
+        if let Some(ct) = &cfg.content_type_param {
+            check_param(ct, "content_type_param")?;
+            if *ct == cfg.md5_param || *ct == cfg.expires_param {
+                bail!("content_type_param must differ from md5_param and expires_param");
+            }
+        }
         if secret.is_empty() {
             bail!("the secure_link secret is empty");
         }
         Ok(SecureLinkSigner {
             urls: ObjectUrls::new(&cfg.base_url, &cfg.prefix)?,
             secret,
-            parts: parse_template(&cfg.template)?,
+            parts: parse_template(&cfg.template, cfg.content_type_param.as_deref())?,
             md5_param: cfg.md5_param.clone(),
             expires_param: cfg.expires_param.clone(),
+            content_type_param: cfg.content_type_param.clone(),
         })
     }
 
-    /// The `md5` value for a URL path and expiry.
-    fn hash(&self, path: &str, expires: &str) -> String {
+    /// The `md5` value for a URL path, expiry and (encoded) content-type parameter.
+    fn hash(&self, path: &str, expires: &str, content_type: &str) -> String {
         let mut md5 = Md5::new();
         for part in &self.parts {
             md5.update(match part {
@@ -225,10 +275,29 @@ impl SecureLinkSigner {
                 Part::Expires => expires.as_bytes(),
                 Part::Uri => path.as_bytes(),
                 Part::Secret => self.secret.as_bytes(),
+                Part::ContentType => content_type.as_bytes(),
             });
         }
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(md5.finalize())
     }
+}
+
+/// A content type as a query value: `A-Z a-z 0-9 - . _ ~ / +` verbatim (so media types such as
+/// `application/vnd.oci.image.manifest.v1+json` reach nginx's `$arg_` unchanged), every other
+/// byte percent-encoded (upper-case hex).
+fn encode_query_value(v: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/' | b'+') {
+            out.push(b as char);
+        } else {
+            out.push('%');
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 15)] as char);
+        }
+    }
+    out
 }
 
 impl Signer for SecureLinkSigner {
@@ -243,7 +312,11 @@ impl Signer for SecureLinkSigner {
         let path_start = url.len();
         self.urls.push_path(&mut url, req.key);
         // Layout keys never need percent-encoding, so this path is also nginx's decoded `$uri`.
-        let hash = self.hash(&url[path_start..], &expires);
+        let content_type = match self.content_type_param {
+            Some(_) => encode_query_value(req.content_type),
+            None => String::new(),
+        };
+        let hash = self.hash(&url[path_start..], &expires, &content_type);
         for (sep, name, value) in [
             ('?', &self.md5_param, &hash),
             ('&', &self.expires_param, &expires),
@@ -252,6 +325,12 @@ impl Signer for SecureLinkSigner {
             url.push_str(name);
             url.push('=');
             url.push_str(value);
+        }
+        if let Some(name) = &self.content_type_param {
+            url.push('&');
+            url.push_str(name);
+            url.push('=');
+            url.push_str(&content_type);
         }
         url
     }
@@ -385,11 +464,11 @@ mod tests {
             ("$secure_link_expires${uri SECRET", "unterminated"),
             ("$ $secure_link_expires$uri SECRET", "lone"),
         ] {
-            let err = parse_template(t).unwrap_err().to_string();
+            let err = parse_template(t, None).unwrap_err().to_string();
             assert!(err.contains(needle), "{t}: {err}");
         }
         assert_eq!(
-            parse_template(DEFAULT_TEMPLATE).unwrap(),
+            parse_template(DEFAULT_TEMPLATE, None).unwrap(),
             [
                 Part::Expires,
                 Part::Uri,
@@ -406,6 +485,61 @@ mod tests {
     }
 
     #[test]
+    fn content_type_param_is_signed_and_sent() {
+        let mut c = cfg();
+        c.template = "$secure_link_expires$uri$arg_ct SECRET".into();
+        c.content_type_param = Some("ct".into());
+        let s = signer(&c);
+        let mt = "application/vnd.oci.image.manifest.v1+json";
+        let r = SignRequest {
+            content_type: mt,
+            ..req("manifests/sha256/ab")
+        };
+        let url = s.sign(&r, now());
+        let want = openssl_md5(&format!("1700000060/reg/manifests/sha256/ab{mt} s3cr3t"));
+        assert_eq!(
+            url,
+            format!(
+                "https://edge.example.com/reg/manifests/sha256/ab?md5={want}&expires=1700000060&ct={mt}"
+            )
+        );
+        // Another type is another hash (nobody can swap it), and what is hashed is the value
+        // exactly as sent: bytes outside the safe set are percent-encoded in both.
+        let other = s.sign(
+            &SignRequest {
+                content_type: "text/html; charset=utf-8",
+                ..r
+            },
+            now(),
+        );
+        assert_eq!(param(&other, "ct"), "text/html%3B%20charset%3Dutf-8");
+        assert_eq!(
+            param(&other, "md5"),
+            openssl_md5(
+                "1700000060/reg/manifests/sha256/abtext/html%3B%20charset%3Dutf-8 s3cr3t"
+            )
+        );
+        // Braced form, custom name.
+        c.template = "$secure_link_expires$uri${arg_type} SECRET".into();
+        c.content_type_param = Some("type".into());
+        assert_eq!(param(&signer(&c).sign(&r, now()), "md5"), want);
+        // Without the option, no parameter and the old hash.
+        assert!(!signer(&cfg()).sign(&r, now()).contains("ct="));
+        // Configured but not covered by the template, or clashing with another parameter.
+        let mut c = cfg();
+        c.content_type_param = Some("ct".into());
+        let err = SecureLinkSigner::with_secret(&c, "x".into())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("$arg_ct"), "{err}");
+        c.template = "$secure_link_expires$uri$arg_ct SECRET".into();
+        c.content_type_param = Some("md5".into());
+        assert!(SecureLinkSigner::with_secret(&c, "x".into()).is_err());
+        c.content_type_param = Some("c-t".into());
+        assert!(SecureLinkSigner::with_secret(&c, "x".into()).is_err());
+    }
+
+    #[test]
     fn debug_hides_secret_and_config_defaults() {
         let c = cfg();
         assert_eq!(c.template, DEFAULT_TEMPLATE);
@@ -413,6 +547,7 @@ mod tests {
             (c.md5_param.as_str(), c.expires_param.as_str()),
             ("md5", "expires")
         );
+        assert_eq!(c.content_type_param, None);
         assert!(
             toml::from_str::<SecureLinkConfig>("base_url = \"https://x\"\nsecret = \"x\"\n")
                 .is_err()

@@ -11,6 +11,7 @@
 pub mod clients;
 pub mod fixtures;
 pub mod http;
+pub mod s3;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

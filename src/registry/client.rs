@@ -1,0 +1,829 @@
+//! A registry API v2 client for pulling: the `/v2/` ping, manifests with the right `Accept`
+//! headers, blobs as streams that resume with `Range` after a dropped connection, and the
+//! referrers API with its tag-schema fallback.
+//!
+//! Everything that talks HTTP goes through [`RegistryClient::send`], which adds the credentials
+//! (Basic, or a Bearer token fetched and refreshed as needed), re-authenticates once on a 401
+//! (tokens expire during long copies), and retries connection errors, 5xx and 429 with
+//! exponential backoff and jitter, honouring `Retry-After`. Redirects (blobs usually live on a
+//! CDN or S3) are followed by reqwest, which drops `Authorization` whenever the scheme, host or
+//! port changes, so a registry token never reaches the storage host.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, RANGE};
+use reqwest::{Method, Response, StatusCode};
+use url::Url;
+
+use super::auth::{fetch_token, parse_challenges, AuthError, Challenge, Token};
+use super::credentials::{Credentials, Resolved};
+use super::reference::RemoteRef;
+use crate::publish::hashing::Hasher;
+use crate::reference::{Digest, RepoName};
+
+/// Every manifest type the publisher can store, in the order registries should prefer them.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Manifests are small (registries cap them at 4 MiB); anything bigger is refused unread.
+pub const MAX_MANIFEST_SIZE: usize = 16 << 20;
+
+/// How hard to try before giving up on a request.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts per request, the first included.
+    pub attempts: u32,
+    /// First backoff; doubled per attempt, with jitter.
+    pub base: Duration,
+    pub max_delay: Duration,
+    /// Longest `Retry-After` honoured (a longer one is cut to this).
+    pub max_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 6,
+            base: Duration::from_millis(500),
+            max_delay: Duration::from_secs(20),
+            max_retry_after: Duration::from_secs(60),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Exponential backoff with "equal jitter": half fixed, half random, so retries spread out.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self.base.saturating_mul(1u32 << attempt.min(16));
+        let d = exp.min(self.max_delay);
+        let half = d / 2;
+        half + Duration::from_nanos(rand::random_range(0..=half.as_nanos().max(1) as u64))
+    }
+}
+
+/// How to reach the registry.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Verify TLS certificates; `false` also allows plain HTTP (skopeo's `--src-tls-verify=false`).
+    pub tls_verify: bool,
+    pub retry: RetryPolicy,
+    pub connect_timeout: Duration,
+    /// Longest silence while reading a response before the connection counts as dropped.
+    pub read_timeout: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            tls_verify: true,
+            retry: RetryPolicy::default(),
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// What the client did, for the summary and the tests.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub blobs: AtomicU64,
+    pub blob_bytes: AtomicU64,
+    pub manifests: AtomicU64,
+    pub manifest_bytes: AtomicU64,
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+    pub resumes: AtomicU64,
+    pub tokens: AtomicU64,
+}
+
+impl Counters {
+    pub fn get(c: &AtomicU64) -> u64 {
+        c.load(Ordering::Relaxed)
+    }
+}
+
+/// How requests are authenticated, learnt from the `/v2/` ping.
+#[derive(Debug)]
+enum Auth {
+    None,
+    Basic,
+    Bearer {
+        challenge: Challenge,
+        token: Option<Token>,
+    },
+}
+
+/// A manifest as the registry served it, digest checked.
+#[derive(Debug, Clone)]
+pub struct FetchedManifest {
+    pub bytes: Vec<u8>,
+    pub digest: Digest,
+    /// The response's `Content-Type` (empty when the registry sent none).
+    pub media_type: String,
+}
+
+/// A pull client for one repository of one registry.
+#[derive(Debug)]
+pub struct RegistryClient {
+    http: reqwest::Client,
+    /// `https://host[:port]/` (or `http://` for an insecure or loopback registry).
+    base: Url,
+    /// The registry as the user named it, for messages.
+    registry: String,
+    repository: RepoName,
+    creds: Resolved,
+    auth: tokio::sync::Mutex<Auth>,
+    retry: RetryPolicy,
+    pub counters: Counters,
+}
+
+fn is_transient_status(s: StatusCode) -> bool {
+    s == StatusCode::TOO_MANY_REQUESTS
+        || s == StatusCode::REQUEST_TIMEOUT
+        || (s.is_server_error()
+            && s != StatusCode::NOT_IMPLEMENTED
+            && s != StatusCode::HTTP_VERSION_NOT_SUPPORTED)
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get("retry-after")?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = parse_http_date(v)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs();
+    Some(Duration::from_secs(at.saturating_sub(now)))
+}
+
+/// IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`) to Unix seconds.
+fn parse_http_date(s: &str) -> Option<u64> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    if parts.len() != 6 || parts[5] != "GMT" {
+        return None;
+    }
+    let day: u64 = parts[1].parse().ok()?;
+    let month = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ]
+    .iter()
+    .position(|m| *m == parts[2])? as u64
+        + 1;
+    let year: i64 = parts[3].parse().ok()?;
+    let hms: Vec<u64> = parts[4]
+        .split(':')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    if hms.len() != 3 {
+        return None;
+    }
+    let days = days_from_civil(year, month, day);
+    u64::try_from(days * 86_400 + (hms[0] * 3600 + hms[1] * 60 + hms[2]) as i64).ok()
+}
+
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: u64, d: u64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Whether a reqwest error is worth retrying (the connection, not the request, failed).
+fn is_transient_error(e: &reqwest::Error) -> bool {
+    e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
+}
+
+impl RegistryClient {
+    /// Pings the registry (`GET /v2/`), learns how it authenticates, and authenticates once, so
+    /// wrong credentials fail before anything is copied.
+    pub async fn connect(
+        r: &RemoteRef,
+        creds: Resolved,
+        opts: &ClientOptions,
+    ) -> anyhow::Result<RegistryClient> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::limited(10))
+            .connect_timeout(opts.connect_timeout)
+            .read_timeout(opts.read_timeout)
+            .user_agent(concat!("static-registry/", env!("CARGO_PKG_VERSION")))
+            .danger_accept_invalid_certs(!opts.tls_verify)
+            .build()
+            .context("cannot build the HTTP client")?;
+        // Plain HTTP only for registries on this machine or when TLS checks are off, and only
+        // after HTTPS failed (Docker's rule for insecure registries).
+        let schemes: &[&str] = if !opts.tls_verify || r.is_loopback() {
+            &["https", "http"]
+        } else {
+            &["https"]
+        };
+        let mut last_err = None;
+        for (i, scheme) in schemes.iter().enumerate() {
+            let base = Url::parse(&format!("{scheme}://{}/", r.api_host))
+                .with_context(|| format!("invalid registry host {:?}", r.api_host))?;
+            let client = RegistryClient {
+                http: http.clone(),
+                base,
+                registry: r.registry.clone(),
+                repository: r.repository.clone(),
+                creds: creds.clone(),
+                auth: tokio::sync::Mutex::new(Auth::None),
+                retry: opts.retry.clone(),
+                counters: Counters::default(),
+            };
+            let fallback = i + 1 < schemes.len();
+            match client.ping(!fallback).await {
+                Ok(()) => {
+                    client.authenticate().await?;
+                    return Ok(client);
+                }
+                Err(e) if fallback => {
+                    tracing::debug!(
+                        "{scheme}://{}: {e:#}; trying plain HTTP",
+                        r.api_host
+                    );
+                    last_err = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| anyhow::anyhow!("registry {} unreachable", r.registry)))
+    }
+
+    /// The registry as users name it.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    pub fn repository(&self) -> &RepoName {
+        &self.repository
+    }
+
+    /// `GET /v2/`: 200 means no authentication, 401 says how.
+    async fn ping(&self, retry: bool) -> anyhow::Result<()> {
+        let url = self.base.join("v2/")?;
+        let attempts = if retry { self.retry.attempts } else { 1 };
+        let mut attempt = 0;
+        let resp = loop {
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            match self.http.get(url.clone()).send().await {
+                Ok(r) if is_transient_status(r.status()) && attempt + 1 < attempts => {
+                    self.pause(attempt, r.headers()).await;
+                }
+                Ok(r) => break r,
+                Err(e) if is_transient_error(&e) && attempt + 1 < attempts => {
+                    tracing::debug!("GET {url}: {e}; retrying");
+                    self.pause(attempt, &HeaderMap::new()).await;
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("cannot reach registry {} at {url}", self.registry)))
+                }
+            }
+            attempt += 1;
+        };
+        let status = resp.status();
+        tracing::debug!("GET {url} -> {status}");
+        let mut auth = self.auth.lock().await;
+        *auth = match status.as_u16() {
+            200..=299 => Auth::None,
+            401 => {
+                let challenges: Vec<Challenge> = resp
+                    .headers()
+                    .get_all(reqwest::header::WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(parse_challenges)
+                    .collect();
+                if let Some(c) = challenges.iter().find(|c| c.scheme == "bearer") {
+                    Auth::Bearer {
+                        challenge: c.clone(),
+                        token: None,
+                    }
+                } else if challenges.iter().any(|c| c.scheme == "basic") {
+                    Auth::Basic
+                } else {
+                    bail!(
+                        "registry {} answered 401 to GET /v2/ without a Bearer or Basic challenge",
+                        self.registry
+                    );
+                }
+            }
+            s => bail!(
+                "registry {} answered {s} to GET {url}: is it a container registry?",
+                self.registry
+            ),
+        };
+        Ok(())
+    }
+
+    /// Authenticates now: a token for pulling this repository, or a check of Basic credentials.
+    async fn authenticate(&self) -> anyhow::Result<()> {
+        let basic = matches!(*self.auth.lock().await, Auth::Basic);
+        if basic {
+            if matches!(self.creds.credentials, Credentials::Anonymous) {
+                return Err(self.required(401).into());
+            }
+            let url = self.base.join("v2/")?;
+            let resp = self.send(Method::GET, url, HeaderMap::new()).await?;
+            if !resp.status().is_success() {
+                bail!(
+                    "registry {} answered {} to GET /v2/",
+                    self.registry,
+                    resp.status()
+                );
+            }
+            return Ok(());
+        }
+        self.auth_header().await.map(|_| ())
+    }
+
+    fn scope(&self) -> String {
+        format!("repository:{}:pull", self.repository)
+    }
+
+    fn refused(&self, status: u16) -> AuthError {
+        AuthError::Refused {
+            registry: self.registry.clone(),
+            who: self.creds.who(),
+            status,
+            hint: self.creds.hint(),
+        }
+    }
+
+    fn required(&self, status: u16) -> AuthError {
+        AuthError::Required {
+            registry: self.registry.clone(),
+            repository: self.repository.to_string(),
+            status,
+        }
+    }
+
+    /// The `Authorization` value for the next request, fetching a token when there is none or
+    /// it is about to expire.
+    async fn auth_header(&self) -> anyhow::Result<Option<HeaderValue>> {
+        let mut auth = self.auth.lock().await;
+        let value = match &mut *auth {
+            Auth::None => return Ok(None),
+            Auth::Basic => match &self.creds.credentials {
+                Credentials::Basic { username, password } => {
+                    use base64::Engine as _;
+                    let raw = format!("{username}:{}", password.expose());
+                    format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(raw)
+                    )
+                }
+                _ => return Ok(None),
+            },
+            Auth::Bearer { challenge, token } => {
+                if !token.as_ref().is_some_and(Token::fresh) {
+                    let t = self.token_with_retries(challenge).await?;
+                    *token = Some(t);
+                }
+                let t = token.as_ref().expect("just set");
+                format!("Bearer {}", t.value.expose())
+            }
+        };
+        let mut v = HeaderValue::from_str(&value)
+            .map_err(|_| anyhow::anyhow!("registry {}: the credentials or token contain bytes that cannot go in a header", self.registry))?;
+        v.set_sensitive(true);
+        Ok(Some(v))
+    }
+
+    async fn token_with_retries(&self, challenge: &Challenge) -> anyhow::Result<Token> {
+        let mut attempt = 0;
+        loop {
+            self.counters.tokens.fetch_add(1, Ordering::Relaxed);
+            match fetch_token(
+                &self.http,
+                challenge,
+                &self.scope(),
+                &self.creds,
+                &self.registry,
+                self.repository.as_str(),
+            )
+            .await
+            {
+                Ok(t) => return Ok(t),
+                Err(e) if e.downcast_ref::<AuthError>().is_some() => return Err(e),
+                Err(e) if attempt + 1 < self.retry.attempts => {
+                    tracing::debug!("token request: {e:#}; retrying");
+                    self.pause(attempt, &HeaderMap::new()).await;
+                }
+                Err(e) => return Err(e),
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Forgets the token after a 401 (it expired or lacks a scope), adopting the challenge the
+    /// 401 carried.
+    async fn reauthenticate(&self, resp: &Response) -> anyhow::Result<bool> {
+        let mut auth = self.auth.lock().await;
+        match &mut *auth {
+            Auth::Bearer { challenge, token } => {
+                if let Some(c) = resp
+                    .headers()
+                    .get_all(reqwest::header::WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(parse_challenges)
+                    .find(|c| c.scheme == "bearer")
+                {
+                    *challenge = c;
+                }
+                *token = None;
+                Ok(true)
+            }
+            Auth::None | Auth::Basic => {
+                // `/v2/` was open but this repository is not: adopt its challenge.
+                let challenges: Vec<Challenge> = resp
+                    .headers()
+                    .get_all(reqwest::header::WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(parse_challenges)
+                    .collect();
+                if let Some(c) = challenges.iter().find(|c| c.scheme == "bearer") {
+                    *auth = Auth::Bearer {
+                        challenge: c.clone(),
+                        token: None,
+                    };
+                    return Ok(true);
+                }
+                let basic_now = matches!(*auth, Auth::Basic);
+                if !basic_now
+                    && challenges.iter().any(|c| c.scheme == "basic")
+                    && !matches!(self.creds.credentials, Credentials::Anonymous)
+                {
+                    *auth = Auth::Basic;
+                    return Ok(true);
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    async fn pause(&self, attempt: u32, headers: &HeaderMap) {
+        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        let d = retry_after(headers)
+            .map(|d| d.min(self.retry.max_retry_after))
+            .unwrap_or_else(|| self.retry.backoff(attempt));
+        tokio::time::sleep(d).await;
+    }
+
+    /// Sends one request with credentials, re-authenticating once on 401 and retrying transient
+    /// failures. Returns any other response, whatever its status.
+    pub async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        headers: HeaderMap,
+    ) -> anyhow::Result<Response> {
+        let path = url.path().to_owned();
+        let mut reauthenticated = false;
+        let mut attempt = 0;
+        loop {
+            let auth = self.auth_header().await?;
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .headers(headers.clone());
+            if let Some(a) = auth {
+                req = req.header(AUTHORIZATION, a);
+            }
+            self.counters.requests.fetch_add(1, Ordering::Relaxed);
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) if is_transient_error(&e) && attempt + 1 < self.retry.attempts => {
+                    tracing::warn!(
+                        "{method} {path} at registry {}: {e}; retrying",
+                        self.registry
+                    );
+                    self.pause(attempt, &HeaderMap::new()).await;
+                    attempt += 1;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "{method} {path} at registry {} failed",
+                        self.registry
+                    )))
+                }
+            };
+            let status = resp.status();
+            tracing::debug!("{method} {path} -> {status}");
+            if status == StatusCode::UNAUTHORIZED {
+                if !reauthenticated && self.reauthenticate(&resp).await? {
+                    reauthenticated = true;
+                    continue;
+                }
+                return Err(match self.creds.credentials {
+                    Credentials::Anonymous => self.required(401),
+                    _ => self.refused(401),
+                }
+                .into());
+            }
+            if is_transient_status(status) && attempt + 1 < self.retry.attempts {
+                tracing::warn!(
+                    "{method} {path} at registry {}: {status}; retrying",
+                    self.registry
+                );
+                self.pause(attempt, resp.headers()).await;
+                attempt += 1;
+                continue;
+            }
+            return Ok(resp);
+        }
+    }
+
+    fn url(&self, tail: &str) -> anyhow::Result<Url> {
+        Ok(self
+            .base
+            .join(&format!("v2/{}/{tail}", self.repository))?)
+    }
+
+    /// The manifest (or index) `reference` names. With `expect`, its bytes must hash to that
+    /// digest; otherwise they must match `Docker-Content-Digest` when the registry sends one.
+    pub async fn manifest(
+        &self,
+        reference: &str,
+        expect: Option<&Digest>,
+    ) -> anyhow::Result<FetchedManifest> {
+        self.manifest_opt(reference, expect)
+            .await?
+            .with_context(|| {
+                format!(
+                    "manifest {reference} not found in {} at registry {} (404)",
+                    self.repository, self.registry
+                )
+            })
+    }
+
+    /// Like [`Self::manifest`], `None` on 404.
+    pub async fn manifest_opt(
+        &self,
+        reference: &str,
+        expect: Option<&Digest>,
+    ) -> anyhow::Result<Option<FetchedManifest>> {
+        let url = self.url(&format!("manifests/{reference}"))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
+        let mut attempt = 0;
+        loop {
+            let resp = self.send(Method::GET, url.clone(), headers.clone()).await?;
+            let status = resp.status();
+            if status == StatusCode::NOT_FOUND {
+                return Ok(None);
+            }
+            if status == StatusCode::FORBIDDEN {
+                bail!(
+                    "registry {} denied access to {} (403) for {}",
+                    self.registry,
+                    self.repository,
+                    self.creds.who()
+                );
+            }
+            if !status.is_success() {
+                bail!(
+                    "registry {} answered {status} to GET manifest {reference} of {}",
+                    self.registry,
+                    self.repository
+                );
+            }
+            let media_type = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.split(';').next().unwrap_or(s).trim().to_owned())
+                .unwrap_or_default();
+            let header_digest = resp
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|s| Digest::parse(s.trim()).ok());
+            let bytes = match read_capped(resp, MAX_MANIFEST_SIZE).await {
+                Ok(b) => b,
+                Err(e) if attempt + 1 < self.retry.attempts && e.is::<reqwest::Error>() => {
+                    tracing::warn!("reading manifest {reference}: {e:#}; retrying");
+                    self.pause(attempt, &HeaderMap::new()).await;
+                    attempt += 1;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(e.context(format!(
+                        "reading manifest {reference} of {} from registry {}",
+                        self.repository, self.registry
+                    )))
+                }
+            };
+            self.counters.manifests.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .manifest_bytes
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            let digest = match (expect, &header_digest) {
+                (Some(want), _) => want.clone(),
+                (None, Some(h)) => h.clone(),
+                (None, None) => Digest::sha256_of(&bytes),
+            };
+            let got = Hasher::digest_like(&digest, &bytes);
+            if got != digest {
+                bail!(
+                    "registry {} served manifest {reference} of {} with digest {got}, expected {digest}: refusing it",
+                    self.registry,
+                    self.repository
+                );
+            }
+            if let (Some(want), Some(h)) = (expect, &header_digest) {
+                if h.algorithm() == want.algorithm() && h != want {
+                    bail!(
+                        "registry {} says manifest {reference} is {h}, expected {want}",
+                        self.registry
+                    );
+                }
+            }
+            return Ok(Some(FetchedManifest {
+                bytes,
+                digest,
+                media_type,
+            }));
+        }
+    }
+
+    /// Starts (or resumes, from `offset`) a blob download. Returns the response and how many of
+    /// its leading bytes to discard (a server that ignores `Range` sends the blob from 0).
+    pub async fn blob(&self, digest: &Digest, offset: u64) -> anyhow::Result<(Response, u64)> {
+        let url = self.url(&format!("blobs/{digest}"))?;
+        let mut headers = HeaderMap::new();
+        if offset > 0 {
+            headers.insert(
+                RANGE,
+                HeaderValue::from_str(&format!("bytes={offset}-")).expect("ascii"),
+            );
+        }
+        let resp = self.send(Method::GET, url, headers).await?;
+        let status = resp.status();
+        match status.as_u16() {
+            200 => Ok((resp, offset)),
+            206 => {
+                let start = resp
+                    .headers()
+                    .get(reqwest::header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|s| s.strip_prefix("bytes "))
+                    .and_then(|s| s.split('-').next())
+                    .and_then(|s| s.parse::<u64>().ok());
+                if start != Some(offset) {
+                    bail!(
+                        "registry {}: resuming blob {digest} at byte {offset} got a response starting at {start:?}",
+                        self.registry
+                    );
+                }
+                Ok((resp, 0))
+            }
+            404 => bail!(
+                "blob {digest} not found in {} at registry {} (404)",
+                self.repository,
+                self.registry
+            ),
+            403 => bail!(
+                "registry {} denied access to blob {digest} of {} (403)",
+                self.registry,
+                self.repository
+            ),
+            _ => bail!(
+                "registry {} answered {status} to GET blob {digest} of {}",
+                self.registry,
+                self.repository
+            ),
+        }
+    }
+
+    /// A small blob (an image config) read whole and verified.
+    pub async fn small_blob(&self, digest: &Digest, size: u64) -> anyhow::Result<Vec<u8>> {
+        if size > MAX_MANIFEST_SIZE as u64 {
+            bail!("blob {digest} is {size} bytes, too big to read as a config");
+        }
+        let (resp, skip) = self.blob(digest, 0).await?;
+        debug_assert_eq!(skip, 0);
+        let bytes = read_capped(resp, MAX_MANIFEST_SIZE).await?;
+        self.counters.blobs.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .blob_bytes
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        if bytes.len() as u64 != size || Hasher::digest_like(digest, &bytes) != *digest {
+            bail!(
+                "registry {} served blob {digest} with the wrong content",
+                self.registry
+            );
+        }
+        Ok(bytes)
+    }
+
+    /// Records blob bytes streamed by a reader outside this module.
+    pub fn count_blob_bytes(&self, n: u64) {
+        self.counters.blob_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn count_blob(&self) {
+        self.counters.blobs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn count_resume(&self) {
+        self.counters.resumes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What the referrers API lists for `subject` (following `Link` pages), or `None` when the
+    /// registry does not implement it.
+    pub async fn referrers(
+        &self,
+        subject: &Digest,
+    ) -> anyhow::Result<Option<Vec<serde_json::Value>>> {
+        let mut url = self.url(&format!("referrers/{subject}"))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static(OCI_INDEX));
+        let mut out = Vec::new();
+        for _page in 0..50 {
+            let resp = self.send(Method::GET, url.clone(), headers.clone()).await?;
+            let status = resp.status();
+            if matches!(status.as_u16(), 400 | 404 | 405 | 501) && out.is_empty() {
+                return Ok(None);
+            }
+            if !status.is_success() {
+                bail!(
+                    "registry {} answered {status} to GET referrers of {subject}",
+                    self.registry
+                );
+            }
+            let is_index = resp
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.starts_with(OCI_INDEX));
+            let next = resp
+                .headers()
+                .get(reqwest::header::LINK)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| next_link(l))
+                .and_then(|l| url.join(&l).ok());
+            let body = read_capped(resp, MAX_MANIFEST_SIZE).await?;
+            let v: serde_json::Value = match serde_json::from_slice(&body) {
+                Ok(v) if is_index || v.get("manifests").is_some() => v,
+                // Some registries answer 200 with an HTML page or `{}` for unknown routes.
+                _ if out.is_empty() => return Ok(None),
+                _ => break,
+            };
+            if let Some(list) = v.get("manifests").and_then(|m| m.as_array()) {
+                out.extend(list.iter().cloned());
+            }
+            match next {
+                Some(n) if n.origin() == self.base.origin() => url = n,
+                _ => break,
+            }
+        }
+        Ok(Some(out))
+    }
+}
+
+/// The target of `rel="next"` in a `Link` header.
+fn next_link(link: &str) -> Option<String> {
+    link.split(',').find_map(|part| {
+        let (target, params) = part.split_once(';')?;
+        params
+            .contains("rel=\"next\"")
+            .then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
+    })
+}
+
+/// Reads a whole response body, refusing more than `cap` bytes (checked as it streams).
+async fn read_capped(mut resp: Response, cap: usize) -> anyhow::Result<Vec<u8>> {
+    if resp.content_length().is_some_and(|n| n > cap as u64) {
+        bail!("response of {} bytes is larger than {cap}", resp.content_length().unwrap_or(0));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        if out.len() + chunk.len() > cap {
+            bail!("response is larger than {cap} bytes");
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// The next chunk of a blob response; errors are the connection's (worth resuming).
+pub async fn next_chunk(resp: &mut Response) -> Result<Option<Bytes>, reqwest::Error> {
+    resp.chunk().await
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,234 @@
+//! The accept loop: plain TCP or TLS (rustls, hot-reloaded), HTTP/1.1 and HTTP/2, a connection
+//! limit, a header-read timeout, and a graceful drain with a deadline on SIGTERM/SIGINT.
+//!
+//! Hand-built on hyper-util rather than `axum::serve` because the latter offers none of the
+//! limits an endpoint facing the internet needs (slow-loris headers, connection floods) nor a
+//! bounded drain for rolling restarts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context;
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
+
+/// Listener limits and timeouts.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers (HTTP/1.1).
+    pub header_timeout: Duration,
+    /// How long in-flight requests may take to finish after a shutdown signal.
+    pub shutdown_timeout: Duration,
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM certificate chain and private key, re-read when they change or on SIGHUP.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The current TLS configuration; swapped on reload, read by each new connection.
+struct TlsState {
+    files: TlsFiles,
+    acceptor: RwLock<TlsAcceptor>,
+    loaded: RwLock<Option<(SystemTime, SystemTime)>>,
+}
+
+fn mtime(p: &std::path::Path) -> Option<SystemTime> {
+    std::fs::metadata(p).and_then(|m| m.modified()).ok()
+}
+
+fn load_tls(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(&files.cert)
+        .with_context(|| format!("cannot read TLS certificate {}", files.cert.display()))?
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("invalid PEM in {}", files.cert.display()))?;
+    anyhow::ensure!(
+        !certs.is_empty(),
+        "no certificate in {}",
+        files.cert.display()
+    );
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("cannot read TLS private key {}", files.key.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("TLS certificate and key do not match")?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+impl TlsState {
+    fn new(files: TlsFiles) -> anyhow::Result<Self> {
+        let acceptor = load_tls(&files)?;
+        let loaded = (mtime(&files.cert), mtime(&files.key));
+        Ok(TlsState {
+            acceptor: RwLock::new(acceptor),
+            loaded: RwLock::new(loaded.0.zip(loaded.1)),
+            files,
+        })
+    }
+
+    /// Reloads when forced or when either file changed; a bad new pair keeps the old one.
+    fn maybe_reload(&self, force: bool) {
+        let now = mtime(&self.files.cert).zip(mtime(&self.files.key));
+        if !force && now == *self.loaded.read().expect("lock") {
+            return;
+        }
+        match load_tls(&self.files) {
+            Ok(a) => {
+                *self.acceptor.write().expect("lock") = a;
+                *self.loaded.write().expect("lock") = now;
+                tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
+            }
+            Err(e) => tracing::error!(error = %format!("{e:#}"), "TLS reload failed; keeping the current certificate"),
+        }
+    }
+
+    fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor.read().expect("lock").clone()
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}
+
+/// Serves `app` until a shutdown signal, then stops accepting and drains.
+pub async fn serve(listen: SocketAddr, app: Router, cfg: ListenerConfig) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let tls = cfg
+        .tls
+        .clone()
+        .map(TlsState::new)
+        .transpose()?
+        .map(Arc::new);
+    if let Some(tls) = &tls {
+        spawn_tls_reloader(tls.clone());
+    }
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        tls = tls.is_some(),
+        max_connections = cfg.max_connections,
+        "serving"
+    );
+
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.header_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    let builder = Arc::new(builder);
+    let graceful = GracefulShutdown::new();
+    let permits = Arc::new(Semaphore::new(cfg.max_connections));
+    let shutdown = shutdown_signal();
+    tokio::pin!(shutdown);
+
+    loop {
+        // Wait for a free connection slot first, so a flood queues in the kernel backlog
+        // instead of costing memory here.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("semaphore open"),
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            req.extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer));
+            app.clone().oneshot(req.map(axum::body::Body::new))
+        });
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        match &tls {
+            None => {
+                tokio::spawn(async move {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                    drop(permit);
+                });
+            }
+            Some(tls) => {
+                let acceptor = tls.acceptor();
+                let header_timeout = cfg.header_timeout;
+                tokio::spawn(async move {
+                    let stream =
+                        match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(s)) => s,
+                            _ => return,
+                        };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn.into_owned()).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+
+    drop(listener);
+    tracing::info!(
+        in_flight_connections = graceful.count(),
+        deadline_secs = cfg.shutdown_timeout.as_secs(),
+        "shutting down: no longer accepting, draining in-flight requests"
+    );
+    match tokio::time::timeout(cfg.shutdown_timeout, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("drained; exiting"),
+        Err(_) => tracing::warn!("drain deadline reached; closing remaining connections"),
+    }
+    Ok(())
+}
+
+fn spawn_tls_reloader(tls: Arc<TlsState>) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch SIGHUP; TLS reloads on file change only");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            let force = tokio::select! {
+                _ = tick.tick() => false,
+                _ = hup.recv() => true,
+            };
+            tls.maybe_reload(force);
+        }
+    });
+}

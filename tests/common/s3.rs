@@ -1,0 +1,698 @@
+//! The S3 harness: a real `s3s-fs` (which enforces SigV4 on signed headers and on presigned URLs)
+//! on a free loopback port, the `static-registry` binary pointed at it through a config file and
+//! the standard AWS environment variables, and a counting TCP proxy that records every HTTP
+//! request line sent through it (to measure what `serve` and `publish` ask of S3).
+//!
+//! Everything is killed on drop. Every run of the binary keeps its stdout and stderr under the
+//! world's log directory, so a test can grep all of it (and every file `s3s-fs` stored) for the
+//! secret key with [`S3World::assert_no_secret_leaked`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::http::RawResponse;
+use super::{bin, blocking_get_status, blocking_request, describe_output, free_port};
+
+/// The access key id every test server accepts.
+pub const ACCESS_KEY: &str = "AKIDSTATICREGISTRYTEST";
+/// The secret key: distinctive (so a grep for it cannot match anything by chance) and with the
+/// `/` and `+` real AWS secrets contain.
+pub const SECRET_KEY: &str = "srTest/Secret+9Qx7vLw2Nd4-never-printed";
+/// The bucket every world creates (s3s-fs wants 3 to 63 characters).
+pub const BUCKET: &str = "registry-test";
+/// The key prefix the layout lives under.
+pub const PREFIX: &str = "layout/v1";
+
+/// `s3://BUCKET/PREFIX`.
+pub fn store_location() -> String {
+    format!("s3://{BUCKET}/{PREFIX}")
+}
+
+/// Where `s3s-fs` is: on PATH, or in cargo's bin directory (`cargo install` puts it there).
+pub fn s3s_fs_binary() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("s3s-fs"))
+                .collect::<Vec<_>>()
+        })
+        .unwrap_or_default();
+    let cargo_bin = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|c| c.join("bin").join("s3s-fs"));
+    on_path
+        .into_iter()
+        .chain(cargo_bin)
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "required tool `s3s-fs` is not installed (looked on PATH and in ~/.cargo/bin). \
+                 Run the suite with scripts/test.sh, or: \
+                 cargo install s3s-fs --version 0.14.1 --locked --features binary"
+            )
+        })
+}
+
+// ---------------------------------------------------------------------------------------------
+// s3s-fs
+// ---------------------------------------------------------------------------------------------
+
+/// A running `s3s-fs` serving `data/` (with [`BUCKET`] pre-created) on a free port; killed on
+/// drop.
+pub struct S3sFs {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl S3sFs {
+    pub fn start() -> S3sFs {
+        let exe = s3s_fs_binary();
+        let dir = tempfile::Builder::new()
+            .prefix("sr-s3s-")
+            .tempdir()
+            .expect("s3s-fs temp dir");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join(BUCKET)).expect("create the bucket directory");
+        let log_path = dir.path().join("s3s-fs.log");
+        let mut last_log = String::new();
+        for _attempt in 0..5 {
+            let port = free_port();
+            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+            let log = std::fs::File::create(&log_path).expect("s3s-fs log");
+            let mut child = Command::new(&exe)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+                .arg(&data)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("clone log handle"))
+                .stderr(log)
+                .spawn()
+                .expect("spawn s3s-fs");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(status) = child.try_wait().expect("poll s3s-fs") {
+                    // Most likely someone took the port between the probe and the bind.
+                    last_log = format!(
+                        "exited {status}: {}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                    break;
+                }
+                // Any HTTP answer from our own child (an unsigned request gets 403) means it
+                // listens; the exit check above rules out a stranger on the port.
+                if blocking_get_status(addr, "/").is_some() {
+                    return S3sFs { child, addr, dir };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "s3s-fs did not answer on {addr} within 30 s:\n{}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("could not start s3s-fs on a free port: {last_log}");
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The directory s3s-fs stores everything in (buckets as directories, plus its metadata).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The file holding the object at layout key `key` (s3s-fs stores objects as plain files).
+    pub fn object_file(&self, key: &str) -> PathBuf {
+        self.data_dir().join(BUCKET).join(PREFIX).join(key)
+    }
+}
+
+impl Drop for S3sFs {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The counting proxy
+// ---------------------------------------------------------------------------------------------
+
+/// One HTTP request that went through the proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxiedRequest {
+    pub method: String,
+    /// The path, without the query.
+    pub path: String,
+    /// The query string (without `?`), possibly empty.
+    pub query: String,
+}
+
+impl ProxiedRequest {
+    /// The path relative to the layout root (`/BUCKET/PREFIX/` stripped), when it is under it.
+    pub fn key(&self) -> Option<&str> {
+        self.path.strip_prefix(&format!("/{BUCKET}/{PREFIX}/"))
+    }
+}
+
+#[derive(Default)]
+struct ProxyState {
+    requests: Mutex<Vec<ProxiedRequest>>,
+    /// Things the request parser could not follow (chunked bodies, garbage): counting would no
+    /// longer be exact, so tests assert there are none.
+    errors: Mutex<Vec<String>>,
+    connections: AtomicUsize,
+}
+
+/// A TCP proxy in front of an upstream (s3s-fs) that forwards bytes unchanged both ways and
+/// records every HTTP/1.1 request the client side sends. It runs on its own small tokio runtime,
+/// shut down on drop.
+pub struct CountingProxy {
+    pub addr: SocketAddr,
+    state: Arc<ProxyState>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl CountingProxy {
+    pub fn start(upstream: SocketAddr) -> CountingProxy {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("proxy runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let state = Arc::new(ProxyState::default());
+        let st = state.clone();
+        runtime.spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    continue;
+                };
+                st.connections.fetch_add(1, Ordering::Relaxed);
+                let st = st.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = relay(client, upstream, st.clone()).await {
+                        // A reset after the last response is normal; only parser errors count.
+                        let _ = e;
+                    }
+                });
+            }
+        });
+        CountingProxy {
+            addr,
+            state,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Every request seen so far, in arrival order.
+    pub fn requests(&self) -> Vec<ProxiedRequest> {
+        self.state.requests.lock().unwrap().clone()
+    }
+
+    /// Forgets the requests seen so far.
+    pub fn clear(&self) {
+        self.state.requests.lock().unwrap().clear();
+    }
+
+    /// Parser errors; a test that counts must assert this is empty.
+    pub fn errors(&self) -> Vec<String> {
+        self.state.errors.lock().unwrap().clone()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::Relaxed)
+    }
+
+    /// Requests counted by `METHOD PATH` (query left out), for reports and assertions.
+    pub fn counts(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for r in self.requests() {
+            *m.entry(format!("{} {}", r.method, r.path)).or_default() += 1;
+        }
+        m
+    }
+}
+
+impl Drop for CountingProxy {
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn relay(
+    client: tokio::net::TcpStream,
+    upstream: SocketAddr,
+    state: Arc<ProxyState>,
+) -> std::io::Result<()> {
+    let server = tokio::net::TcpStream::connect(upstream).await?;
+    let (mut cr, mut cw) = client.into_split();
+    let (mut sr, mut sw) = server.into_split();
+    let up = async {
+        let mut parser = RequestParser::default();
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = cr.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            let mut seen = Vec::new();
+            if let Err(e) = parser.feed(&buf[..n], &mut seen) {
+                state.errors.lock().unwrap().push(e);
+            }
+            // Recorded before forwarding, so a request is counted before its answer can arrive.
+            state.requests.lock().unwrap().extend(seen);
+            sw.write_all(&buf[..n]).await?;
+        }
+        sw.shutdown().await
+    };
+    let down = async {
+        tokio::io::copy(&mut sr, &mut cw).await?;
+        cw.shutdown().await
+    };
+    let (a, b) = tokio::join!(up, down);
+    a.and(b)
+}
+
+/// Follows an HTTP/1.1 request stream: request heads, then `Content-Length` bodies skipped.
+#[derive(Default)]
+pub struct RequestParser {
+    pending: Vec<u8>,
+    body_left: u64,
+    /// After an error the stream can no longer be followed; everything else is ignored.
+    broken: bool,
+}
+
+impl RequestParser {
+    /// Consumes the next bytes of the stream, appending each request head completed to `out`.
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<ProxiedRequest>) -> Result<(), String> {
+        if self.broken {
+            return Ok(());
+        }
+        self.pending.extend_from_slice(data);
+        loop {
+            if self.body_left > 0 {
+                let n = self.body_left.min(self.pending.len() as u64) as usize;
+                self.pending.drain(..n);
+                self.body_left -= n as u64;
+                if self.pending.is_empty() {
+                    return Ok(());
+                }
+                continue;
+            }
+            // Stray CRLFs between requests are allowed (RFC 9112 §2.2).
+            while self.pending.starts_with(b"\r\n") {
+                self.pending.drain(..2);
+            }
+            let Some(end) = self.pending.windows(4).position(|w| w == b"\r\n\r\n") else {
+                if self.pending.len() > 64 * 1024 {
+                    self.broken = true;
+                    return Err("request head longer than 64 KiB".into());
+                }
+                return Ok(());
+            };
+            let head = String::from_utf8_lossy(&self.pending[..end]).into_owned();
+            self.pending.drain(..end + 4);
+            let mut lines = head.split("\r\n");
+            let line = lines.next().unwrap_or_default();
+            let mut parts = line.split(' ');
+            let (Some(method), Some(target), Some(version)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                self.broken = true;
+                return Err(format!("not a request line: {line:?}"));
+            };
+            if !version.starts_with("HTTP/1.") {
+                self.broken = true;
+                return Err(format!("not HTTP/1.x: {line:?}"));
+            }
+            let mut length = 0u64;
+            for h in lines {
+                let Some((k, v)) = h.split_once(':') else {
+                    continue;
+                };
+                let (k, v) = (k.trim(), v.trim());
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v
+                        .parse()
+                        .map_err(|_| format!("bad Content-Length {v:?}"))?;
+                } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                    self.broken = true;
+                    return Err(format!("cannot follow Transfer-Encoding {v:?} ({line})"));
+                }
+            }
+            let (path, query) = target.split_once('?').unwrap_or((target, ""));
+            out.push(ProxiedRequest {
+                method: method.to_owned(),
+                path: path.to_owned(),
+                query: query.to_owned(),
+            });
+            self.body_left = length;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The binary against a bucket
+// ---------------------------------------------------------------------------------------------
+
+/// What goes into a config file besides `store` and the `[s3]` endpoint.
+#[derive(Default, Clone)]
+pub struct ConfigExtra<'a> {
+    /// Lines added to the `[s3]` section (e.g. `multipart_threshold = 5242880`).
+    pub s3: &'a str,
+    /// Whole sections after it (`[serve]`, `[[origins]]`).
+    pub tail: &'a str,
+}
+
+/// An s3s-fs with the bucket, and a directory for config files and the logs of every run of the
+/// binary.
+pub struct S3World {
+    pub s3: S3sFs,
+    dir: tempfile::TempDir,
+    runs: AtomicUsize,
+}
+
+impl Default for S3World {
+    fn default() -> Self {
+        Self::start()
+    }
+}
+
+impl S3World {
+    pub fn start() -> S3World {
+        let s3 = S3sFs::start();
+        let dir = tempfile::Builder::new()
+            .prefix("sr-s3world-")
+            .tempdir()
+            .expect("world temp dir");
+        std::fs::create_dir(dir.path().join("logs")).expect("logs dir");
+        S3World {
+            s3,
+            dir,
+            runs: AtomicUsize::new(0),
+        }
+    }
+
+    /// Writes `NAME.toml`: `store = "s3://BUCKET/PREFIX"` and an `[s3]` section addressing
+    /// `endpoint` path-style in `us-east-1`, plus `extra`.
+    pub fn config(&self, name: &str, endpoint: &str, extra: &ConfigExtra<'_>) -> PathBuf {
+        let text = format!(
+            "store = \"{store}\"\n\n[s3]\nendpoint = \"{endpoint}\"\npath_style = true\nregion = \"us-east-1\"\n{s3}\n\n{tail}\n",
+            store = store_location(),
+            s3 = extra.s3,
+            tail = extra.tail,
+        );
+        let path = self.dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    /// The plain config: the bucket on s3s-fs directly.
+    pub fn direct_config(&self) -> PathBuf {
+        self.config("direct", &self.s3.endpoint(), &ConfigExtra::default())
+    }
+
+    /// `static-registry -c CONFIG` with the test credentials in the environment, debug logging,
+    /// and nothing from the caller's environment that could change which store or credentials
+    /// are used.
+    pub fn command(&self, config: &Path) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.arg("-c").arg(config);
+        for var in [
+            "STATIC_REGISTRY_CONFIG",
+            "STATIC_REGISTRY_STORE",
+            "STATIC_REGISTRY_LISTEN",
+            "STATIC_REGISTRY_ORIGIN_SECRET_FILE",
+            "AWS_PROFILE",
+            "AWS_SESSION_TOKEN",
+            "AWS_REGION",
+            "AWS_DEFAULT_REGION",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_ROLE_ARN",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("RUST_LOG", "debug")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    fn log_file(&self, what: &str) -> PathBuf {
+        let n = self.runs.fetch_add(1, Ordering::Relaxed);
+        let safe: String = what
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .take(40)
+            .collect();
+        self.dir.path().join("logs").join(format!("{n:04}-{safe}.log"))
+    }
+
+    /// Runs a finished command, keeps its output under the log directory, and returns it.
+    pub fn run(&self, what: &str, cmd: &mut Command) -> Output {
+        let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
+        self.keep(what, &out);
+        out
+    }
+
+    /// Keeps the output of a command run elsewhere (e.g. concurrently) with the logs.
+    pub fn keep(&self, what: &str, out: &Output) {
+        let mut text = describe_output(what, out).into_bytes();
+        text.push(b'\n');
+        std::fs::write(self.log_file(what), text).expect("write run log");
+    }
+
+    /// The `publish` command (not run): `publish SOURCE --quiet --tag T... EXTRA...`.
+    pub fn publish_command(
+        &self,
+        config: &Path,
+        source: &str,
+        tags: &[&str],
+        extra: &[&str],
+    ) -> Command {
+        let mut cmd = self.command(config);
+        cmd.arg("publish")
+            .arg(super::absolute_source(source))
+            .arg("--quiet");
+        for t in tags {
+            cmd.arg("--tag").arg(t);
+        }
+        cmd.args(extra);
+        cmd
+    }
+
+    /// Publishes and asserts success; returns the output.
+    pub fn publish(&self, config: &Path, source: &str, tags: &[&str], extra: &[&str]) -> Output {
+        let what = format!("publish {source} {tags:?} {extra:?}");
+        let out = self.run(&what, &mut self.publish_command(config, source, tags, extra));
+        assert!(out.status.success(), "{}", describe_output(&what, &out));
+        out
+    }
+
+    /// Runs `verify [--deep]` (whatever its outcome).
+    pub fn verify(&self, config: &Path, deep: bool) -> Output {
+        let mut cmd = self.command(config);
+        cmd.arg("verify");
+        if deep {
+            cmd.arg("--deep");
+        }
+        self.run("verify", &mut cmd)
+    }
+
+    /// Starts `serve -c CONFIG --listen 127.0.0.1:PORT EXTRA...` and waits for `GET /v2/` = 200.
+    pub fn serve(&self, config: &Path, extra: &[&str]) -> S3Serve {
+        self.serve_with(config, extra, |_| {})
+    }
+
+    /// [`S3World::serve`], with a last change to the command (say, other credentials).
+    pub fn serve_with(
+        &self,
+        config: &Path,
+        extra: &[&str],
+        adjust: impl Fn(&mut Command),
+    ) -> S3Serve {
+        let mut last_log = String::new();
+        for _attempt in 0..5 {
+            let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+            let log_path = self.log_file("serve");
+            let log = std::fs::File::create(&log_path).expect("serve log file");
+            let mut cmd = self.command(config);
+            cmd.arg("serve")
+                .arg("--listen")
+                .arg(addr.to_string())
+                .args(extra)
+                .stdout(log.try_clone().expect("clone log handle"))
+                .stderr(log);
+            adjust(&mut cmd);
+            let mut child = cmd.spawn().expect("spawn static-registry serve");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(status) = child.try_wait().expect("poll server") {
+                    last_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    if last_log.contains("cannot listen") {
+                        break;
+                    }
+                    panic!("static-registry serve exited early ({status}):\n{last_log}");
+                }
+                if blocking_get_status(addr, "/v2/") == Some(200) {
+                    return S3Serve {
+                        child,
+                        addr,
+                        log_path,
+                    };
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "static-registry serve did not answer GET /v2/ within 30 s:\n{}",
+                        std::fs::read_to_string(&log_path).unwrap_or_default()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        panic!("could not start static-registry serve on a free port:\n{last_log}");
+    }
+
+    /// Every file this world's runs logged, and every file s3s-fs stored (objects and its own
+    /// metadata), must be free of the secret key, raw or percent-encoded. Returns how many files
+    /// were searched.
+    pub fn assert_no_secret_leaked(&self) -> usize {
+        let encoded: String = url::form_urlencoded::byte_serialize(SECRET_KEY.as_bytes()).collect();
+        let needles = [SECRET_KEY.as_bytes(), encoded.as_bytes()];
+        let mut searched = 0;
+        let mut leaks = Vec::new();
+        for root in [self.dir.path().join("logs"), self.s3.data_dir()] {
+            for rel in super::files_under(&root) {
+                let path = root.join(&rel);
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                searched += 1;
+                if needles
+                    .iter()
+                    .any(|n| bytes.windows(n.len()).any(|w| w == *n))
+                {
+                    leaks.push(path.display().to_string());
+                }
+            }
+        }
+        assert!(
+            leaks.is_empty(),
+            "the secret key appears in: {leaks:#?}"
+        );
+        searched
+    }
+
+    /// The directory logs are kept in.
+    pub fn log_dir(&self) -> PathBuf {
+        self.dir.path().join("logs")
+    }
+}
+
+/// A running `static-registry serve` against a bucket; killed on drop. Its log is kept with the
+/// world's logs.
+pub struct S3Serve {
+    child: Child,
+    pub addr: SocketAddr,
+    log_path: PathBuf,
+}
+
+impl S3Serve {
+    /// `127.0.0.1:PORT`, the registry host clients are given.
+    pub fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// A request over a fresh connection; panics when there is no answer.
+    pub fn request(&self, method: &str, path: &str) -> RawResponse {
+        blocking_request(self.addr, method, path)
+            .unwrap_or_else(|| panic!("{method} {path}: no response from serve"))
+    }
+
+    /// The `Location` of a `GET path` that must answer 307.
+    pub fn location(&self, path: &str) -> String {
+        let r = self.request("GET", path);
+        assert_eq!(r.status, 307, "GET {path}: {r:?}");
+        r.header("location")
+            .unwrap_or_else(|| panic!("GET {path}: 307 without Location: {r:?}"))
+            .to_owned()
+    }
+
+    /// The `Docker-Content-Digest` a `HEAD` on `/v2/REPO/manifests/TAG` answers.
+    pub fn tag_digest(&self, repo: &str, tag: &str) -> String {
+        let path = format!("/v2/{repo}/manifests/{tag}");
+        let r = self.request("HEAD", &path);
+        assert_eq!(r.status, 200, "HEAD {path}: {r:?}");
+        r.header("docker-content-digest")
+            .unwrap_or_else(|| panic!("HEAD {path} has no Docker-Content-Digest: {r:?}"))
+            .to_owned()
+    }
+
+    /// `GET /readyz`, parsed.
+    pub fn readyz(&self) -> serde_json::Value {
+        let r = self.request("GET", "/readyz");
+        serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("/readyz is not JSON ({e}): {}", r.body_text()))
+    }
+
+    /// What the server logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+}
+
+impl Drop for S3Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- static-registry serve log ---\n{}", self.log());
+        }
+    }
+}
+
+/// Fetches an absolute `http://127.0.0.1:PORT/...` URL (a presigned one) over a fresh connection,
+/// sending the path and query exactly as they are in the URL.
+pub fn fetch(method: &str, url: &str) -> RawResponse {
+    let rest = url
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("not an http:// URL: {url}"));
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let addr: SocketAddr = host
+        .parse()
+        .unwrap_or_else(|e| panic!("URL host {host:?} is not IP:PORT ({e}): {url}"));
+    blocking_request(addr, method, if path.is_empty() { "/" } else { path })
+        .unwrap_or_else(|| panic!("{method} {url}: no response"))
+}
+
