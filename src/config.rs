@@ -78,6 +78,8 @@ pub struct ServeSection {
 #[serde(deny_unknown_fields)]
 pub struct PublishSection {
     pub jobs: Option<usize>,
+    /// Also write the registry v1 view of every published image (like `publish --v1`).
+    pub v1: Option<bool>,
 }
 
 impl Config {

@@ -121,6 +121,16 @@ impl RepoIndex {
         }
     }
 
+    /// The v1 tags served: v1 tags that are still v2 tags too (a tag another tool removed from
+    /// the index must not live on in v1 only).
+    pub fn v1_tags(&self) -> BTreeMap<&Tag, &V1ImageId> {
+        self.v1
+            .iter()
+            .flat_map(|v| v.tags.iter())
+            .filter(|(t, _)| self.tags.contains_key(*t))
+            .collect()
+    }
+
     /// The body of `GET /v2/<name>/tags/list`.
     pub fn tags_list(&self) -> TagsList {
         TagsList {

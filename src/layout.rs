@@ -151,7 +151,10 @@ mod tests {
         assert_eq!(v1::ancestry(&id), format!("v1/images/{id}/ancestry"));
         assert_eq!(v1::tags(&n), "v1/repositories/library/alpine/_tags.json");
         assert_eq!(v1::tag(&n, &t), "v1/repositories/library/alpine/_tags/3.20");
-        assert_eq!(v1::images(&n), "v1/repositories/library/alpine/_images.json");
+        assert_eq!(
+            v1::images(&n),
+            "v1/repositories/library/alpine/_images.json"
+        );
         assert_eq!(v1::image_shard(&id), "v1/_images/ab.json");
         // A repository's v1 files never collide with a nested repository's (names cannot start
         // with `_`), nor with the v2 layout.

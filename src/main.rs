@@ -2,18 +2,10 @@
 //! CDNs (`serve`), and the tools that write and check the static layout it serves (`publish`,
 //! `verify`).
 
-mod auth;
-mod aws;
-mod config;
-mod federation;
-mod index;
-mod layout;
-mod publish;
-mod reference;
-mod serve;
-mod sign;
-mod store;
-mod verify;
+// The modules live in the library crate (src/lib.rs); declare new ones there, not here.
+use static_registry::{
+    auth, federation, publish, serve, store, verify,
+};
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -25,9 +17,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::config::Config;
-use crate::reference::TaggedName;
-use crate::serve::cache::CacheConfig;
+use static_registry::config::Config;
+use static_registry::reference::TaggedName;
+use static_registry::serve::cache::CacheConfig;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
 const DEFAULT_URL_TTL: u64 = 300;
@@ -111,6 +103,8 @@ enum Command {
     ///   oci:DIR[:TAG]                   an OCI image layout directory
     ///   oci-archive:FILE[:TAG]          a tar of an OCI image layout
     ///   docker-archive:FILE[:REPO:TAG]  a `docker save` tarball (legacy or Docker >= 25 shape)
+    ///   docker://[REGISTRY/]REPO[:TAG][@DIGEST]
+    ///                                   an image in another registry, mirrored (docs/mirror.md)
     ///
     /// Only blobs missing from the store are written; uncompressed layers are compressed on the
     /// way. Re-publishing an unchanged image writes no blob bytes.
@@ -133,10 +127,20 @@ enum Command {
         /// Never show progress bars (they are shown only when stderr is a terminal).
         #[arg(long)]
         quiet: bool,
+        /// Also write the registry v1 (legacy protocol) files, for Docker <= 17 clients; see
+        /// docs/v1.md. Same as `[publish] v1 = true` in the config file.
+        #[arg(long)]
+        v1: bool,
+        #[command(flatten)]
+        mirror: publish::remote::MirrorOptions,
+        #[command(flatten)]
+        pin: publish::pin::PinOptions,
     },
     /// Check a store: every tag resolves, every manifest parses, every blob exists with its size.
     ///
-    /// Exits non-zero and names each broken object when anything is wrong.
+    /// Exits non-zero and names each broken object when anything points at missing or wrong
+    /// content. Derived files lagging the index (what a crashed publish leaves; the next publish
+    /// rewrites them) are reported as warnings and do not fail.
     Verify {
         /// The store to check: a directory or file:///path.
         #[arg(long, env = "STATIC_REGISTRY_STORE")]
@@ -144,6 +148,63 @@ enum Command {
         /// Also re-hash every manifest and blob.
         #[arg(long)]
         deep: bool,
+    },
+    /// Delete blobs and manifests no repository index references (and stale staging files).
+    ///
+    /// Content younger than the grace period is always kept, so a publish in flight (which has
+    /// written content that no index references yet) is never broken. See docs/store-care.md.
+    Prune {
+        /// The store: a directory, file:///path or s3://bucket[/prefix].
+        #[arg(long, env = "STATIC_REGISTRY_STORE")]
+        store: Option<String>,
+        /// Keep unreferenced content younger than this (e.g. 24h, 30m, 7d). Use more than your
+        /// longest publish.
+        #[arg(long, default_value = "24h", value_parser = static_registry::prune::parse_duration)]
+        grace: Duration,
+        /// List what would be deleted and the bytes freed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove tags from a repository; content no remaining tag reaches leaves its index.
+    ///
+    /// The repository's index keeps only what its remaining tags (and the referrers of what they
+    /// reach) need, so digest pulls of untagged versions stop working; `prune` then deletes the
+    /// content no repository references.
+    Untag {
+        /// REPO:TAG to remove; repeat for several.
+        #[arg(required = true)]
+        tags: Vec<TaggedName>,
+        /// The store: a directory, file:///path or s3://bucket[/prefix].
+        #[arg(long, env = "STATIC_REGISTRY_STORE")]
+        store: Option<String>,
+    },
+    /// Delete a repository: its catalog entry, tag copies, tag list, referrers and index.
+    ///
+    /// Content is left for `prune`, since other repositories may share it.
+    DeleteRepository {
+        /// The repository name.
+        repository: reference::RepoName,
+        /// The store: a directory, file:///path or s3://bucket[/prefix].
+        #[arg(long, env = "STATIC_REGISTRY_STORE")]
+        store: Option<String>,
+    },
+    /// Write an image from the store to a docker-archive or an OCI layout, without an endpoint.
+    ///
+    /// DEST uses skopeo's syntax:
+    ///   docker-archive:FILE[:REPO:TAG]  a `docker load`-able tarball (one platform)
+    ///   oci:DIR[:TAG]                   an OCI image layout (an image index is kept whole)
+    Export {
+        /// REPO:TAG or REPO@DIGEST.
+        reference: static_registry::export::ExportRef,
+        /// docker-archive:FILE[:REPO:TAG] or oci:DIR[:TAG].
+        destination: static_registry::export::Destination,
+        /// The store: a directory, file:///path or s3://bucket[/prefix].
+        #[arg(long, env = "STATIC_REGISTRY_STORE")]
+        store: Option<String>,
+        /// os/arch[/variant] of a multi-platform image to export (docker-archive defaults to
+        /// this machine's; oci defaults to the whole index).
+        #[arg(long)]
+        platform: Option<static_registry::export::Platform>,
     },
 }
 
@@ -290,6 +351,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             compression,
             jobs,
             quiet,
+            v1,
+            mirror,
+            pin,
         } => {
             let store = store::open_with(&store_location(store, &cfg)?, &cfg.s3)?;
             let opts = publish::PublishOptions {
@@ -298,9 +362,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 compression,
                 jobs: jobs.or(cfg.publish.jobs).unwrap_or(4).max(1),
                 progress: !quiet && std::io::stderr().is_terminal(),
+                v1: v1 || cfg.publish.v1.unwrap_or(false),
+                mirror,
+                pin,
             };
             let summary = publish::publish(store, &opts).await?;
-            println!("{summary}");
+            match opts.pin.output {
+                publish::pin::OutputFormat::Text => println!("{summary}"),
+                publish::pin::OutputFormat::Json => {
+                    println!("{:#}", publish::pin::summary_json(&summary))
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { store, deep } => {
@@ -312,6 +384,51 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Prune {
+            store,
+            grace,
+            dry_run,
+        } => {
+            let store = store::open_with(&store_location(store, &cfg)?, &cfg.s3)?;
+            let opts = static_registry::prune::PruneOptions { grace, dry_run };
+            let report = static_registry::prune::prune(store.as_ref(), &opts).await?;
+            println!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Untag { tags, store } => {
+            let store = store::open_with(&store_location(store, &cfg)?, &cfg.s3)?;
+            let mut by_repo: std::collections::BTreeMap<_, Vec<_>> = Default::default();
+            for t in tags {
+                by_repo.entry(t.name).or_default().push(t.tag);
+            }
+            for (name, tags) in by_repo {
+                let report = static_registry::prune::untag(store.as_ref(), &name, &tags).await?;
+                println!("{report}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::DeleteRepository { repository, store } => {
+            let store = store::open_with(&store_location(store, &cfg)?, &cfg.s3)?;
+            let msg = static_registry::prune::delete_repository(store.as_ref(), &repository).await?;
+            println!("{msg}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Export {
+            reference,
+            destination,
+            store,
+            platform,
+        } => {
+            let store = store::open_with(&store_location(store, &cfg)?, &cfg.s3)?;
+            let opts = static_registry::export::ExportOptions {
+                reference,
+                destination,
+                platform,
+            };
+            let summary = static_registry::export::export(store, &opts).await?;
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
         }
     }
 }

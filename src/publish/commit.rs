@@ -39,11 +39,54 @@ async fn backoff(attempt: u32) {
 /// Merges `update` into its repository's index, then writes the derived files for the tags it
 /// sets and adds the repository to the catalog. Returns the merged index.
 pub async fn commit_repository(store: &dyn Store, update: &RepoIndex) -> anyhow::Result<RepoIndex> {
+    ensure_content_present(store, update).await?;
     let merged = update_index(store, &update.name, |idx| idx.merge(update)).await?;
     let touched: Vec<Tag> = update.tags.keys().cloned().collect();
     write_derived(store, &update.name, &touched).await?;
     add_to_catalog(store, &update.name).await?;
     Ok(merged)
+}
+
+/// Concurrent store requests while checking content before a commit.
+const CHECK_PARALLEL: usize = 8;
+
+/// Checks, just before the index commit, that every manifest and blob `update` references is in
+/// the store with its size.
+///
+/// Blobs and manifests the store already had were found present at the start of the publish,
+/// possibly minutes ago; a concurrent `prune` may have deleted one since, if no index referenced
+/// it then (an untagged image being re-published). Checking again here shrinks that window from
+/// the whole upload to the instant before the commit (see `docs/store-care.md`), and a publish
+/// that lost content fails without committing anything, so re-running it repairs everything.
+async fn ensure_content_present(store: &dyn Store, update: &RepoIndex) -> anyhow::Result<()> {
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    let wanted = update
+        .manifests
+        .iter()
+        .map(|(d, e)| (layout::manifest(d), e.size))
+        .chain(update.blobs.iter().map(|(d, size)| (layout::blob(d), *size)));
+    let missing: Vec<String> = stream::iter(wanted)
+        .map(|(key, size)| async move {
+            let ok = store
+                .head(&key)
+                .await
+                .with_context(|| format!("cannot check {key}"))?
+                .is_some_and(|m| m.size == size);
+            anyhow::Ok((!ok).then_some(key))
+        })
+        .buffer_unordered(CHECK_PARALLEL)
+        .try_filter_map(|k| async move { Ok(k) })
+        .try_collect()
+        .await?;
+    if !missing.is_empty() {
+        bail!(
+            "{}: content disappeared while publishing (a concurrent prune?), so nothing was \
+             committed; publish again to upload it: {}",
+            update.name,
+            missing.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Applies `change` to a repository index under compare-and-swap (creating the index if there is
@@ -188,6 +231,33 @@ pub async fn add_to_catalog(store: &dyn Store, name: &RepoName) -> anyhow::Resul
         let body = serde_json::to_vec_pretty(&catalog).expect("catalog serialises");
         match store
             .put(key, Bytes::from(body), &index_options(mode))
+            .await
+        {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Conflict) => backoff(attempt).await,
+            Err(e) => return Err(anyhow::Error::from(e).context(format!("cannot write {key}"))),
+        }
+    }
+    bail!("{key}: gave up after {MAX_ATTEMPTS} attempts; other publishers kept changing it")
+}
+
+/// Removes a repository from `_catalog.json` under compare-and-swap (`delete-repository`).
+pub async fn remove_from_catalog(store: &dyn Store, name: &RepoName) -> anyhow::Result<()> {
+    let key = layout::CATALOG;
+    for attempt in 0..MAX_ATTEMPTS {
+        let Some(obj) = store.get(key).await? else {
+            return Ok(());
+        };
+        let mut catalog: Catalog = serde_json::from_slice(&obj.bytes)
+            .with_context(|| format!("{key}: cannot parse the catalog"))?;
+        let before = catalog.repositories.len();
+        catalog.repositories.retain(|r| r != name.as_str());
+        if catalog.repositories.len() == before {
+            return Ok(());
+        }
+        let body = serde_json::to_vec_pretty(&catalog).expect("catalog serialises");
+        match store
+            .put(key, Bytes::from(body), &index_options(PutMode::Update(obj.version)))
             .await
         {
             Ok(()) => return Ok(()),

@@ -21,6 +21,8 @@ pub const MAX_METADATA_SIZE: u64 = 64 << 20;
 pub enum Files {
     Dir(PathBuf),
     Tar(Arc<TarIndex>),
+    /// The blobs of an image in another registry (`docker://`), streamed on read.
+    Remote(Arc<crate::publish::remote::RemoteFiles>),
 }
 
 /// Where each regular file's data sits inside an uncompressed tar.
@@ -91,6 +93,7 @@ impl Files {
         match self {
             Files::Dir(d) => d.display().to_string(),
             Files::Tar(t) => t.display.display().to_string(),
+            Files::Remote(r) => r.display(),
         }
     }
 
@@ -127,6 +130,7 @@ impl Files {
                     size: span.size,
                 }))
             }
+            Files::Remote(r) => r.open(&path),
         }
     }
 
@@ -134,6 +138,7 @@ impl Files {
         match self {
             Files::Dir(root) => normalize(path).is_some_and(|p| root.join(p).is_file()),
             Files::Tar(t) => normalize(path).is_some_and(|p| t.entries.contains_key(&p)),
+            Files::Remote(r) => r.exists(path),
         }
     }
 

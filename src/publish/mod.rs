@@ -16,10 +16,13 @@ mod files;
 pub(crate) mod hashing;
 mod image;
 mod oci;
+pub mod pin;
+pub mod remote;
 mod render;
 mod reuse;
 pub mod source;
 mod upload;
+mod v1;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -61,6 +64,12 @@ pub struct PublishOptions {
     pub jobs: usize,
     /// Draw progress bars on stderr.
     pub progress: bool,
+    /// Also write the registry v1 view of the image (`--v1`, see `docs/v1.md`).
+    pub v1: bool,
+    /// Options of `docker://` sources (credentials, `--platform`, `--with-referrers`).
+    pub mirror: remote::MirrorOptions,
+    /// `--pin`, the registry host for printed references, the output format.
+    pub pin: pin::PinOptions,
 }
 
 /// What a publish did, for the user.
@@ -74,6 +83,14 @@ pub struct Summary {
     pub manifests_written: u64,
     /// Things worth knowing, e.g. a digest that differs from the source's.
     pub notes: Vec<String>,
+    /// The source as given.
+    pub source: String,
+    /// What was downloaded, for `docker://` sources.
+    pub mirror: Option<remote::MirrorStats>,
+    /// The `--pin` tag, in every repository published to.
+    pub pin: Option<crate::reference::Tag>,
+    /// The immutable reference to deploy: `HOST/REPO@DIGEST` (`REPO@DIGEST` without a host).
+    pub reference: Option<String>,
 }
 
 impl fmt::Display for Summary {
@@ -94,6 +111,20 @@ impl fmt::Display for Summary {
                 "\n{t} -> {} ({}, {} bytes)",
                 d.digest, d.media_type, d.size
             )?;
+        }
+        if let Some(m) = &self.mirror {
+            write!(
+                f,
+                "\ndownloaded from {}: {} blob(s) ({}), {} manifest(s) ({})",
+                m.registry,
+                m.blobs_downloaded,
+                HumanBytes(m.bytes_downloaded),
+                m.manifests_downloaded,
+                HumanBytes(m.manifest_bytes_downloaded)
+            )?;
+        }
+        if let (Some(p), Some(r)) = (&self.pin, &self.reference) {
+            write!(f, "\npinned: {p}\ndeploy: {r}")?;
         }
         for n in &self.notes {
             write!(f, "\nnote: {n}")?;
@@ -139,6 +170,7 @@ fn load(spec: &SourceSpec, label: &str) -> anyhow::Result<Loaded> {
         SourceSpec::DockerArchive { file, select } => {
             docker_archive::load(Files::open_tar(file)?, select.as_ref(), label)
         }
+        SourceSpec::Docker(_) => bail!("internal error: {label} loads through remote::load"),
     }
 }
 
@@ -146,12 +178,21 @@ fn load(spec: &SourceSpec, label: &str) -> anyhow::Result<Loaded> {
 pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Result<Summary> {
     let spec = SourceSpec::parse(&opts.source)?;
     let label = opts.source.clone();
-    let loaded = {
-        let label = label.clone();
-        tokio::task::spawn_blocking(move || load(&spec, &label)).await??
+    // A registry source loads over the network (async); file sources on the blocking pool.
+    let (loaded, mirror) = match spec {
+        SourceSpec::Docker(r) => {
+            let (l, m) = remote::load(&r, &opts.mirror, store.as_ref()).await?;
+            (l, Some(m))
+        }
+        spec => {
+            let label = label.clone();
+            let l = tokio::task::spawn_blocking(move || load(&spec, &label)).await??;
+            (l, None)
+        }
     };
-    let tags = if opts.tags.is_empty() {
-        if loaded.default_tags.is_empty() {
+    let mut tags = if opts.tags.is_empty() {
+        // `docker://REPO@DIGEST --pin` needs no tag: the pin is one.
+        if loaded.default_tags.is_empty() && !(opts.pin.pin && mirror.is_some()) {
             bail!("{label}: the source does not name the image; pass --tag REPO:TAG");
         }
         loaded.default_tags.clone()
@@ -179,12 +220,22 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
     let (produced, stats) = upload::upload_all(
         store.clone(),
         loaded.files.clone(),
-        loaded.root.blobs(),
+        remote::all_blobs(&loaded.root, mirror.as_ref()),
         plan,
     )
     .await?;
 
-    let rendered = render::render(&loaded.root, &produced, opts.compression)?;
+    let mut rendered = render::render(&loaded.root, &produced, opts.compression)?;
+    if let Some(m) = &mirror {
+        m.render_into(&mut rendered, &produced, opts.compression)?;
+        rendered.notes.extend(m.notes.iter().cloned());
+    }
+    let pin = if opts.pin.pin {
+        let fallback = mirror.as_ref().map(|m| m.default_repo());
+        Some(pin::add_pin(store.as_ref(), &mut tags, fallback, &rendered.root.digest).await?)
+    } else {
+        None
+    };
     let mut manifests_written = 0;
     for m in &rendered.manifests {
         let key = layout::manifest(&m.digest);
@@ -228,11 +279,46 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
         u.manifests.clone_from(&manifests);
         u.blobs.clone_from(&rendered.blobs);
     }
+    if let Some(m) = &mirror {
+        for u in updates.values_mut() {
+            u.referrers = m.referrers_map();
+            u.tags.extend(m.referrer_tags.iter().cloned());
+        }
+    }
+    // v1: image files and the id table now (content before references), the index section with
+    // the commit, the per-repository v1 files after it.
+    let v1_plan = if opts.v1 {
+        let mut notes = Vec::new();
+        let plan = v1::plan(store.as_ref(), &loaded.files, &rendered, &mut notes).await?;
+        rendered.notes.extend(notes);
+        plan
+    } else {
+        None
+    };
+    if let Some(plan) = &v1_plan {
+        let names: Vec<RepoName> = updates.keys().cloned().collect();
+        v1::write_images(store.as_ref(), plan, &names).await?;
+        for u in updates.values_mut() {
+            u.v1 = Some(plan.index_for(u.tags.keys()));
+        }
+    }
     for u in updates.values() {
-        commit_repository(store.as_ref(), u).await?;
+        let merged = commit_repository(store.as_ref(), u).await?;
+        remote::write_referrers_indexes(store.as_ref(), &merged, u.referrers.keys()).await?;
+        if merged.v1.is_some() {
+            let touched: Vec<_> = u.v1.iter().flat_map(|v| v.tags.keys().cloned()).collect();
+            v1::write_derived(store.as_ref(), &u.name, &touched).await?;
+        }
     }
     write_health_canary(store.as_ref()).await?;
 
+    let reference = tags.first().map(|t| {
+        pin::reference(
+            opts.pin.registry_host.as_deref(),
+            &t.name,
+            &rendered.root.digest,
+        )
+    });
     Ok(Summary {
         tags: tags
             .into_iter()
@@ -244,6 +330,10 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
         bytes_skipped: stats.bytes_skipped,
         manifests_written,
         notes: rendered.notes,
+        source: opts.source.clone(),
+        mirror: mirror.as_ref().map(|m| m.stats()),
+        pin,
+        reference,
     })
 }
 

@@ -30,6 +30,8 @@ pub enum SourceSpec {
         file: PathBuf,
         select: Option<Selector>,
     },
+    /// `docker://[REGISTRY/]REPO[:TAG][@DIGEST]`: an image in another registry (mirroring).
+    Docker(crate::registry::reference::RemoteRef),
 }
 
 /// Which image of a multi-image source to publish.
@@ -52,8 +54,14 @@ impl fmt::Display for Selector {
 
 impl SourceSpec {
     pub fn parse(s: &str) -> anyhow::Result<Self> {
+        // A registry reference has colons of its own (port, tag): parsed whole.
+        if let Some(r) = s.strip_prefix("docker://") {
+            return Ok(SourceSpec::Docker(
+                crate::registry::reference::RemoteRef::parse(r)?,
+            ));
+        }
         let Some((transport, rest)) = s.split_once(':') else {
-            bail!("invalid source {s:?}: expected oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:REPO:TAG]");
+            bail!("invalid source {s:?}: expected oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REPO:TAG] or docker://[REGISTRY/]REPO[:TAG]");
         };
         let (path, select) = match rest.split_once(':') {
             Some((p, sel)) => (p, Some(parse_selector(s, sel)?)),
@@ -67,11 +75,14 @@ impl SourceSpec {
             "oci" => SourceSpec::Oci { dir: path, select },
             "oci-archive" => SourceSpec::OciArchive { file: path, select },
             "docker-archive" => SourceSpec::DockerArchive { file: path, select },
-            "docker" | "containers-storage" | "dir" | "docker-daemon" => bail!(
+            "docker" => bail!(
+                "invalid source {s:?}: a registry image is docker://[REGISTRY/]REPO[:TAG][@DIGEST]"
+            ),
+            "containers-storage" | "dir" | "docker-daemon" => bail!(
                 "source transport {transport:?} is not supported yet; export the image first, e.g. `skopeo copy {s} oci-archive:image.tar:TAG` or `docker save -o image.tar REPO:TAG`"
             ),
             other => bail!(
-                "unknown source transport {other:?} in {s:?}: use oci:DIR[:TAG], oci-archive:FILE[:TAG] or docker-archive:FILE[:REPO:TAG]"
+                "unknown source transport {other:?} in {s:?}: use oci:DIR[:TAG], oci-archive:FILE[:TAG], docker-archive:FILE[:REPO:TAG] or docker://[REGISTRY/]REPO[:TAG]"
             ),
         })
     }
@@ -189,12 +200,29 @@ mod tests {
             "x",
             "oci:",
             "foo:bar",
-            "docker://alpine",
+            "docker:alpine",
+            "docker://",
+            "docker://Alpine",
             "oci:x:",
             "oci:x:@y",
         ] {
             assert!(SourceSpec::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn docker_sources() {
+        let SourceSpec::Docker(r) = SourceSpec::parse("docker://alpine").unwrap() else {
+            panic!("not a registry source");
+        };
+        assert_eq!(r.to_string(), "docker://docker.io/library/alpine:latest");
+        let SourceSpec::Docker(r) =
+            SourceSpec::parse("docker://127.0.0.1:5000/fix/single:1.0").unwrap()
+        else {
+            panic!("not a registry source");
+        };
+        assert_eq!(r.api_host, "127.0.0.1:5000");
+        assert_eq!(r.repository.as_str(), "fix/single");
     }
 
     #[test]

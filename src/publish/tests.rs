@@ -28,6 +28,9 @@ fn opts(source: String, tags: &[&str]) -> PublishOptions {
         compression: Compression::Gzip,
         jobs: 3,
         progress: false,
+        v1: false,
+        mirror: Default::default(),
+        pin: Default::default(),
     }
 }
 

@@ -777,7 +777,7 @@ impl RegistryClient {
                 .and_then(|l| next_link(l))
                 .and_then(|l| url.join(&l).ok());
             let body = read_capped(resp, MAX_MANIFEST_SIZE).await?;
-            let v: serde_json::Value = match serde_json::from_slice(&body) {
+            let v: serde_json::Value = match serde_json::from_slice::<serde_json::Value>(&body) {
                 Ok(v) if is_index || v.get("manifests").is_some() => v,
                 // Some registries answer 200 with an HTML page or `{}` for unknown routes.
                 _ if out.is_empty() => return Ok(None),

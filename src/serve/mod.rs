@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod ops;
 pub mod origin;
 pub mod route;
+pub mod v1;
 pub mod v2;
 
 use std::net::SocketAddr;
@@ -119,6 +120,9 @@ async fn handle(state: &AppState, req: Request) -> (&'static str, Response) {
     if path == "/token" {
         return ("token", token(state, &parts).await);
     }
+    if path.starts_with("/v1/") {
+        return ("v1", v1::handle(state, &parts).await);
+    }
     let method = parts.method.clone();
     let is_v2 = path == "/v2" || path.starts_with("/v2/");
     if is_v2 && method != HttpMethod::GET && method != HttpMethod::HEAD {
@@ -155,6 +159,9 @@ fn route_label(r: &V2Route) -> &'static str {
     }
 }
 
+/// Which repositories a client may see in the catalog.
+type RepoFilter = Box<dyn Fn(&str) -> bool + Sync + Send>;
+
 /// Authorises and answers one `/v2/` request.
 async fn v2_request(
     state: &AppState,
@@ -167,7 +174,7 @@ async fn v2_request(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let mut url_ttl = state.url_ttl;
-    let mut visible: Option<Box<dyn Fn(&str) -> bool + Sync + Send>> = None;
+    let mut visible: Option<RepoFilter> = None;
     if let Some(auth) = state.auth.as_deref().filter(|a| a.policy.has_private()) {
         let name = match &route {
             V2Route::Tags(n) | V2Route::Manifest(n, _) | V2Route::Blob(n, _) | V2Route::Referrers(n, _) => Some(n),

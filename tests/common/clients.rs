@@ -95,6 +95,30 @@ impl Skopeo {
         Ok(PulledDir { path: dest })
     }
 
+    /// `skopeo --insecure-policy copy ARGS... docker://HOST/REFERENCE dir:DEST`, with no TLS
+    /// flag of its own: pass `--src-tls-verify=false`, or `--src-cert-dir DIR` (a directory
+    /// holding the CA as `ca.crt`), and `--src-creds USER:PASSWORD` as needed.
+    pub fn copy_with(
+        &mut self,
+        host: &str,
+        reference: &str,
+        args: &[&str],
+    ) -> Result<PulledDir, String> {
+        self.copies += 1;
+        let dest = self.dir.path().join(format!("copy-{}", self.copies));
+        let mut cmd = Command::new("skopeo");
+        cmd.env("CONTAINERS_REGISTRIES_CONF", &self.registries_conf)
+            .args(["--insecure-policy", "copy"])
+            .args(args)
+            .arg(format!("docker://{host}/{reference}"))
+            .arg(format!("dir:{}", dest.display()));
+        run(
+            &mut cmd,
+            &format!("skopeo copy {args:?} docker://{host}/{reference}"),
+        )?;
+        Ok(PulledDir { path: dest })
+    }
+
     /// `skopeo inspect --raw`: the exact manifest bytes the registry serves.
     pub fn inspect_raw(&self, host: &str, reference: &str) -> Result<Vec<u8>, String> {
         let mut cmd = Command::new("skopeo");
@@ -234,6 +258,14 @@ impl Podman {
             .args(extra)
             .arg(image);
         run(&mut cmd, &format!("podman pull {image}")).map(|_| ())
+    }
+
+    /// `podman pull ARGS... IMAGE`, with no TLS flag of its own: pass `--tls-verify=false`, or
+    /// `--cert-dir DIR` (a directory holding the CA as `ca.crt`), and `--creds USER:PASSWORD`.
+    pub fn pull_with(&self, image: &str, args: &[&str]) -> Result<(), String> {
+        let mut cmd = self.cmd();
+        cmd.arg("pull").args(args).arg(image);
+        run(&mut cmd, &format!("podman pull {args:?} {image}")).map(|_| ())
     }
 
     /// `podman image inspect IMAGE`, parsed.
@@ -394,6 +426,16 @@ disabled_plugins = [
             .args(extra)
             .arg(image);
         run(&mut cmd, &format!("ctr images pull {image}")).map(|_| ())
+    }
+
+    /// `ctr images pull --snapshotter native ARGS... IMAGE`, with no transport flag of its own:
+    /// pass `--plain-http`, or `--tlscacert CA.PEM` for HTTPS, and `--user USER:PASSWORD`.
+    pub fn pull_with(&self, image: &str, args: &[&str]) -> Result<(), String> {
+        let mut cmd = self.ctr();
+        cmd.args(["images", "pull", "--snapshotter", "native"])
+            .args(args)
+            .arg(image);
+        run(&mut cmd, &format!("ctr images pull {args:?} {image}")).map(|_| ())
     }
 
     /// The digest and media type `ctr images ls` records for `image`.

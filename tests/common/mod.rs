@@ -11,6 +11,8 @@
 pub mod clients;
 pub mod fixtures;
 pub mod http;
+pub mod lb;
+pub mod nginx;
 pub mod s3;
 
 use std::io::{Read, Write};

@@ -358,9 +358,7 @@ impl RequestParser {
                 };
                 let (k, v) = (k.trim(), v.trim());
                 if k.eq_ignore_ascii_case("content-length") {
-                    length = v
-                        .parse()
-                        .map_err(|_| format!("bad Content-Length {v:?}"))?;
+                    length = v.parse().map_err(|_| format!("bad Content-Length {v:?}"))?;
                 } else if k.eq_ignore_ascii_case("transfer-encoding") {
                     self.broken = true;
                     return Err(format!("cannot follow Transfer-Encoding {v:?} ({line})"));
@@ -476,7 +474,10 @@ impl S3World {
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .take(40)
             .collect();
-        self.dir.path().join("logs").join(format!("{n:04}-{safe}.log"))
+        self.dir
+            .path()
+            .join("logs")
+            .join(format!("{n:04}-{safe}.log"))
     }
 
     /// Runs a finished command, keeps its output under the log directory, and returns it.
@@ -515,7 +516,10 @@ impl S3World {
     /// Publishes and asserts success; returns the output.
     pub fn publish(&self, config: &Path, source: &str, tags: &[&str], extra: &[&str]) -> Output {
         let what = format!("publish {source} {tags:?} {extra:?}");
-        let out = self.run(&what, &mut self.publish_command(config, source, tags, extra));
+        let out = self.run(
+            &what,
+            &mut self.publish_command(config, source, tags, extra),
+        );
         assert!(out.status.success(), "{}", describe_output(&what, &out));
         out
     }
@@ -607,10 +611,7 @@ impl S3World {
                 }
             }
         }
-        assert!(
-            leaks.is_empty(),
-            "the secret key appears in: {leaks:#?}"
-        );
+        assert!(leaks.is_empty(), "the secret key appears in: {leaks:#?}");
         searched
     }
 
@@ -695,4 +696,3 @@ pub fn fetch(method: &str, url: &str) -> RawResponse {
     blocking_request(addr, method, if path.is_empty() { "/" } else { path })
         .unwrap_or_else(|| panic!("{method} {url}: no response"))
 }
-

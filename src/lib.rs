@@ -1,0 +1,20 @@
+//! `static-registry` as a library: the modules behind the binary, exposed so benchmarks and
+//! integration tests can drive them directly. The CLI lives in `src/main.rs`.
+//!
+//! Add new modules here (not in `main.rs`).
+
+pub mod auth;
+pub mod aws;
+pub mod config;
+pub mod export;
+pub mod federation;
+pub mod index;
+pub mod layout;
+pub mod publish;
+pub mod prune;
+pub mod reference;
+pub mod registry;
+pub mod serve;
+pub mod sign;
+pub mod store;
+pub mod verify;

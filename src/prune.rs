@@ -1,0 +1,896 @@
+//! Store care: `prune` (delete content no repository references), `untag` and
+//! `delete-repository` (change what repositories reference, safely).
+//!
+//! # Why prune cannot break a live tag, nor a publish in flight
+//!
+//! Content (`blobs/…`, `manifests/…`) is only ever referenced through a repository index, and the
+//! publisher writes content *before* the index that references it (see `docs/layout.md`). Prune
+//! runs in this order:
+//!
+//! 1. **list** the candidates (every blob and manifest) with their `last_modified`, and keep only
+//!    those older than the grace period;
+//! 2. **then read every repository index** and compute what they reach (their tags, manifests,
+//!    blobs and referrers, plus everything the reached manifests list, as a second line of
+//!    defence against an index that under-records);
+//! 3. delete candidates that are not reachable, re-reading the indexes every
+//!    [`RECHECK_EVERY`] while deleting and dropping anything that became reachable.
+//!
+//! A publish in flight has written content that no index references yet. Either that content
+//! did not exist when prune listed (1), so it is not a candidate, or it was written after the
+//! publish started, so it is younger than the grace period as long as no publish runs longer than
+//! the grace period (24 h by default). A publish that *commits* before prune reads the indexes
+//! (2) is seen in (2). Reading the indexes after listing is what makes the two cases cover every
+//! interleaving: content listed by (1) and committed after (2) must have been written within the
+//! grace period, because the publish that wrote it was still running at (2).
+//!
+//! One case is not covered by age: a publish that *reuses* content already in the store (an
+//! untagged image published again, or layers shared with it) while nothing references that
+//! content. The publisher re-checks every referenced object just before its index commit and
+//! fails (committing nothing) if one disappeared, and prune re-reads the indexes while it deletes,
+//! so the two have to interleave within a couple of seconds for a tag to dangle, and only for
+//! content that was unreferenced and older than the grace period. `docs/store-care.md` discusses
+//! this; running prune when no publish reuses untagged content removes even that.
+//!
+//! Derived files are repaired first (tag copies for tags an index no longer has are deleted,
+//! stale copies rewritten), so no copy keeps pointing at content prune then deletes.
+//!
+//! # untag and delete-repository
+//!
+//! Both change indexes only through [`update_index`] (compare-and-swap) and the catalog through
+//! its own compare-and-swap, and order their writes so that a crash at any point leaves derived
+//! files lagging (a `verify` warning), never a reference to missing content.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context};
+use futures::stream::{self, StreamExt, TryStreamExt};
+use serde::Deserialize;
+
+use crate::index::{RepoIndex, TagsList};
+use crate::layout;
+use crate::publish::commit::{
+    add_to_catalog, remove_from_catalog, tag_copies_prefix, update_index, write_derived,
+};
+use crate::reference::{Digest, RepoName, Tag};
+use crate::store::{Store, Version};
+
+/// The default grace period: content younger than this is never deleted.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// Below this grace period a publish in flight may lose content it just wrote; prune warns.
+const SAFE_GRACE: Duration = Duration::from_secs(3600);
+
+/// While deleting, the indexes are re-read at least this often, so content a publish committed
+/// meanwhile stops being deleted.
+pub const RECHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// Concurrent store requests.
+const PARALLEL: usize = 8;
+
+/// Objects deleted between two checks of the clock (and so of [`RECHECK_EVERY`]).
+const DELETE_CHUNK: usize = 32;
+
+/// What `prune` was asked to do.
+#[derive(Debug, Clone)]
+pub struct PruneOptions {
+    /// Content whose `last_modified` is younger than this is kept.
+    pub grace: Duration,
+    /// Report what would be deleted, delete nothing, repair nothing.
+    pub dry_run: bool,
+}
+
+/// One object prune deletes (or would delete).
+#[derive(Debug, Clone)]
+pub struct Victim {
+    pub key: String,
+    pub size: u64,
+    /// Time since `last_modified`, when the store reports it.
+    pub age: Option<Duration>,
+}
+
+/// What a prune did (or, with `--dry-run`, would do).
+#[derive(Debug, Clone, Default)]
+pub struct PruneReport {
+    pub dry_run: bool,
+    pub grace: Duration,
+    /// Unreferenced manifests and blobs old enough to go.
+    pub deleted: Vec<Victim>,
+    /// Stale `.staging/` files of crashed publishes (local stores).
+    pub staging: Vec<Victim>,
+    /// Derived files of repositories that no longer have an index.
+    pub leftovers: Vec<Victim>,
+    /// Derived files rewritten or removed because they lagged the index.
+    pub repaired: Vec<String>,
+    /// Unreferenced content kept because it is younger than the grace period.
+    pub kept_young: usize,
+    pub kept_young_bytes: u64,
+    /// Content some index references.
+    pub referenced: usize,
+    pub repositories: usize,
+    /// Candidates that became referenced while deleting (a publish committed meanwhile).
+    pub rescued: usize,
+    /// Things worth knowing (unparseable manifests, odd keys).
+    pub notes: Vec<String>,
+}
+
+impl PruneReport {
+    pub fn bytes_freed(&self) -> u64 {
+        self.deleted
+            .iter()
+            .chain(&self.staging)
+            .chain(&self.leftovers)
+            .map(|v| v.size)
+            .sum()
+    }
+}
+
+fn human_age(age: Option<Duration>) -> String {
+    match age {
+        None => "age unknown".into(),
+        Some(a) => {
+            let s = a.as_secs();
+            if s >= 2 * 86400 {
+                format!("{}d old", s / 86400)
+            } else if s >= 7200 {
+                format!("{}h old", s / 3600)
+            } else if s >= 120 {
+                format!("{}m old", s / 60)
+            } else {
+                format!("{s}s old")
+            }
+        }
+    }
+}
+
+impl fmt::Display for PruneReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use indicatif::HumanBytes;
+        let verb = if self.dry_run {
+            "would delete"
+        } else {
+            "deleted"
+        };
+        for v in self.deleted.iter().chain(&self.leftovers) {
+            writeln!(
+                f,
+                "{verb} {} ({}, {})",
+                v.key,
+                HumanBytes(v.size),
+                human_age(v.age)
+            )?;
+        }
+        for v in &self.staging {
+            writeln!(
+                f,
+                "{verb} stale staging file {} ({}, {})",
+                v.key,
+                HumanBytes(v.size),
+                human_age(v.age)
+            )?;
+        }
+        for r in &self.repaired {
+            let verb = if self.dry_run { "would repair" } else { "repaired" };
+            writeln!(f, "{verb} {r}")?;
+        }
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
+        let manifests = self
+            .deleted
+            .iter()
+            .filter(|v| v.key.starts_with("manifests/"))
+            .count();
+        write!(
+            f,
+            "{}{verb} {manifests} manifest(s) and {} blob(s) no repository references, {} \
+             leftover file(s) and {} staging file(s): {} freed; kept {} referenced object(s) \
+             in {} repositories and {} unreferenced one(s) ({}) younger than the grace period \
+             ({}s)",
+            if self.dry_run { "dry run: " } else { "" },
+            self.deleted.len() - manifests,
+            self.leftovers.len(),
+            self.staging.len(),
+            HumanBytes(self.bytes_freed()),
+            self.referenced,
+            self.repositories,
+            self.kept_young,
+            HumanBytes(self.kept_young_bytes),
+            self.grace.as_secs(),
+        )?;
+        if self.rescued > 0 {
+            write!(
+                f,
+                "; {} became referenced while pruning and were kept",
+                self.rescued
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Parses a grace period: `24h`, `30m`, `90s`, `7d`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: use e.g. 24h, 30m, 90s or 7d"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("invalid duration unit in {s:?}: use s, m, h or d")),
+    };
+    n.checked_mul(mult)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("duration {s:?} is too long"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Manifests, as far as reachability cares
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Deserialize)]
+struct RefDesc {
+    digest: Digest,
+}
+
+/// Any manifest or image index: what it refers to.
+#[derive(Deserialize)]
+struct AnyManifest {
+    #[serde(default)]
+    manifests: Vec<RefDesc>,
+    #[serde(default)]
+    config: Option<RefDesc>,
+    #[serde(default)]
+    layers: Vec<RefDesc>,
+}
+
+/// What one manifest refers to: child manifests (of an index) and blobs (config, layers).
+#[derive(Debug, Clone, Default)]
+struct Refs {
+    children: Vec<Digest>,
+    blobs: Vec<Digest>,
+}
+
+/// A manifest as found in the store.
+#[derive(Debug, Clone)]
+enum Fetched {
+    Known(Refs),
+    /// Missing from the store, or not a manifest: what it refers to is unknown.
+    Unknown(String),
+}
+
+async fn fetch_refs(store: &dyn Store, d: &Digest) -> anyhow::Result<Fetched> {
+    let key = layout::manifest(d);
+    let Some(obj) = store.get(&key).await? else {
+        return Ok(Fetched::Unknown(format!("{key} is missing")));
+    };
+    Ok(match serde_json::from_slice::<AnyManifest>(&obj.bytes) {
+        Ok(m) => Fetched::Known(Refs {
+            children: m.manifests.into_iter().map(|c| c.digest).collect(),
+            blobs: m.config.into_iter().chain(m.layers).map(|b| b.digest).collect(),
+        }),
+        Err(e) => Fetched::Unknown(format!("{key} is not a manifest: {e}")),
+    })
+}
+
+/// Fetches every digest in `want` not yet in `cache`, `PARALLEL` at a time.
+async fn fetch_all(
+    store: &dyn Store,
+    cache: &mut HashMap<Digest, Fetched>,
+    want: impl IntoIterator<Item = Digest>,
+) -> anyhow::Result<()> {
+    let todo: BTreeSet<Digest> = want.into_iter().filter(|d| !cache.contains_key(d)).collect();
+    let got: Vec<(Digest, Fetched)> = stream::iter(todo)
+        .map(|d| async move {
+            let f = fetch_refs(store, &d).await?;
+            anyhow::Ok((d, f))
+        })
+        .buffer_unordered(PARALLEL)
+        .try_collect()
+        .await?;
+    cache.extend(got);
+    Ok(())
+}
+
+fn digest_of_key(key: &str) -> Option<Digest> {
+    let rest = key
+        .strip_prefix("blobs/")
+        .or_else(|| key.strip_prefix("manifests/"))?;
+    let (alg, hex) = rest.split_once('/')?;
+    Digest::parse(&format!("{alg}:{hex}")).ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reachability
+// ---------------------------------------------------------------------------------------------
+
+/// Everything the repository indexes reach, and the index versions it was computed from, so it
+/// can be refreshed cheaply. Only ever grows: a refresh can rescue content, never condemn it.
+#[derive(Default)]
+struct Reach {
+    digests: HashSet<Digest>,
+    versions: HashMap<String, Version>,
+    indexes: BTreeMap<String, RepoIndex>,
+    manifests: HashMap<Digest, Fetched>,
+    notes: Vec<String>,
+}
+
+impl Reach {
+    /// Reads every repository index (again) and adds what changed ones reach. `listed` is the
+    /// listing of `repositories/`, when the caller already has a fresh one.
+    async fn refresh(&mut self, store: &dyn Store) -> anyhow::Result<()> {
+        let listed = store
+            .list(layout::REPOSITORIES_PREFIX)
+            .await
+            .context("cannot list repositories")?;
+        let keys: Vec<String> = listed
+            .into_iter()
+            .filter(|m| layout::repo_of_index_key(&m.key).is_some())
+            .map(|m| m.key)
+            .collect();
+        let got: Vec<(String, Option<crate::store::Object>)> = stream::iter(keys)
+            .map(|k| async move {
+                let o = store.get(&k).await?;
+                anyhow::Ok((k, o))
+            })
+            .buffer_unordered(PARALLEL)
+            .try_collect()
+            .await?;
+        let mut roots: Vec<Digest> = Vec::new();
+        for (key, obj) in got {
+            // Deleted since the listing (delete-repository): it reaches nothing any more, but
+            // what it reached before stays in the set, which is only conservative.
+            let Some(obj) = obj else { continue };
+            if self.versions.get(&key) == Some(&obj.version) {
+                continue;
+            }
+            // An index prune cannot read might reference anything: stop rather than guess.
+            let idx = RepoIndex::from_slice(&obj.bytes).with_context(|| {
+                format!("{key}: cannot parse the repository index; prune deletes nothing until it is fixed")
+            })?;
+            roots.extend(idx.tags.values().map(|d| d.digest.clone()));
+            roots.extend(idx.manifests.keys().cloned());
+            self.digests.extend(idx.blobs.keys().cloned());
+            for (subject, artifacts) in &idx.referrers {
+                roots.push(subject.clone());
+                roots.extend(artifacts.iter().map(|a| a.digest.clone()));
+            }
+            self.versions.insert(key.clone(), obj.version);
+            self.indexes.insert(key, idx);
+        }
+        // Expand through the manifests themselves, in case an index under-records.
+        let mut todo = roots;
+        while !todo.is_empty() {
+            let batch: Vec<Digest> = std::mem::take(&mut todo);
+            fetch_all(store, &mut self.manifests, batch.iter().cloned()).await?;
+            for d in batch {
+                if !self.digests.insert(d.clone()) {
+                    continue;
+                }
+                match &self.manifests[&d] {
+                    Fetched::Known(r) => {
+                        self.digests.extend(r.blobs.iter().cloned());
+                        todo.extend(
+                            r.children
+                                .iter()
+                                .filter(|c| !self.digests.contains(*c))
+                                .cloned(),
+                        );
+                    }
+                    Fetched::Unknown(why) => self.notes.push(format!(
+                        "an index references {d}, but {why} (run verify); the blobs its index lists are kept"
+                    )),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// prune
+// ---------------------------------------------------------------------------------------------
+
+/// Deletes content no repository references and that is older than the grace period; see the
+/// module docs for why this is safe with publishes running.
+pub async fn prune(store: &dyn Store, opts: &PruneOptions) -> anyhow::Result<PruneReport> {
+    if opts.grace < SAFE_GRACE {
+        tracing::warn!(
+            "grace period {}s: content a running publish has written but not yet committed may \
+             be deleted; use a grace period longer than your longest publish when publishes may \
+             be running",
+            opts.grace.as_secs()
+        );
+    }
+    let now = SystemTime::now();
+    let cutoff = now.checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+    let mut report = PruneReport {
+        dry_run: opts.dry_run,
+        grace: opts.grace,
+        ..PruneReport::default()
+    };
+    let age_of = |t: Option<SystemTime>| t.and_then(|t| now.duration_since(t).ok());
+    let old_enough = |t: Option<SystemTime>| t.is_some_and(|t| t < cutoff);
+
+    // 1. Candidates, listed before any index is read.
+    let mut candidates: Vec<(Digest, Victim)> = Vec::new();
+    for prefix in ["manifests/", "blobs/"] {
+        for m in store
+            .list(prefix)
+            .await
+            .with_context(|| format!("cannot list {prefix}"))?
+        {
+            let Some(d) = digest_of_key(&m.key) else {
+                report
+                    .notes
+                    .push(format!("{}: not a content key, left alone", m.key));
+                continue;
+            };
+            candidates.push((
+                d,
+                Victim {
+                    key: m.key,
+                    size: m.size,
+                    age: age_of(m.last_modified),
+                },
+            ));
+        }
+    }
+    let repo_files = store
+        .list(layout::REPOSITORIES_PREFIX)
+        .await
+        .context("cannot list repositories")?;
+
+    // 2. Then the indexes.
+    let mut reach = Reach::default();
+    reach.refresh(store).await?;
+    report.repositories = reach.indexes.len();
+
+    // Derived files first, so no copy keeps describing content deleted below.
+    for (key, idx) in reach.indexes.clone() {
+        repair_derived(store, &key, &idx, opts.dry_run, &mut report).await?;
+    }
+    leftovers(&repo_files, &reach, &old_enough, &age_of, &mut report);
+    if !opts.dry_run {
+        for v in &report.leftovers {
+            store
+                .delete(&v.key)
+                .await
+                .with_context(|| format!("cannot delete {}", v.key))?;
+        }
+    }
+
+    // 3. Unreferenced and old enough; manifests first, so a crash never leaves a manifest whose
+    // blobs are gone (not that anything would reference it).
+    let mut victims: Vec<(Digest, Victim)> = Vec::new();
+    for (d, v) in candidates {
+        if reach.digests.contains(&d) {
+            report.referenced += 1;
+        } else if v.age.is_some_and(|a| a >= opts.grace) {
+            victims.push((d, v));
+        } else {
+            report.kept_young += 1;
+            report.kept_young_bytes += v.size;
+        }
+    }
+    if opts.dry_run {
+        report.deleted = victims.into_iter().map(|(_, v)| v).collect();
+    } else {
+        let mut last_check = Instant::now();
+        for chunk in victims.chunks(DELETE_CHUNK) {
+            if last_check.elapsed() >= RECHECK_EVERY {
+                reach.refresh(store).await?;
+                last_check = Instant::now();
+            }
+            let (rescued, doomed): (Vec<_>, Vec<_>) =
+                chunk.iter().partition(|(d, _)| reach.digests.contains(d));
+            report.rescued += rescued.len();
+            stream::iter(doomed.iter().map(|(_, v)| v))
+                .map(|v| async move {
+                    store
+                        .delete(&v.key)
+                        .await
+                        .with_context(|| format!("cannot delete {}", v.key))
+                })
+                .buffer_unordered(PARALLEL)
+                .try_collect::<Vec<()>>()
+                .await?;
+            for (_, v) in doomed {
+                tracing::debug!("deleted {}", v.key);
+                report.deleted.push(v.clone());
+            }
+        }
+    }
+    report.notes.append(&mut reach.notes);
+
+    // Stale staging files of publishes that crashed (local stores only: S3 stages in the
+    // machine's temp directory, and its incomplete multipart uploads are a bucket lifecycle
+    // rule's job).
+    if let Some(root) = store.local_root() {
+        report.staging = clean_staging(&root.join(".staging"), cutoff, now, opts.dry_run)?;
+    }
+    Ok(report)
+}
+
+/// Derived files of repositories without an index (a `delete-repository` that crashed), old
+/// enough that no publish can be creating that repository right now.
+fn leftovers(
+    repo_files: &[crate::store::ObjectMeta],
+    reach: &Reach,
+    old_enough: &dyn Fn(Option<SystemTime>) -> bool,
+    age_of: &dyn Fn(Option<SystemTime>) -> Option<Duration>,
+    report: &mut PruneReport,
+) {
+    let with_index: HashSet<&str> = reach
+        .indexes
+        .keys()
+        .filter_map(|k| k.strip_suffix(layout::REPO_INDEX_SUFFIX))
+        .collect();
+    for m in repo_files {
+        if layout::repo_of_index_key(&m.key).is_some() {
+            continue;
+        }
+        // `repositories/<name>/_<file>`: the repository is everything before `/_`.
+        let Some(pos) = m.key.find("/_") else {
+            continue;
+        };
+        let repo = &m.key[..pos];
+        if with_index.contains(repo) || !old_enough(m.last_modified) {
+            continue;
+        }
+        report.leftovers.push(Victim {
+            key: m.key.clone(),
+            size: m.size,
+            age: age_of(m.last_modified),
+        });
+    }
+}
+
+/// Deletes (or lists) regular files in `dir` last modified before `cutoff`.
+fn clean_staging(
+    dir: &Path,
+    cutoff: SystemTime,
+    now: SystemTime,
+    dry_run: bool,
+) -> anyhow::Result<Vec<Victim>> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", dir.display())),
+    };
+    for e in entries {
+        let e = e?;
+        let md = e.metadata()?;
+        let Ok(modified) = md.modified() else {
+            continue;
+        };
+        if !md.is_file() || modified >= cutoff {
+            continue;
+        }
+        if !dry_run {
+            match std::fs::remove_file(e.path()) {
+                Ok(()) => {}
+                // Renamed into place by a publish that was still running after all.
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(err) => {
+                    return Err(err).with_context(|| format!("cannot delete {}", e.path().display()))
+                }
+            }
+        }
+        out.push(Victim {
+            key: format!(".staging/{}", e.file_name().to_string_lossy()),
+            size: md.len(),
+            age: now.duration_since(modified).ok(),
+        });
+    }
+    Ok(out)
+}
+
+/// Brings a repository's tag copies and `_tags.json` in line with its index: copies for tags it
+/// no longer has are deleted, copies that differ from the tagged manifest are rewritten.
+async fn repair_derived(
+    store: &dyn Store,
+    key: &str,
+    idx: &RepoIndex,
+    dry_run: bool,
+    report: &mut PruneReport,
+) -> anyhow::Result<()> {
+    let name = &idx.name;
+    // Copies are listed before the index is read again: a copy for a tag the index lacks at
+    // that later point is an orphan (a publish commits the tag before writing its copy).
+    let prefix = tag_copies_prefix(name);
+    let copies = store.list(&prefix).await?;
+    let Some(obj) = store.get(key).await? else {
+        return Ok(()); // Deleted meanwhile; its files are leftovers for a later prune.
+    };
+    let idx = RepoIndex::from_slice(&obj.bytes).with_context(|| format!("{key}: cannot parse"))?;
+    let mut stale: Vec<Tag> = Vec::new();
+    let mut have: HashSet<String> = HashSet::new();
+    for m in &copies {
+        let tag = &m.key[prefix.len()..];
+        have.insert(tag.to_owned());
+        let Some((t, desc)) = idx.tags.iter().find(|(t, _)| t.as_str() == tag) else {
+            report
+                .repaired
+                .push(format!("{}: a copy for a tag {key} no longer has", m.key));
+            if !dry_run {
+                store.delete(&m.key).await?;
+            }
+            continue;
+        };
+        let same = m.size == desc.size
+            && match (
+                store.get(&m.key).await?,
+                store.get(&layout::manifest(&desc.digest)).await?,
+            ) {
+                (Some(c), Some(mf)) => c.bytes == mf.bytes,
+                _ => false,
+            };
+        if !same {
+            report
+                .repaired
+                .push(format!("{}: not the manifest the tag points at", m.key));
+            stale.push(t.clone());
+        }
+    }
+    for t in idx.tags.keys() {
+        if !have.contains(t.as_str()) {
+            report.repaired.push(format!(
+                "{}: missing",
+                layout::tag_manifest(name, t)
+            ));
+            stale.push(t.clone());
+        }
+    }
+    let lkey = layout::tags_list(name);
+    let listed_ok = match store.get(&lkey).await? {
+        Some(o) => serde_json::from_slice::<TagsList>(&o.bytes)
+            .is_ok_and(|l| l.tags == idx.tags_list().tags && l.name == *name),
+        None => false,
+    };
+    if !listed_ok {
+        report
+            .repaired
+            .push(format!("{lkey}: does not list the index's tags"));
+    }
+    if !dry_run && (!stale.is_empty() || !listed_ok) {
+        write_derived(store, name, &stale).await?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// untag
+// ---------------------------------------------------------------------------------------------
+
+/// What an untag did.
+#[derive(Debug, Clone, Default)]
+pub struct UntagReport {
+    pub lines: Vec<String>,
+}
+
+impl fmt::Display for UntagReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.lines.join("\n"))
+    }
+}
+
+/// Why a repository's content set could not be recomputed in one pass.
+enum GcBlocked {
+    /// A reachable manifest not fetched yet (a concurrent publish added it): fetch and retry.
+    Unfetched(Vec<Digest>),
+    /// A reachable manifest the store does not have (or that does not parse).
+    Unknown(Digest, String),
+}
+
+/// The manifests and blobs `idx` reaches from its tags, and from the referrers of what it
+/// reaches (an artifact is kept while its subject is).
+fn closure(
+    idx: &RepoIndex,
+    fetched: &HashMap<Digest, Fetched>,
+) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>), GcBlocked> {
+    let mut manifests: BTreeSet<Digest> = BTreeSet::new();
+    let mut blobs: BTreeSet<Digest> = BTreeSet::new();
+    let mut todo: Vec<Digest> = idx.tags.values().map(|d| d.digest.clone()).collect();
+    let mut unfetched = Vec::new();
+    loop {
+        while let Some(d) = todo.pop() {
+            if manifests.contains(&d) {
+                continue;
+            }
+            match fetched.get(&d) {
+                None => {
+                    unfetched.push(d);
+                    continue;
+                }
+                Some(Fetched::Unknown(why)) => return Err(GcBlocked::Unknown(d, why.clone())),
+                Some(Fetched::Known(r)) => {
+                    blobs.extend(r.blobs.iter().cloned());
+                    todo.extend(r.children.iter().cloned());
+                }
+            }
+            manifests.insert(d);
+        }
+        for (subject, artifacts) in &idx.referrers {
+            if manifests.contains(subject) {
+                todo.extend(
+                    artifacts
+                        .iter()
+                        .map(|a| a.digest.clone())
+                        .filter(|a| !manifests.contains(a)),
+                );
+            }
+        }
+        if todo.is_empty() {
+            break;
+        }
+    }
+    if !unfetched.is_empty() {
+        return Err(GcBlocked::Unfetched(unfetched));
+    }
+    Ok((manifests, blobs))
+}
+
+/// Removes tags from a repository, then drops from its index every manifest and blob no
+/// remaining tag (or referrer of a kept manifest) reaches, so `prune` can collect them.
+///
+/// Order, for crash safety: the tag copies go first (a crash leaves a tag whose copy is missing:
+/// a warning), then the index changes under compare-and-swap, then the copies are removed again
+/// (a concurrent publish may have repaired one meanwhile) and `_tags.json` is rewritten.
+pub async fn untag(
+    store: &dyn Store,
+    name: &RepoName,
+    tags: &[Tag],
+) -> anyhow::Result<UntagReport> {
+    let key = layout::repo_index(name);
+    let Some(obj) = store.get(&key).await? else {
+        bail!("repository {name} does not exist ({key} is missing)");
+    };
+    let idx = RepoIndex::from_slice(&obj.bytes).with_context(|| format!("{key}: cannot parse"))?;
+    let unknown: Vec<&str> = tags
+        .iter()
+        .filter(|t| !idx.tags.contains_key(*t))
+        .map(|t| t.as_str())
+        .collect();
+    if !unknown.is_empty() {
+        bail!("{name} has no tag {}", unknown.join(", "));
+    }
+    for t in tags {
+        store.delete(&layout::tag_manifest(name, t)).await?;
+    }
+
+    let mut fetched: HashMap<Digest, Fetched> = HashMap::new();
+    fetch_all(
+        store,
+        &mut fetched,
+        idx.manifests
+            .keys()
+            .cloned()
+            .chain(idx.tags.values().map(|d| d.digest.clone())),
+    )
+    .await?;
+    let mut report = UntagReport::default();
+    let mut committed;
+    let mut dropped = (0usize, 0usize);
+    let mut note = None;
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let mut blocked = None;
+        let mut counts = (0, 0);
+        committed = update_index(store, name, |idx| {
+            blocked = None;
+            counts = (0, 0);
+            for t in tags {
+                idx.tags.remove(t);
+            }
+            match closure(idx, &fetched) {
+                Ok((m, b)) => {
+                    let (m0, b0) = (idx.manifests.len(), idx.blobs.len());
+                    idx.manifests.retain(|d, _| m.contains(d));
+                    idx.blobs.retain(|d, _| b.contains(d));
+                    idx.referrers.retain(|s, _| m.contains(s));
+                    counts = (m0 - idx.manifests.len(), b0 - idx.blobs.len());
+                }
+                // Keep every manifest and blob: only conservative.
+                Err(e) => blocked = Some(e),
+            }
+        })
+        .await?;
+        dropped.0 += counts.0;
+        dropped.1 += counts.1;
+        match blocked {
+            None => break,
+            Some(GcBlocked::Unfetched(ds)) if attempts < 10 => {
+                fetch_all(store, &mut fetched, ds).await?;
+            }
+            Some(GcBlocked::Unfetched(_)) => {
+                note = Some("the index kept changing; its unreferenced entries were left for a later untag".to_owned());
+                break;
+            }
+            Some(GcBlocked::Unknown(d, why)) => {
+                note = Some(format!(
+                    "{d} is reachable but {why}; the index's manifests and blobs were left as they were (run verify)"
+                ));
+                break;
+            }
+        }
+    }
+    for t in tags {
+        if !committed.tags.contains_key(t) {
+            store.delete(&layout::tag_manifest(name, t)).await?;
+        }
+        report
+            .lines
+            .push(format!("untagged {name}:{t} ({})", idx.tags[t].digest));
+    }
+    write_derived(store, name, &[]).await?;
+    report.lines.push(format!(
+        "{key}: dropped {} manifest(s) and {} blob(s) no remaining tag reaches; {} tag(s) remain. \
+         Run `prune` to delete content no repository references.",
+        dropped.0,
+        dropped.1,
+        committed.tags.len()
+    ));
+    report.lines.extend(note.map(|n| format!("note: {n}")));
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------------
+// delete-repository
+// ---------------------------------------------------------------------------------------------
+
+/// Deletes a repository: its catalog entry, its derived files, then its index. Its content is
+/// left to `prune` (other repositories may share it).
+///
+/// Order, for crash safety: the catalog entry goes first (a crash leaves a repository missing
+/// from the catalog: a warning, and the next attempt finishes), then the tag copies,
+/// `_tags.json` and referrers (a crash leaves them missing: warnings), then the index. A publish
+/// into the same repository racing the deletion may re-create it; the end state is then checked
+/// and made consistent either way.
+pub async fn delete_repository(store: &dyn Store, name: &RepoName) -> anyhow::Result<String> {
+    let key = layout::repo_index(name);
+    // `repositories/<name>/_…`: a nested repository's keys never start with `_` there.
+    let own_prefix = format!("{}_", key.strip_suffix("_index.json").unwrap_or(&key));
+    let files = store.list(&own_prefix).await?;
+    if files.is_empty() {
+        bail!("repository {name} does not exist (nothing under {own_prefix})");
+    }
+    remove_from_catalog(store, name).await?;
+    let mut deleted = 0;
+    for m in files.iter().filter(|m| m.key != key) {
+        store
+            .delete(&m.key)
+            .await
+            .with_context(|| format!("cannot delete {}", m.key))?;
+        deleted += 1;
+    }
+    store.delete(&key).await?;
+    // A publish may have committed into the repository meanwhile: then it exists again, and must
+    // be complete; otherwise make sure that publish did not put it back into the catalog.
+    if store.head(&key).await?.is_some() {
+        write_derived(store, name, &[]).await?;
+        add_to_catalog(store, name).await?;
+        return Ok(format!(
+            "{name}: a publish re-created the repository while it was being deleted; it was kept"
+        ));
+    }
+    remove_from_catalog(store, name).await?;
+    Ok(format!(
+        "deleted repository {name}: its index and {deleted} derived file(s); run `prune` to \
+         delete content no repository references"
+    ))
+}
+
+#[cfg(test)]
+mod tests;

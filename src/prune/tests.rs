@@ -1,0 +1,1 @@
+//! Unit tests of prune, untag and delete-repository against a local store.

@@ -1,0 +1,991 @@
+//! The `docker://` source: an image in another registry, mirrored into the store.
+//!
+//! Loading fetches the manifest tree (small documents) and turns it into the same [`Node`] tree
+//! the file sources produce, so the rest of `publish` (only-missing uploads, verification in a
+//! staging file, rendering, the ordered commit) is shared. Manifests named by digest are read from
+//! the store when it already has them, and blobs are only downloaded when `upload` finds them
+//! missing from the store: re-mirroring an unchanged image fetches the tag's manifest and nothing
+//! else. Blobs stream from the registry through [`RemoteFiles`], whose reader resumes with `Range`
+//! after a dropped connection; they are hashed while staged, never held in memory.
+//!
+//! `--platform` keeps a subset of a multi-platform index by writing a filtered index (a new digest,
+//! which the summary says). `--with-referrers` also copies what the referrers API (or its tag
+//! fallbacks) lists for the image, and the static referrers indexes are written after the commit.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
+use std::io::{self, Read};
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use bytes::{Buf, Bytes};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::index::{Descriptor, RepoIndex};
+use crate::layout;
+use crate::publish::files::Opened;
+use crate::publish::hashing::Hasher;
+use crate::publish::image::{
+    media, short, BlobKey, BlobRef, BlobSource, IndexNode, ManifestNode, Node, SourceDescriptor,
+};
+use crate::publish::oci::{blob_path, diff_ids, media_type_of};
+use crate::publish::render::{self, Produced, Rendered};
+use crate::publish::{Compression, Loaded};
+use crate::reference::{Digest, RepoName, Tag};
+use crate::registry::client::{ClientOptions, Counters, FetchedManifest, RegistryClient};
+use crate::registry::credentials::{self, CredsArg, Lookup};
+use crate::registry::reference::RemoteRef;
+use crate::store::{PutMode, PutOptions, Store};
+
+/// Indexes nest; this bounds hostile input (as for OCI layouts).
+const MAX_DEPTH: usize = 8;
+/// A dropped connection is resumed this many times per blob before the copy fails.
+const MAX_RESUMES: u32 = 8;
+/// cosign's tag suffixes for signatures, attestations and SBOMs.
+const COSIGN_SUFFIXES: [&str; 3] = ["sig", "att", "sbom"];
+
+/// `publish` flags that only apply to `docker://` sources.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MirrorOptions {
+    /// Credentials for a docker:// source: USER[:PASS]. Without :PASS the password is read from
+    /// standard input. Otherwise STATIC_REGISTRY_SRC_USERNAME/_PASSWORD, then Docker's
+    /// config.json (auths, credsStore, credHelpers) are used. Never stored or logged.
+    #[arg(long, value_name = "USER[:PASS]")]
+    pub creds: Option<CredsArg>,
+    /// A Docker config.json-format file to read docker:// credentials from instead of
+    /// $DOCKER_CONFIG/config.json or ~/.docker/config.json.
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<std::path::PathBuf>,
+    /// Keep only this platform of a multi-platform image (os/arch[/variant]); repeatable. The
+    /// published index is then a filtered one, with a digest of its own.
+    #[arg(long = "platform", value_name = "OS/ARCH[/VARIANT]")]
+    pub platforms: Vec<Platform>,
+    /// Also copy the image's referrers (signatures, SBOMs, attestations) as listed by the OCI
+    /// referrers API or the sha256-<hex> / .sig / .att / .sbom tags, and publish the referrers
+    /// index.
+    #[arg(long)]
+    pub with_referrers: bool,
+    /// Verify the source registry's TLS certificate. `--src-tls-verify=false` also allows plain
+    /// HTTP (tried after HTTPS). Registries on loopback may always fall back to plain HTTP.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub src_tls_verify: bool,
+}
+
+impl Default for MirrorOptions {
+    fn default() -> Self {
+        MirrorOptions {
+            creds: None,
+            authfile: None,
+            platforms: Vec::new(),
+            with_referrers: false,
+            src_tls_verify: true,
+        }
+    }
+}
+
+/// `os/arch[/variant]`, as `--platform` takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    pub variant: Option<String>,
+}
+
+impl FromStr for Platform {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let ok = |p: &str| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        };
+        match parts.as_slice() {
+            [os, arch] if ok(os) && ok(arch) => Ok(Platform {
+                os: (*os).to_owned(),
+                architecture: (*arch).to_owned(),
+                variant: None,
+            }),
+            [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(Platform {
+                os: (*os).to_owned(),
+                architecture: (*arch).to_owned(),
+                variant: Some((*v).to_owned()),
+            }),
+            _ => Err(format!("invalid platform {s:?}: expected os/arch[/variant], e.g. linux/arm64")),
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Platform {
+    /// Whether an index entry's (or a config's) platform is this one. A filter without a variant
+    /// takes any variant; arm64's default variant `v8` equals no variant.
+    pub fn matches(&self, p: &Value) -> bool {
+        let get = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        if get("os") != self.os || get("architecture") != self.architecture {
+            return false;
+        }
+        let Some(want) = &self.variant else {
+            return true;
+        };
+        let have = get("variant");
+        let norm = |v: &str| {
+            if self.architecture == "arm64" && v.is_empty() {
+                "v8".to_owned()
+            } else {
+                v.to_owned()
+            }
+        };
+        norm(have) == norm(want)
+    }
+}
+
+/// The blobs of a registry image, readable through [`crate::publish::files::Files`]: the path
+/// `blobs/<alg>/<hex>` of every blob the loaded tree references.
+#[derive(Debug)]
+pub struct RemoteFiles {
+    client: Arc<RegistryClient>,
+    label: String,
+    blobs: HashMap<String, (Digest, u64)>,
+}
+
+impl RemoteFiles {
+    pub fn display(&self) -> String {
+        self.label.clone()
+    }
+
+    pub fn exists(&self, path: &str) -> bool {
+        self.blobs.contains_key(path)
+    }
+
+    /// A reader that downloads the blob on first read. Must be called inside the runtime; the
+    /// reader must then be read on a blocking thread (as `upload` does).
+    pub fn open(&self, path: &str) -> anyhow::Result<Option<Opened>> {
+        let Some((digest, size)) = self.blobs.get(path) else {
+            return Ok(None);
+        };
+        let handle = tokio::runtime::Handle::try_current()
+            .context("internal error: registry blobs are opened outside the runtime")?;
+        Ok(Some(Opened {
+            reader: Box::new(RemoteReader {
+                client: self.client.clone(),
+                handle,
+                digest: digest.clone(),
+                size: *size,
+                pos: 0,
+                skip: 0,
+                resp: None,
+                pending: Bytes::new(),
+                resumes: 0,
+                counted: false,
+            }),
+            size: *size,
+        }))
+    }
+}
+
+/// Streams one blob: a synchronous reader (what the staging code hashes from) over an async
+/// response. A dropped connection is resumed from the current offset with `Range`, against the
+/// registry URL (a redirect target's signature may have expired meanwhile).
+struct RemoteReader {
+    client: Arc<RegistryClient>,
+    handle: tokio::runtime::Handle,
+    digest: Digest,
+    size: u64,
+    /// Bytes handed out so far.
+    pos: u64,
+    /// Leading bytes of the current response to drop (a server that ignored `Range`).
+    skip: u64,
+    resp: Option<reqwest::Response>,
+    pending: Bytes,
+    resumes: u32,
+    counted: bool,
+}
+
+impl RemoteReader {
+    async fn next(&mut self) -> anyhow::Result<Option<Bytes>> {
+        loop {
+            if self.resp.is_none() {
+                if self.pos >= self.size {
+                    return Ok(None);
+                }
+                let (resp, skip) = self.client.blob(&self.digest, self.pos).await?;
+                if !self.counted {
+                    self.client.count_blob();
+                    self.counted = true;
+                }
+                self.resp = Some(resp);
+                self.skip = skip;
+            }
+            let resp = self.resp.as_mut().expect("set above");
+            match resp.chunk().await {
+                Ok(Some(mut b)) => {
+                    self.client.count_blob_bytes(b.len() as u64);
+                    if self.skip > 0 {
+                        let drop = self.skip.min(b.len() as u64);
+                        b.advance(drop as usize);
+                        self.skip -= drop;
+                        if b.is_empty() {
+                            continue;
+                        }
+                    }
+                    self.pos += b.len() as u64;
+                    if self.pos > self.size {
+                        bail!(
+                            "registry {} sent more than the {} bytes of blob {}",
+                            self.client.registry(),
+                            self.size,
+                            self.digest
+                        );
+                    }
+                    return Ok(Some(b));
+                }
+                Ok(None) if self.pos >= self.size => {
+                    self.resp = None;
+                    return Ok(None);
+                }
+                Ok(None) => self.resume("the response ended early")?,
+                Err(e) => self.resume(&e.to_string())?,
+            }
+        }
+    }
+
+    fn resume(&mut self, why: &str) -> anyhow::Result<()> {
+        self.resp = None;
+        self.resumes += 1;
+        if self.resumes > MAX_RESUMES {
+            bail!(
+                "blob {} from registry {}: {why} at byte {} of {}, {MAX_RESUMES} times; giving up",
+                self.digest,
+                self.client.registry(),
+                self.pos,
+                self.size
+            );
+        }
+        self.client.count_resume();
+        tracing::warn!(
+            "blob {}: {why} at byte {} of {}; resuming with Range",
+            short(&self.digest),
+            self.pos,
+            self.size
+        );
+        Ok(())
+    }
+}
+
+impl Read for RemoteReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pending.is_empty() {
+            let handle = self.handle.clone();
+            match handle.block_on(self.next()) {
+                Ok(Some(b)) => self.pending = b,
+                Ok(None) => return Ok(0),
+                Err(e) => return Err(io::Error::other(format!("{e:#}"))),
+            }
+        }
+        let n = buf.len().min(self.pending.len());
+        buf[..n].copy_from_slice(&self.pending[..n]);
+        self.pending.advance(n);
+        Ok(n)
+    }
+}
+
+/// An artifact that refers to a manifest of the image (a signature, an SBOM…).
+#[derive(Debug)]
+pub struct Referrer {
+    pub subject: Digest,
+    pub descriptor: Descriptor,
+    pub node: Node,
+}
+
+/// What mirroring adds to a publish: the client (for its counters), referrers, cosign-style tags
+/// and notes.
+#[derive(Debug)]
+pub struct Mirror {
+    pub client: Arc<RegistryClient>,
+    pub source: RemoteRef,
+    pub referrers: Vec<Referrer>,
+    /// `sha256-<hex>.sig`-style tags to publish alongside (what cosign looks up).
+    pub referrer_tags: Vec<(Tag, Descriptor)>,
+    pub notes: Vec<String>,
+}
+
+/// What was downloaded, for the summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct MirrorStats {
+    /// The registry as the user named it.
+    pub registry: String,
+    pub blobs_downloaded: u64,
+    /// Blob bytes received (configs and layers; resumed ranges counted once each).
+    pub bytes_downloaded: u64,
+    pub manifests_downloaded: u64,
+    pub manifest_bytes_downloaded: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub resumes: u64,
+}
+
+impl Mirror {
+    pub fn stats(&self) -> MirrorStats {
+        let c: &Counters = &self.client.counters;
+        MirrorStats {
+            registry: self.client.registry().to_owned(),
+            blobs_downloaded: Counters::get(&c.blobs),
+            bytes_downloaded: Counters::get(&c.blob_bytes),
+            manifests_downloaded: Counters::get(&c.manifests),
+            manifest_bytes_downloaded: Counters::get(&c.manifest_bytes),
+            requests: Counters::get(&c.requests),
+            retries: Counters::get(&c.retries),
+            resumes: Counters::get(&c.resumes),
+        }
+    }
+
+    /// The repository to publish under when `--tag` is not given.
+    pub fn default_repo(&self) -> RepoName {
+        self.source.destination_repo()
+    }
+
+    /// Every blob of the referrers, to upload with the image's.
+    pub fn blobs(&self) -> Vec<BlobRef> {
+        self.referrers.iter().flat_map(|r| r.node.blobs()).collect()
+    }
+
+    /// Renders the referrers' manifests (kept byte for byte: all their blobs are copies) into
+    /// `rendered`, after the image's own.
+    pub fn render_into(
+        &self,
+        rendered: &mut Rendered,
+        produced: &HashMap<BlobKey, Produced>,
+        compression: Compression,
+    ) -> anyhow::Result<()> {
+        let mut seen: HashSet<Digest> =
+            rendered.manifests.iter().map(|m| m.digest.clone()).collect();
+        for r in &self.referrers {
+            let out = render::render(&r.node, produced, compression)?;
+            for m in out.manifests {
+                if seen.insert(m.digest.clone()) {
+                    rendered.manifests.push(m);
+                }
+            }
+            rendered.blobs.extend(out.blobs);
+            rendered.notes.extend(out.notes);
+        }
+        Ok(())
+    }
+
+    /// The `referrers` map of the repository index: subject -> artifact descriptors.
+    pub fn referrers_map(&self) -> BTreeMap<Digest, Vec<Descriptor>> {
+        let mut out: BTreeMap<Digest, Vec<Descriptor>> = BTreeMap::new();
+        for r in &self.referrers {
+            let list = out.entry(r.subject.clone()).or_default();
+            if !list.iter().any(|d| d.digest == r.descriptor.digest) {
+                list.push(r.descriptor.clone());
+            }
+        }
+        for list in out.values_mut() {
+            list.sort_by(|a, b| a.digest.cmp(&b.digest));
+        }
+        out
+    }
+}
+
+/// Every blob to upload: the image's, then its referrers' (each once).
+pub fn all_blobs(root: &Node, mirror: Option<&Mirror>) -> Vec<BlobRef> {
+    let mut out = root.blobs();
+    if let Some(m) = mirror {
+        let mut seen: HashSet<BlobKey> = out.iter().map(|b| b.source.key()).collect();
+        out.extend(
+            m.blobs()
+                .into_iter()
+                .filter(|b| seen.insert(b.source.key())),
+        );
+    }
+    out
+}
+
+/// The static referrers index (an OCI image index) for one subject; fixed field order, so the
+/// same list always gives the same bytes.
+pub fn referrers_index_bytes(list: &[Descriptor]) -> Vec<u8> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ReferrersIndex<'a> {
+        schema_version: u32,
+        media_type: &'static str,
+        manifests: &'a [Descriptor],
+    }
+    serde_json::to_vec_pretty(&ReferrersIndex {
+        schema_version: 2,
+        media_type: media::OCI_INDEX,
+        manifests: list,
+    })
+    .expect("referrers index serialises")
+}
+
+/// Writes `_referrers/<subject>` for each subject from the committed (merged) index, so the file
+/// lists what every publish so far added, not only this one.
+pub async fn write_referrers_indexes(
+    store: &dyn Store,
+    committed: &RepoIndex,
+    subjects: impl Iterator<Item = &Digest>,
+) -> anyhow::Result<()> {
+    for subject in subjects {
+        let Some(list) = committed.referrers.get(subject) else {
+            continue;
+        };
+        let key = layout::referrers(&committed.name, subject);
+        let opts = PutOptions {
+            content_type: media::OCI_INDEX.to_owned(),
+            cache_control: layout::CACHE_INDEX,
+            mode: PutMode::Overwrite,
+        };
+        store
+            .put(&key, Bytes::from(referrers_index_bytes(list)), &opts)
+            .await
+            .with_context(|| format!("cannot write {key}"))?;
+        tracing::debug!("wrote {key}");
+    }
+    Ok(())
+}
+
+/// Connects to the registry, loads the image (filtered by `--platform`) and, with
+/// `--with-referrers`, its referrers. Nothing is written.
+pub(crate) async fn load(
+    r: &RemoteRef,
+    opts: &MirrorOptions,
+    store: &dyn Store,
+) -> anyhow::Result<(Loaded, Mirror)> {
+    let lookup = Lookup {
+        creds: opts.creds.clone(),
+        authfile: opts.authfile.clone(),
+    };
+    let creds = tokio::task::spawn_blocking({
+        let r = r.clone();
+        move || credentials::resolve(&r, &lookup, &|k| std::env::var(k).ok())
+    })
+    .await??;
+    tracing::info!(
+        "connecting to registry {} ({}) as {}",
+        r.registry,
+        r.api_host,
+        creds.who()
+    );
+    let client_opts = ClientOptions {
+        tls_verify: opts.src_tls_verify,
+        ..ClientOptions::default()
+    };
+    let client = Arc::new(RegistryClient::connect(r, creds, &client_opts).await?);
+    let mut loader = Loader {
+        client: &client,
+        store,
+        platforms: &opts.platforms,
+        blobs: HashMap::new(),
+        label: r.to_string(),
+        notes: Vec::new(),
+        tree: Vec::new(),
+    };
+    let reference = r.manifest_reference();
+    let fetched = match &r.digest {
+        Some(d) => loader.fetch(d).await?,
+        None => client.manifest(&reference, None).await?,
+    };
+    let source_digest = fetched.digest.clone();
+    let root = loader
+        .node(fetched, String::new(), None, 0, true)
+        .await?
+        .with_context(|| format!("{}: no manifest matches --platform", loader.label))?;
+    let root_digest = node_descriptor(&root).0;
+    if root_digest != source_digest {
+        let kept: Vec<String> = opts.platforms.iter().map(|p| p.to_string()).collect();
+        loader.notes.push(format!(
+            "--platform {}: published a filtered image index {root_digest} instead of the source's {source_digest}; pull it by that digest (signatures over the source's digest do not cover it)",
+            kept.join(",")
+        ));
+    }
+    let mut referrers = Vec::new();
+    let mut referrer_tags = Vec::new();
+    if opts.with_referrers {
+        let mut subjects = vec![source_digest.clone()];
+        subjects.extend(loader.tree.iter().cloned());
+        let (rs, tags) = loader.referrers(&subjects).await?;
+        referrers = rs;
+        referrer_tags = tags;
+        if referrers.is_empty() {
+            loader
+                .notes
+                .push(format!("--with-referrers: {} has no referrers", loader.label));
+        } else {
+            loader.notes.push(format!(
+                "--with-referrers: copied {} referrer(s) of {} subject(s)",
+                referrers.len(),
+                referrers
+                    .iter()
+                    .map(|r| &r.subject)
+                    .collect::<HashSet<_>>()
+                    .len()
+            ));
+        }
+    }
+    let files = RemoteFiles {
+        client: client.clone(),
+        label: loader.label.clone(),
+        blobs: loader.blobs,
+    };
+    let notes = loader.notes;
+    let loaded = Loaded {
+        files: crate::publish::files::Files::Remote(Arc::new(files)),
+        root,
+        default_tags: r.default_destination().into_iter().collect(),
+    };
+    Ok((
+        loaded,
+        Mirror {
+            client,
+            source: r.clone(),
+            referrers,
+            referrer_tags,
+            notes,
+        },
+    ))
+}
+
+/// The published descriptor parts of a loaded node: digest, size, media type.
+fn node_descriptor(n: &Node) -> (Digest, u64, String) {
+    match n {
+        Node::Manifest(m) => {
+            let (bytes, d) = m.original.as_ref().expect("registry manifests have bytes");
+            (d.clone(), bytes.len() as u64, m.media_type.clone())
+        }
+        Node::Index(i) => (i.digest.clone(), i.original.len() as u64, i.media_type.clone()),
+    }
+}
+
+type NodeFuture<'f> = Pin<Box<dyn Future<Output = anyhow::Result<Option<Node>>> + Send + 'f>>;
+
+/// Walks a registry image, building the tree `publish` shares with the file sources.
+struct Loader<'a> {
+    client: &'a Arc<RegistryClient>,
+    store: &'a dyn Store,
+    platforms: &'a [Platform],
+    /// `blobs/<alg>/<hex>` -> digest and size, for [`RemoteFiles`].
+    blobs: HashMap<String, (Digest, u64)>,
+    label: String,
+    notes: Vec<String>,
+    /// Source digests of every manifest below the root (referrer subjects).
+    tree: Vec<Digest>,
+}
+
+impl Loader<'_> {
+    /// A manifest by digest: from the store when it has it (verified), else from the registry.
+    async fn fetch(&self, digest: &Digest) -> anyhow::Result<FetchedManifest> {
+        if let Ok(Some(obj)) = self.store.get(&layout::manifest(digest)).await {
+            if Hasher::digest_like(digest, &obj.bytes) == *digest {
+                tracing::debug!("manifest {digest}: already in the store");
+                return Ok(FetchedManifest {
+                    bytes: obj.bytes.to_vec(),
+                    digest: digest.clone(),
+                    media_type: String::new(),
+                });
+            }
+        }
+        self.client.manifest(digest.as_str(), Some(digest)).await
+    }
+
+    /// A config (small blob): from the store when it has it, else from the registry.
+    async fn config(&self, d: &SourceDescriptor) -> anyhow::Result<Vec<u8>> {
+        if let Ok(Some(obj)) = self.store.get(&layout::blob(&d.digest)).await {
+            if obj.bytes.len() as u64 == d.size
+                && Hasher::digest_like(&d.digest, &obj.bytes) == d.digest
+            {
+                return Ok(obj.bytes.to_vec());
+            }
+        }
+        self.client.small_blob(&d.digest, d.size).await
+    }
+
+    fn blob_ref(&mut self, d: &SourceDescriptor, what: String) -> BlobRef {
+        let foreign = media::is_foreign(&d.media_type) && d.urls.as_ref().is_some_and(|u| !u.is_empty());
+        let path = blob_path(&d.digest);
+        if !foreign {
+            self.blobs
+                .insert(path.clone(), (d.digest.clone(), d.size));
+        }
+        BlobRef {
+            media_type: d.media_type.clone(),
+            source: BlobSource::Copy {
+                // Foreign layers live at their URLs, not in the registry: only copied if the
+                // store already has them (as for file sources).
+                path: (!foreign).then_some(path),
+                digest: d.digest.clone(),
+                size: d.size,
+            },
+            urls: d.urls.clone(),
+            what,
+        }
+    }
+
+    /// Builds the node for `m`; `None` when `filter` left nothing of an index.
+    fn node<'f>(
+        &'f mut self,
+        m: FetchedManifest,
+        descriptor_type: String,
+        platform: Option<String>,
+        depth: usize,
+        filter: bool,
+    ) -> NodeFuture<'f> {
+        Box::pin(async move {
+            if depth > MAX_DEPTH {
+                bail!("{}: image indexes nest deeper than {MAX_DEPTH} levels", self.label);
+            }
+            let value: Value = serde_json::from_slice(&m.bytes).with_context(|| {
+                format!("{}: manifest {} is not valid JSON", self.label, m.digest)
+            })?;
+            let hint = if !descriptor_type.is_empty() {
+                descriptor_type.clone()
+            } else {
+                m.media_type.clone()
+            };
+            let media_type = media_type_of(&value, &hint);
+            if media_type == media::DOCKER_SCHEMA1
+                || media_type == media::DOCKER_SCHEMA1_SIGNED
+                || value.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1)
+            {
+                bail!("{}: manifest {} is Docker schema 1, which is not supported; the registry has no schema 2 form of it", self.label, m.digest);
+            }
+            if media::is_index(&media_type) {
+                return self.index(m, value, media_type, platform, depth, filter).await;
+            }
+            if !media::is_manifest(&media_type) && value.get("config").is_none() {
+                bail!(
+                    "{}: manifest {} has unsupported media type {media_type:?}",
+                    self.label,
+                    m.digest
+                );
+            }
+            #[derive(serde::Deserialize)]
+            struct ManifestJson {
+                config: SourceDescriptor,
+                #[serde(default)]
+                layers: Vec<SourceDescriptor>,
+            }
+            let mj: ManifestJson = serde_json::from_value(value).with_context(|| {
+                format!("{}: manifest {} is not an image manifest", self.label, m.digest)
+            })?;
+            if depth == 0 && filter && !self.platforms.is_empty() {
+                // A single-platform image: its config says which platform it is.
+                let cfg: Value = serde_json::from_slice(&self.config(&mj.config).await?)
+                    .unwrap_or(Value::Null);
+                if !self.platforms.iter().any(|p| p.matches(&cfg)) {
+                    let get = |k: &str| cfg.get(k).and_then(|v| v.as_str()).unwrap_or("?");
+                    bail!(
+                        "{}: a single-platform image for {}/{}, which --platform does not select",
+                        self.label,
+                        get("os"),
+                        get("architecture")
+                    );
+                }
+            }
+            let at = match &platform {
+                Some(p) => format!("{} ({p})", short(&m.digest)),
+                None => short(&m.digest),
+            };
+            let needs_diff_ids = mj
+                .layers
+                .iter()
+                .any(|l| media::is_uncompressed_layer(&l.media_type));
+            let ids = if needs_diff_ids {
+                diff_ids(&self.config(&mj.config).await?)
+                    .with_context(|| format!("config {}", mj.config.digest))?
+            } else {
+                Vec::new()
+            };
+            let config = self.blob_ref(&mj.config, format!("config of {at}"));
+            let mut layers = Vec::with_capacity(mj.layers.len());
+            for (i, l) in mj.layers.iter().enumerate() {
+                let what = format!("layer {} of {at}", i + 1);
+                if media::is_uncompressed_layer(&l.media_type) {
+                    let Some(id) = ids.get(i) else {
+                        bail!("{}: {what}: the config lists {} diff_ids for {} layers", self.label, ids.len(), mj.layers.len());
+                    };
+                    let path = blob_path(&l.digest);
+                    self.blobs.insert(path.clone(), (l.digest.clone(), l.size));
+                    layers.push(BlobRef {
+                        media_type: l.media_type.clone(),
+                        source: BlobSource::Compress {
+                            path,
+                            diff_id: id.clone(),
+                        },
+                        urls: l.urls.clone(),
+                        what,
+                    });
+                } else {
+                    layers.push(self.blob_ref(l, what));
+                }
+            }
+            Ok(Some(Node::Manifest(ManifestNode {
+                original: Some((m.bytes, m.digest)),
+                media_type,
+                config,
+                layers,
+            })))
+        })
+    }
+
+    async fn index(
+        &mut self,
+        m: FetchedManifest,
+        mut value: Value,
+        media_type: String,
+        platform: Option<String>,
+        depth: usize,
+        filter: bool,
+    ) -> anyhow::Result<Option<Node>> {
+        let raw_entries: Vec<Value> = value
+            .get("manifests")
+            .and_then(|v| v.as_array())
+            .cloned()
+            .unwrap_or_default();
+        let mut kept_values = Vec::new();
+        let mut entries = Vec::new();
+        let mut children = Vec::new();
+        let mut changed = false;
+        let mut available = Vec::new();
+        for raw in raw_entries {
+            let e: SourceDescriptor = serde_json::from_value(raw.clone()).with_context(|| {
+                format!("{}: image index {} has an invalid entry", self.label, m.digest)
+            })?;
+            let label = e.platform_label();
+            if let Some(l) = &label {
+                available.push(l.clone());
+            }
+            let is_index = media::is_index(&e.media_type);
+            if filter && !self.platforms.is_empty() && !is_index {
+                let keep = e
+                    .platform
+                    .as_ref()
+                    .is_some_and(|p| self.platforms.iter().any(|f| f.matches(p)));
+                if !keep {
+                    changed = true;
+                    continue;
+                }
+            }
+            let child = self.fetch(&e.digest).await?;
+            if child.bytes.len() as u64 != e.size {
+                bail!(
+                    "{}: manifest {} is {} bytes, but image index {} says {}",
+                    self.label,
+                    e.digest,
+                    child.bytes.len(),
+                    m.digest,
+                    e.size
+                );
+            }
+            self.tree.push(e.digest.clone());
+            let p = label.or_else(|| platform.clone());
+            let Some(node) = self
+                .node(child, e.media_type.clone(), p, depth + 1, filter)
+                .await?
+            else {
+                changed = true;
+                continue;
+            };
+            let (d, size, mt) = node_descriptor(&node);
+            let mut raw = raw;
+            if d != e.digest {
+                changed = true;
+                raw["digest"] = Value::String(d.to_string());
+                raw["size"] = Value::from(size);
+                raw["mediaType"] = Value::String(mt);
+            }
+            kept_values.push(raw.clone());
+            entries.push(serde_json::from_value::<SourceDescriptor>(raw)?);
+            children.push(Some(node));
+        }
+        if children.is_empty() {
+            if depth == 0 {
+                let want: Vec<String> = self.platforms.iter().map(|p| p.to_string()).collect();
+                bail!(
+                    "{}: --platform {} matches none of the image's platforms ({})",
+                    self.label,
+                    want.join(","),
+                    if available.is_empty() { "none listed".to_owned() } else { available.join(", ") }
+                );
+            }
+            return Ok(None);
+        }
+        let (original, digest) = if changed {
+            // Re-serialised from a `Value` (sorted keys), so the same filter of the same index
+            // always yields the same bytes and digest.
+            value["manifests"] = Value::Array(kept_values);
+            let bytes = serde_json::to_vec(&value)?;
+            let d = Digest::sha256_of(&bytes);
+            (bytes, d)
+        } else {
+            (m.bytes, m.digest)
+        };
+        Ok(Some(Node::Index(IndexNode {
+            original,
+            digest,
+            media_type,
+            children,
+            entries,
+        })))
+    }
+
+    /// Referrers of every subject, from the referrers API or its tag fallbacks.
+    async fn referrers(
+        &mut self,
+        subjects: &[Digest],
+    ) -> anyhow::Result<(Vec<Referrer>, Vec<(Tag, Descriptor)>)> {
+        let mut out: Vec<Referrer> = Vec::new();
+        let mut tags = Vec::new();
+        let mut seen: HashSet<(Digest, Digest)> = HashSet::new();
+        let mut done: HashSet<Digest> = HashSet::new();
+        for subject in subjects {
+            if !done.insert(subject.clone()) {
+                continue;
+            }
+            let tag_base = format!("{}-{}", subject.algorithm().as_str(), subject.hex());
+            let listed = match self.client.referrers(subject).await? {
+                Some(list) => list,
+                None => match Tag::parse(&tag_base) {
+                    Ok(t) => match self.client.manifest_opt(t.as_str(), None).await? {
+                        Some(idx) => serde_json::from_slice::<Value>(&idx.bytes)
+                            .ok()
+                            .and_then(|v| v.get("manifests").and_then(|m| m.as_array()).cloned())
+                            .unwrap_or_default(),
+                        None => Vec::new(),
+                    },
+                    Err(_) => Vec::new(),
+                },
+            };
+            let mut found: Vec<(Value, Option<Tag>)> =
+                listed.into_iter().map(|v| (v, None)).collect();
+            for suffix in COSIGN_SUFFIXES {
+                let Ok(tag) = Tag::parse(&format!("{tag_base}.{suffix}")) else {
+                    continue;
+                };
+                if let Some(fm) = self.client.manifest_opt(tag.as_str(), None).await? {
+                    let v: Value = serde_json::from_slice(&fm.bytes).unwrap_or(Value::Null);
+                    let mt = media_type_of(&v, &fm.media_type);
+                    found.push((
+                        serde_json::json!({
+                            "mediaType": mt,
+                            "digest": fm.digest,
+                            "size": fm.bytes.len(),
+                        }),
+                        Some(tag),
+                    ));
+                }
+            }
+            for (entry, tag) in found {
+                let e: SourceDescriptor = match serde_json::from_value(entry.clone()) {
+                    Ok(e) => e,
+                    Err(_) => {
+                        tracing::warn!("{}: skipping an invalid referrer entry of {subject}", self.label);
+                        continue;
+                    }
+                };
+                let fm = self.fetch(&e.digest).await?;
+                if fm.bytes.len() as u64 != e.size {
+                    bail!("{}: referrer {} is {} bytes, the listing says {}", self.label, e.digest, fm.bytes.len(), e.size);
+                }
+                let v: Value = serde_json::from_slice(&fm.bytes).unwrap_or(Value::Null);
+                let media_type = media_type_of(&v, &e.media_type);
+                let artifact_type = entry
+                    .get("artifactType")
+                    .and_then(|a| a.as_str())
+                    .or_else(|| v.get("artifactType").and_then(|a| a.as_str()))
+                    .map(str::to_owned)
+                    .or_else(|| {
+                        // Older artifacts (cosign) say what they are in the config or layer type.
+                        let cfg = v["config"]["mediaType"].as_str().unwrap_or("");
+                        if !cfg.is_empty() && cfg != media::OCI_CONFIG && cfg != media::DOCKER_CONFIG {
+                            Some(cfg.to_owned())
+                        } else {
+                            v["layers"][0]["mediaType"].as_str().map(str::to_owned)
+                        }
+                    });
+                let descriptor = Descriptor {
+                    media_type: media_type.clone(),
+                    digest: e.digest.clone(),
+                    size: e.size,
+                    artifact_type,
+                    platform: None,
+                    annotations: e.annotations.clone().or_else(|| {
+                        v.get("annotations")
+                            .and_then(|a| serde_json::from_value(a.clone()).ok())
+                    }),
+                };
+                if let Some(t) = tag {
+                    tags.push((t, descriptor.clone()));
+                }
+                if !seen.insert((subject.clone(), e.digest.clone())) {
+                    continue;
+                }
+                let Some(node) = self.node(fm, media_type, None, 1, false).await? else {
+                    continue;
+                };
+                out.push(Referrer {
+                    subject: subject.clone(),
+                    descriptor,
+                    node,
+                });
+            }
+        }
+        Ok((out, tags))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn platforms_parse_and_match() {
+        let p: Platform = "linux/arm64".parse().unwrap();
+        assert!(p.matches(&json!({"os": "linux", "architecture": "arm64", "variant": "v8"})));
+        assert!(p.matches(&json!({"os": "linux", "architecture": "arm64"})));
+        assert!(!p.matches(&json!({"os": "linux", "architecture": "amd64"})));
+        let v8: Platform = "linux/arm64/v8".parse().unwrap();
+        assert!(v8.matches(&json!({"os": "linux", "architecture": "arm64"})));
+        let v7: Platform = "linux/arm/v7".parse().unwrap();
+        assert!(!v7.matches(&json!({"os": "linux", "architecture": "arm", "variant": "v6"})));
+        assert_eq!(v7.to_string(), "linux/arm/v7");
+        for bad in ["linux", "linux/", "/amd64", "a/b/c/d", "linux/am d64"] {
+            assert!(bad.parse::<Platform>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn referrers_index_is_deterministic() {
+        let d = |s: &[u8]| Descriptor {
+            media_type: media::OCI_MANIFEST.into(),
+            digest: Digest::sha256_of(s),
+            size: 3,
+            artifact_type: Some("application/example".into()),
+            platform: None,
+            annotations: None,
+        };
+        let list = vec![d(b"a"), d(b"b")];
+        let a = referrers_index_bytes(&list);
+        assert_eq!(a, referrers_index_bytes(&list));
+        let v: Value = serde_json::from_slice(&a).unwrap();
+        assert_eq!(v["mediaType"], media::OCI_INDEX);
+        assert_eq!(v["schemaVersion"], 2);
+        assert_eq!(v["manifests"][0]["artifactType"], "application/example");
+    }
+}
