@@ -4,7 +4,7 @@
 
 // The modules live in the library crate (src/lib.rs); declare new ones there, not here.
 use static_registry::{
-    auth, federation, publish, serve, store, verify,
+    auth, federation, publish, reference, serve, store, verify,
 };
 
 use std::io::IsTerminal;
@@ -183,7 +183,7 @@ enum Command {
     /// Content is left for `prune`, since other repositories may share it.
     DeleteRepository {
         /// The repository name.
-        repository: reference::RepoName,
+        repository: static_registry::reference::RepoName,
         /// The store: a directory, file:///path or s3://bucket[/prefix].
         #[arg(long, env = "STATIC_REGISTRY_STORE")]
         store: Option<String>,

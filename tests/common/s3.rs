@@ -161,6 +161,11 @@ pub struct ProxiedRequest {
     pub path: String,
     /// The query string (without `?`), possibly empty.
     pub query: String,
+    /// `If-Match: …` or `If-None-Match: …`, as sent, when the request had either.
+    pub condition: Option<String>,
+    /// The status code of the answer, once it started (clients here never pipeline, so the
+    /// first bytes from the server after a request are its answer).
+    pub status: Option<u16>,
 }
 
 impl ProxiedRequest {
@@ -177,11 +182,13 @@ struct ProxyState {
     /// longer be exact, so tests assert there are none.
     errors: Mutex<Vec<String>>,
     connections: AtomicUsize,
+    /// Held from a request's head to the first byte of its answer, when linearizing.
+    gate: Option<Arc<tokio::sync::Mutex<()>>>,
 }
 
 /// A TCP proxy in front of an upstream (s3s-fs) that forwards bytes unchanged both ways and
-/// records every HTTP/1.1 request the client side sends. It runs on its own small tokio runtime,
-/// shut down on drop.
+/// records every HTTP/1.1 request the client side sends, with the status it got. It runs on its
+/// own small tokio runtime, shut down on drop.
 pub struct CountingProxy {
     pub addr: SocketAddr,
     state: Arc<ProxyState>,
@@ -189,7 +196,25 @@ pub struct CountingProxy {
 }
 
 impl CountingProxy {
+    /// A proxy that only observes.
     pub fn start(upstream: SocketAddr) -> CountingProxy {
+        Self::spawn(upstream, false)
+    }
+
+    /// A proxy that also lets one request at a time reach the server, from the end of its head
+    /// to the first byte of its answer.
+    ///
+    /// Why: s3s-fs checks `If-Match`/`If-None-Match` and then writes, without a lock, and a GET
+    /// opens the file before it reads the stored ETag; so under concurrency two conditional PUTs
+    /// can both pass, and a GET can return old bytes with the new ETag. Real S3 (and R2) make
+    /// each request atomic; serializing request handling restores that, so a race test checks
+    /// the publisher's compare-and-swap rather than s3s-fs's locking. Bodies still stream
+    /// concurrently, and the answers are s3s-fs's own (including its 412s).
+    pub fn start_linearizing(upstream: SocketAddr) -> CountingProxy {
+        Self::spawn(upstream, true)
+    }
+
+    fn spawn(upstream: SocketAddr, linearize: bool) -> CountingProxy {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
@@ -199,7 +224,10 @@ impl CountingProxy {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind the proxy");
         let addr = listener.local_addr().expect("proxy address");
-        let state = Arc::new(ProxyState::default());
+        let state = Arc::new(ProxyState {
+            gate: linearize.then(|| Arc::new(tokio::sync::Mutex::new(()))),
+            ..ProxyState::default()
+        });
         let st = state.clone();
         runtime.spawn(async move {
             loop {
@@ -207,13 +235,8 @@ impl CountingProxy {
                     continue;
                 };
                 st.connections.fetch_add(1, Ordering::Relaxed);
-                let st = st.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = relay(client, upstream, st.clone()).await {
-                        // A reset after the last response is normal; only parser errors count.
-                        let _ = e;
-                    }
-                });
+                // A connection ending (even by a reset) is normal; parser errors are recorded.
+                tokio::spawn(relay(client, upstream, st.clone()));
             }
         });
         CountingProxy {
@@ -265,14 +288,17 @@ impl Drop for CountingProxy {
     }
 }
 
-async fn relay(
-    client: tokio::net::TcpStream,
-    upstream: SocketAddr,
-    state: Arc<ProxyState>,
-) -> std::io::Result<()> {
-    let server = tokio::net::TcpStream::connect(upstream).await?;
+/// The request waiting for its answer on one connection: its index in the log, and the gate
+/// while linearizing.
+type Awaiting = Arc<Mutex<Option<(usize, Option<tokio::sync::OwnedMutexGuard<()>>)>>>;
+
+async fn relay(client: tokio::net::TcpStream, upstream: SocketAddr, state: Arc<ProxyState>) {
+    let Ok(server) = tokio::net::TcpStream::connect(upstream).await else {
+        return;
+    };
     let (mut cr, mut cw) = client.into_split();
     let (mut sr, mut sw) = server.into_split();
+    let awaiting: Awaiting = Arc::default();
     let up = async {
         let mut parser = RequestParser::default();
         let mut buf = vec![0u8; 64 * 1024];
@@ -285,18 +311,46 @@ async fn relay(
             if let Err(e) = parser.feed(&buf[..n], &mut seen) {
                 state.errors.lock().unwrap().push(e);
             }
-            // Recorded before forwarding, so a request is counted before its answer can arrive.
-            state.requests.lock().unwrap().extend(seen);
+            if !seen.is_empty() {
+                // Without pipelining the previous answer has started; never wait on ourselves.
+                awaiting.lock().unwrap().take();
+                let guard = match &state.gate {
+                    Some(gate) => Some(gate.clone().lock_owned().await),
+                    None => None,
+                };
+                // Recorded before forwarding, so a request is counted before its answer exists.
+                let mut log = state.requests.lock().unwrap();
+                log.extend(seen);
+                *awaiting.lock().unwrap() = Some((log.len() - 1, guard));
+            }
             sw.write_all(&buf[..n]).await?;
         }
         sw.shutdown().await
     };
     let down = async {
-        tokio::io::copy(&mut sr, &mut cw).await?;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = sr.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            if let Some((index, guard)) = awaiting.lock().unwrap().take() {
+                let status = std::str::from_utf8(&buf[..n.min(12)])
+                    .ok()
+                    .and_then(|s| s.strip_prefix("HTTP/1.1 ").or(s.strip_prefix("HTTP/1.0 ")))
+                    .and_then(|s| s.get(..3))
+                    .and_then(|s| s.parse().ok());
+                if let Some(r) = state.requests.lock().unwrap().get_mut(index) {
+                    r.status = status;
+                }
+                drop(guard);
+            }
+            cw.write_all(&buf[..n]).await?;
+        }
         cw.shutdown().await
     };
-    let (a, b) = tokio::join!(up, down);
-    a.and(b)
+    let _: (std::io::Result<()>, std::io::Result<()>) = tokio::join!(up, down);
+    // Dropping `awaiting` releases the gate if the answer never came.
 }
 
 /// Follows an HTTP/1.1 request stream: request heads, then `Content-Length` bodies skipped.
@@ -352,6 +406,7 @@ impl RequestParser {
                 return Err(format!("not HTTP/1.x: {line:?}"));
             }
             let mut length = 0u64;
+            let mut condition = None;
             for h in lines {
                 let Some((k, v)) = h.split_once(':') else {
                     continue;
@@ -362,6 +417,10 @@ impl RequestParser {
                 } else if k.eq_ignore_ascii_case("transfer-encoding") {
                     self.broken = true;
                     return Err(format!("cannot follow Transfer-Encoding {v:?} ({line})"));
+                } else if k.eq_ignore_ascii_case("if-match") {
+                    condition = Some(format!("If-Match: {v}"));
+                } else if k.eq_ignore_ascii_case("if-none-match") {
+                    condition = Some(format!("If-None-Match: {v}"));
                 }
             }
             let (path, query) = target.split_once('?').unwrap_or((target, ""));
@@ -369,6 +428,8 @@ impl RequestParser {
                 method: method.to_owned(),
                 path: path.to_owned(),
                 query: query.to_owned(),
+                condition,
+                status: None,
             });
             self.body_left = length;
         }
