@@ -71,6 +71,12 @@ if ! python3 -c 'import botocore, rsa, akamai.edgeauth' >/dev/null 2>&1; then
     python3 -m pip install -q botocore rsa akamai-edgeauth
 fi
 
+# A registry v1 client nobody here wrote, for the v1 pull test (tests/v1.rs).
+if ! python3 -c 'import docker_registry_client' >/dev/null 2>&1; then
+    log "installing python v1 client: docker-registry-client"
+    python3 -m pip install -q docker-registry-client
+fi
+
 log "tools: $(skopeo --version), $(podman --version), $(containerd --version | cut -d' ' -f1,3)"
 
 # One build, then every test binary (unit and integration) runs; tests run in parallel.

@@ -35,6 +35,9 @@ use crate::reference::{Digest, RepoName, TaggedName};
 use crate::store::Store;
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -476,42 +479,27 @@ async fn export_oci(
         bytes: 0,
         notes: Vec::new(),
     };
-    let root_desc = json!({
-        "mediaType": root.media_type,
-        "digest": root.digest,
-        "size": root.bytes.len(),
-    });
-    // Depth-first, children before the index listing them, as a crash-safe writer would.
-    let mut todo = vec![root];
-    let mut seen_blobs = HashSet::new();
-    while let Some(m) = todo.pop() {
-        for c in m.doc.manifests.iter().flatten() {
-            todo.push(fetch_manifest(store.as_ref(), &c.digest, c.size, &c.media_type).await?);
-        }
-        for b in m.doc.config.iter().chain(m.doc.layers.iter().flatten()) {
-            if !seen_blobs.insert(b.digest.clone()) {
-                continue;
-            }
-            let dest = oci_blob_path(dir, &b.digest);
-            if file_size(&dest) == Some(b.size) {
-                continue;
-            }
-            let key = layout::blob(&b.digest);
-            if b.foreign() && store.head(&key).await?.is_none() {
-                summary.notes.push(format!(
-                    "{} is a foreign layer the store does not have; left out, as OCI layouts allow",
-                    b.digest
-                ));
-                continue;
-            }
-            copy_blob(store.as_ref(), b, &dest).await?;
-            summary.blobs += 1;
-            summary.bytes += b.size;
-        }
-        write_file(&oci_blob_path(dir, &m.digest), &m.bytes)?;
-        summary.manifests += 1;
-        summary.bytes += m.bytes.len() as u64;
+    let store_digest = root.digest.clone();
+    let mut ctx = OciCtx {
+        store: store.as_ref(),
+        dir,
+        summary: &mut summary,
+        seen: HashSet::new(),
+    };
+    let top = write_tree(&mut ctx, root).await?;
+    if top.digest != store_digest {
+        summary.notes.push(format!(
+            "Docker media types were converted to OCI ones, as `skopeo copy` does (skopeo and \
+             containers/image read only OCI types from a layout): the layout's manifest is {}, \
+             the store's {store_digest}; configs and layers are byte-for-byte",
+            top.digest
+        ));
     }
+    let root_desc = json!({
+        "mediaType": top.media_type,
+        "digest": top.digest,
+        "size": top.size,
+    });
 
     // index.json: replace the entry carrying the same ref.name (or the same digest, unnamed).
     let index_path = dir.join("index.json");
@@ -537,6 +525,118 @@ async fn export_oci(
     entries.push(desc);
     write_file(&index_path, &serde_json::to_vec_pretty(&index)?)?;
     Ok(summary)
+}
+
+/// Shared by the steps of one `oci:` export.
+struct OciCtx<'a> {
+    store: &'a dyn Store,
+    dir: &'a Path,
+    summary: &'a mut ExportSummary,
+    seen: HashSet<Digest>,
+}
+
+/// Where one manifest of the tree ended up in the layout.
+struct Written {
+    media_type: String,
+    digest: Digest,
+    size: u64,
+}
+
+/// The OCI media type for a Docker one, as `skopeo copy` converts them when it writes a layout.
+fn oci_media_type(mt: &str) -> Option<&'static str> {
+    Some(match mt {
+        DOCKER_MANIFEST => OCI_MANIFEST,
+        DOCKER_LIST => OCI_INDEX,
+        DOCKER_CONFIG => "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        }
+        "application/vnd.docker.image.rootfs.diff.tar" => "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+        }
+        _ => return None,
+    })
+}
+
+/// Writes a manifest, its children and its blobs into the layout, children first. OCI
+/// manifests are written byte-for-byte; Docker ones get OCI media types (and so new digests),
+/// and an index whose children changed is rewritten to name them.
+fn write_tree<'a>(
+    ctx: &'a mut OciCtx<'_>,
+    m: Fetched,
+) -> futures::future::BoxFuture<'a, anyhow::Result<Written>> {
+    Box::pin(async move {
+        let mut doc: Value = serde_json::from_slice(&m.bytes)?;
+        let mut changed = false;
+        for (i, c) in m.doc.manifests.iter().flatten().enumerate() {
+            let child = fetch_manifest(ctx.store, &c.digest, c.size, &c.media_type).await?;
+            let w = write_tree(ctx, child).await?;
+            if w.digest != c.digest || w.media_type != c.media_type {
+                let d = &mut doc["manifests"][i];
+                d["mediaType"] = json!(w.media_type);
+                d["digest"] = json!(w.digest);
+                d["size"] = json!(w.size);
+                changed = true;
+            }
+        }
+        for b in m.doc.config.iter().chain(m.doc.layers.iter().flatten()) {
+            if !ctx.seen.insert(b.digest.clone()) {
+                continue;
+            }
+            let dest = oci_blob_path(ctx.dir, &b.digest);
+            if file_size(&dest) == Some(b.size) {
+                continue;
+            }
+            let key = layout::blob(&b.digest);
+            if b.foreign() && ctx.store.head(&key).await?.is_none() {
+                ctx.summary.notes.push(format!(
+                    "{} is a foreign layer the store does not have; left out, as OCI layouts allow",
+                    b.digest
+                ));
+                continue;
+            }
+            copy_blob(ctx.store, b, &dest).await?;
+            ctx.summary.blobs += 1;
+            ctx.summary.bytes += b.size;
+        }
+        let mut convert = |v: &mut Value| {
+            if let Some(t) = v["mediaType"].as_str().and_then(oci_media_type) {
+                v["mediaType"] = json!(t);
+                changed = true;
+            }
+        };
+        if doc.get("config").is_some() {
+            convert(&mut doc["config"]);
+        }
+        if let Some(layers) = doc.get_mut("layers").and_then(|l| l.as_array_mut()) {
+            layers.iter_mut().for_each(&mut convert);
+        }
+        let mut media_type = m.media_type.clone();
+        if let Some(t) = oci_media_type(&m.media_type) {
+            doc["mediaType"] = json!(t);
+            media_type = t.to_owned();
+            changed = true;
+        }
+        let bytes = if changed {
+            Bytes::from(serde_json::to_vec(&doc)?)
+        } else {
+            m.bytes.clone()
+        };
+        let digest = if changed {
+            Digest::sha256_of(&bytes)
+        } else {
+            m.digest.clone()
+        };
+        write_file(&oci_blob_path(ctx.dir, &digest), &bytes)?;
+        ctx.summary.manifests += 1;
+        ctx.summary.bytes += bytes.len() as u64;
+        Ok(Written {
+            media_type,
+            digest,
+            size: bytes.len() as u64,
+        })
+    })
 }
 
 fn oci_blob_path(dir: &Path, d: &Digest) -> PathBuf {

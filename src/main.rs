@@ -183,7 +183,7 @@ enum Command {
     /// Content is left for `prune`, since other repositories may share it.
     DeleteRepository {
         /// The repository name.
-        repository: static_registry::reference::RepoName,
+        repository: reference::RepoName,
         /// The store: a directory, file:///path or s3://bucket[/prefix].
         #[arg(long, env = "STATIC_REGISTRY_STORE")]
         store: Option<String>,

@@ -134,6 +134,9 @@ fn serve_with(store: &Path, scratch: &Scratch, config: &str) -> Server {
 // HTTP helpers
 // ---------------------------------------------------------------------------------------------
 
+/// Extra request headers.
+type Headers<'a> = &'a [(&'a str, &'a str)];
+
 /// `METHOD target` on `addr` with extra headers, over a fresh connection; the target is sent
 /// exactly as given.
 fn request(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> RawResponse {
@@ -207,7 +210,11 @@ fn query_param<'a>(url: &'a str, name: &str) -> Option<&'a str> {
 /// The names of the query parameters of `url`, in order.
 fn query_names(url: &str) -> Vec<&str> {
     url.split_once('?')
-        .map(|(_, q)| q.split('&').map(|kv| kv.split('=').next().unwrap()).collect())
+        .map(|(_, q)| {
+            q.split('&')
+                .map(|kv| kv.split('=').next().unwrap())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -446,7 +453,11 @@ fn check_served(server: &Server, edge: &Nginx, path: &str, digest: &str, kind: &
     assert_eq!(query_names(&loc), ["md5", "expires", "ct"], "{loc}");
     let r = fetch("GET", &loc, &[]);
     assert_eq!(r.status, 200, "nginx GET {loc}: {r:?}");
-    assert_eq!(sha256(&r.body), digest, "nginx served other bytes for {loc}");
+    assert_eq!(
+        sha256(&r.body),
+        digest,
+        "nginx served other bytes for {loc}"
+    );
     assert_eq!(
         r.header("content-type"),
         Some(want_type.as_str()),
@@ -527,7 +538,9 @@ fn secure_link_edge_serves_every_client_and_refuses_bad_links() {
     // Ranges (clients resume with them) and HEAD work on a signed link.
     let r = fetch("GET", &blob_link, &[("Range", "bytes=10-")]);
     assert_eq!(r.status, 206, "{r:?}");
-    assert!(r.header("content-range").is_some_and(|c| c.starts_with("bytes 10-")));
+    assert!(r
+        .header("content-range")
+        .is_some_and(|c| c.starts_with("bytes 10-")));
     let r = fetch("HEAD", &manifest_links[0], &[]);
     assert_eq!(r.status, 200, "{r:?}");
 
@@ -540,7 +553,10 @@ fn secure_link_edge_serves_every_client_and_refuses_bad_links() {
     let ct = query_param(link, "ct").unwrap();
     assert_eq!(nginx_md5(expires, uri, ct, &secret), md5, "{link}");
     let expires_n: u64 = expires.parse().unwrap();
-    assert!(expires_n > unix_now(), "the link has already expired: {link}");
+    assert!(
+        expires_n > unix_now(),
+        "the link has already expired: {link}"
+    );
 
     // Tampered links: 403.
     let mut flipped = md5.to_owned();
@@ -551,14 +567,14 @@ fn secure_link_edge_serves_every_client_and_refuses_bad_links() {
     let tampered = [
         ("another hash", with_param(link, "md5", Some(&flipped))),
         ("a later expiry", with_param(link, "expires", Some(&later))),
-        ("another content type", with_param(link, "ct", Some("text/html"))),
+        (
+            "another content type",
+            with_param(link, "ct", Some("text/html")),
+        ),
         ("no content type", with_param(link, "ct", None)),
         ("no hash", with_param(link, "md5", None)),
         ("no query", link.split_once('?').unwrap().0.to_owned()),
-        (
-            "another object",
-            link.replacen(uri, other_manifest, 1),
-        ),
+        ("another object", link.replacen(uri, other_manifest, 1)),
         (
             "a second ct before the signed one",
             link.replacen("?md5=", "?ct=text/html&md5=", 1),
@@ -571,7 +587,11 @@ fn secure_link_edge_serves_every_client_and_refuses_bad_links() {
     for (what, url) in &tampered {
         assert_ne!(url, link, "{what}: the tampering changed nothing");
         let r = fetch("GET", url, &[]);
-        assert_eq!(r.status, 403, "{what}: nginx answered {} for {url}", r.status);
+        assert_eq!(
+            r.status, 403,
+            "{what}: nginx answered {} for {url}",
+            r.status
+        );
     }
 
     // An expired link, correctly hashed: 410.
@@ -625,7 +645,11 @@ fn failover_to_secondary_edge_and_back_and_last_known_good() {
         assert_eq!(points_at(p), primary.port, "{p} while both are up");
     }
     let failures = skopeo_pulls(&server, &fixtures);
-    assert!(failures.is_empty(), "via the primary:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "via the primary:\n{}",
+        failures.join("\n")
+    );
     assert!(primary.requests("GET", "/blobs/", 200) > 0);
     assert_eq!(
         secondary.requests("GET", "/manifests/", 200) + secondary.requests("GET", "/blobs/", 200),
@@ -653,10 +677,18 @@ fn failover_to_secondary_edge_and_back_and_last_known_good() {
     // It comes back: preferred again.
     primary.restart();
     wait_health(&server, &[("primary", true), ("secondary", true)]);
-    assert_eq!(points_at(&manifest), primary.port, "after the primary recovered");
+    assert_eq!(
+        points_at(&manifest),
+        primary.port,
+        "after the primary recovered"
+    );
     let before = primary.requests("GET", "/blobs/", 200);
     let failures = skopeo_pulls(&server, &fixtures);
-    assert!(failures.is_empty(), "after recovery:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "after recovery:\n{}",
+        failures.join("\n")
+    );
     assert!(primary.requests("GET", "/blobs/", 200) > before);
     assert!(server.log().contains("origin healthy again"));
 
@@ -708,7 +740,12 @@ fn longest_route_prefix_chooses_the_origin() {
     assert_eq!(status, 200, "{ready}");
 
     let top = server.tag_digest("other", "1.0");
-    let layer = fixtures::oci_single().amd64().layers.clone().expect("layers")[0].clone();
+    let layer = fixtures::oci_single()
+        .amd64()
+        .layers
+        .clone()
+        .expect("layers")[0]
+        .clone();
     for (repo, want) in [
         ("team/x", b.port),
         ("team/deep/y", b.port),
@@ -756,7 +793,12 @@ fn region_routing_by_header_and_forwarded_ip() {
     let us = Nginx::public(store.path());
     let mut eu = Nginx::public(store.path());
     let mut config = String::from("[serve]\nhealth_interval = 1\n");
-    config.push_str(&public_origin("global", store.path(), &global.base_url(), &[]));
+    config.push_str(&public_origin(
+        "global",
+        store.path(),
+        &global.base_url(),
+        &[],
+    ));
     config.push_str(&public_origin("us", store.path(), &us.base_url(), &["us"]));
     config.push_str(&public_origin("eu", store.path(), &eu.base_url(), &["eu"]));
     config.push_str(&format!(
@@ -780,7 +822,7 @@ fn region_routing_by_header_and_forwarded_ip() {
             .find(|(p, _)| *p == port)
             .map_or("?", |(_, n)| *n)
     };
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    let cases: &[(&str, Headers<'_>, &str)] = &[
         ("no header, no X-Forwarded-For", &[], "global"),
         ("country DE", &[("CloudFront-Viewer-Country", "DE")], "eu"),
         ("country US", &[("CloudFront-Viewer-Country", "US")], "us"),
@@ -803,8 +845,16 @@ fn region_routing_by_header_and_forwarded_ip() {
             &[("X-Forwarded-For", "203.0.113.200")],
             "us",
         ),
-        ("IPv4 other /24", &[("X-Forwarded-For", "198.51.100.7")], "us"),
-        ("IPv4 not in the table", &[("X-Forwarded-For", "192.0.2.1")], "global"),
+        (
+            "IPv4 other /24",
+            &[("X-Forwarded-For", "198.51.100.7")],
+            "us",
+        ),
+        (
+            "IPv4 not in the table",
+            &[("X-Forwarded-For", "192.0.2.1")],
+            "global",
+        ),
         ("IPv6 /32", &[("X-Forwarded-For", "2001:db8:1::1")], "us"),
         (
             "IPv6 nested /48",
@@ -921,7 +971,11 @@ fn cloudfront_and_public_origins_sign_as_configured() {
         )
     };
     let mut config = String::from("[serve]\nhealth_interval = 1\nurl_ttl = 300\n");
-    config.push_str(&cf("cf-wildcard", "wildcard", "test-only-rsa2048.pkcs8.pem"));
+    config.push_str(&cf(
+        "cf-wildcard",
+        "wildcard",
+        "test-only-rsa2048.pkcs8.pem",
+    ));
     config.push_str(&cf("cf-canned", "canned", "test-only-rsa2048.pkcs1.pem"));
     config.push_str(&public_origin(
         "open",
@@ -958,7 +1012,12 @@ fn cloudfront_and_public_origins_sign_as_configured() {
     }
 
     let top = server.tag_digest("wild/app", "1.0");
-    let layer = fixtures::oci_single().amd64().layers.clone().expect("layers")[0].clone();
+    let layer = fixtures::oci_single()
+        .amd64()
+        .layers
+        .clone()
+        .expect("layers")[0]
+        .clone();
     let manifest_url = format!("{}/manifests/sha256/{}", cdn.base_url(), hex_of(&top));
     let blob_url = format!("{}/blobs/sha256/{}", cdn.base_url(), hex_of(&layer));
     let now = unix_now();
@@ -972,12 +1031,20 @@ fn cloudfront_and_public_origins_sign_as_configured() {
         let loc = location(&server, path, &[]);
         let (base, query) = loc.split_once('?').unwrap_or_else(|| panic!("{loc}"));
         assert_eq!(base, url, "{loc}");
-        assert_eq!(query_names(&loc), ["Policy", "Signature", "Key-Pair-Id"], "{loc}");
+        assert_eq!(
+            query_names(&loc),
+            ["Policy", "Signature", "Key-Pair-Id"],
+            "{loc}"
+        );
         assert_eq!(query_param(&loc, "Key-Pair-Id"), Some(KEY_PAIR_ID));
         let policy = cloudfront_b64_decode(query_param(&loc, "Policy").unwrap());
         let v: Value = serde_json::from_slice(&policy).expect("policy JSON");
         let statement = &v["Statement"][0];
-        assert_eq!(statement["Resource"], format!("{}/*", cdn.base_url()), "{v}");
+        assert_eq!(
+            statement["Resource"],
+            format!("{}/*", cdn.base_url()),
+            "{v}"
+        );
         let expires = statement["Condition"]["DateLessThan"]["AWS:EpochTime"]
             .as_u64()
             .unwrap_or_else(|| panic!("no expiry in {v}"));
@@ -999,7 +1066,11 @@ fn cloudfront_and_public_origins_sign_as_configured() {
     let loc = location(&server, "/v2/canned/app/manifests/1.0", &[]);
     let (base, _) = loc.split_once('?').unwrap_or_else(|| panic!("{loc}"));
     assert_eq!(base, manifest_url);
-    assert_eq!(query_names(&loc), ["Expires", "Signature", "Key-Pair-Id"], "{loc}");
+    assert_eq!(
+        query_names(&loc),
+        ["Expires", "Signature", "Key-Pair-Id"],
+        "{loc}"
+    );
     assert_eq!(query_param(&loc, "Key-Pair-Id"), Some(KEY_PAIR_ID));
     let expires: u64 = query_param(&loc, "Expires").unwrap().parse().unwrap();
     assert!(expires >= now + 300 && expires <= unix_now() + 300, "{loc}");
@@ -1144,7 +1215,11 @@ fn example_cdn_configs_parse_and_build() {
         let listed = ready["origins"].as_array().map(Vec::len).unwrap_or(0);
         assert_eq!(listed, declared.len(), "{shown}: {ready}");
         for (name, kind) in &declared {
-            assert_eq!(origin_entry(&ready, name)["signer"], kind.as_str(), "{shown}");
+            assert_eq!(
+                origin_entry(&ready, name)["signer"],
+                kind.as_str(),
+                "{shown}"
+            );
         }
         // And it redirects (to the example's CDN host, which need not exist here).
         let loc = location(&server, "/v2/app/manifests/1.0", &[]);

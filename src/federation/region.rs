@@ -121,6 +121,10 @@ impl CidrTable {
     pub fn len(&self) -> usize {
         self.len
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
 }
 
 /// Resolves a request to a region name.
@@ -194,7 +198,7 @@ impl RegionResolver {
                 }
             }
         }
-        if self.table.len() == 0 {
+        if self.table.is_empty() {
             return None;
         }
         let ip = self.client_ip(headers, peer)?;

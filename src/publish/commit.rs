@@ -59,25 +59,25 @@ const CHECK_PARALLEL: usize = 8;
 /// the whole upload to the instant before the commit (see `docs/store-care.md`), and a publish
 /// that lost content fails without committing anything, so re-running it repairs everything.
 async fn ensure_content_present(store: &dyn Store, update: &RepoIndex) -> anyhow::Result<()> {
-    use futures::stream::{self, StreamExt, TryStreamExt};
-    let wanted = update
+    let wanted: Vec<(String, u64)> = update
         .manifests
         .iter()
         .map(|(d, e)| (layout::manifest(d), e.size))
-        .chain(update.blobs.iter().map(|(d, size)| (layout::blob(d), *size)));
-    let missing: Vec<String> = stream::iter(wanted)
-        .map(|(key, size)| async move {
-            let ok = store
-                .head(&key)
-                .await
-                .with_context(|| format!("cannot check {key}"))?
-                .is_some_and(|m| m.size == size);
-            anyhow::Ok((!ok).then_some(key))
-        })
-        .buffer_unordered(CHECK_PARALLEL)
-        .try_filter_map(|k| async move { Ok(k) })
-        .try_collect()
-        .await?;
+        .chain(update.blobs.iter().map(|(d, size)| (layout::blob(d), *size)))
+        .collect();
+    let mut missing = Vec::new();
+    // Plain chunks of boxed futures: callers spawn this future, and closures returning borrowing
+    // `async` blocks would not be `Send` for every lifetime.
+    for chunk in wanted.chunks(CHECK_PARALLEL) {
+        let heads = futures::future::try_join_all(chunk.iter().map(|(k, _)| store.head(k)))
+            .await
+            .context("cannot check the content before committing")?;
+        for ((key, size), meta) in chunk.iter().zip(heads) {
+            if meta.is_none_or(|m| m.size != *size) {
+                missing.push(key.clone());
+            }
+        }
+    }
     if !missing.is_empty() {
         bail!(
             "{}: content disappeared while publishing (a concurrent prune?), so nothing was \

@@ -116,7 +116,10 @@ pub async fn add_pin(
 
 /// The reference to deploy: `HOST/REPO@DIGEST`, or `REPO@DIGEST` without a host.
 pub fn reference(host: Option<&str>, repo: &RepoName, digest: &Digest) -> String {
-    match host.map(|h| h.trim_end_matches('/')).filter(|h| !h.is_empty()) {
+    match host
+        .map(|h| h.trim_end_matches('/'))
+        .filter(|h| !h.is_empty())
+    {
         Some(h) => format!("{h}/{repo}@{digest}"),
         None => format!("{repo}@{digest}"),
     }
@@ -192,7 +195,10 @@ mod tests {
         // 2026-11-22T13:05:01Z
         let t = UNIX_EPOCH + Duration::from_secs(1_795_352_701);
         let tag = pin_tag(&d, t);
-        assert_eq!(tag.as_str(), format!("pin-20261122T130501Z-{}", &d.hex()[..8]));
+        assert_eq!(
+            tag.as_str(),
+            format!("pin-20261122T130501Z-{}", &d.hex()[..8])
+        );
         let later = pin_tag(&d, t + Duration::from_secs(1));
         assert!(later.as_str() > tag.as_str());
         assert_eq!(civil_from_days(0), (1970, 1, 1));

@@ -115,7 +115,9 @@ impl FromStr for Platform {
                 architecture: (*arch).to_owned(),
                 variant: Some((*v).to_owned()),
             }),
-            _ => Err(format!("invalid platform {s:?}: expected os/arch[/variant], e.g. linux/arm64")),
+            _ => Err(format!(
+                "invalid platform {s:?}: expected os/arch[/variant], e.g. linux/arm64"
+            )),
         }
     }
 }
@@ -371,8 +373,11 @@ impl Mirror {
         produced: &HashMap<BlobKey, Produced>,
         compression: Compression,
     ) -> anyhow::Result<()> {
-        let mut seen: HashSet<Digest> =
-            rendered.manifests.iter().map(|m| m.digest.clone()).collect();
+        let mut seen: HashSet<Digest> = rendered
+            .manifests
+            .iter()
+            .map(|m| m.digest.clone())
+            .collect();
         for r in &self.referrers {
             let out = render::render(&r.node, produced, compression)?;
             for m in out.manifests {
@@ -523,9 +528,10 @@ pub(crate) async fn load(
         referrers = rs;
         referrer_tags = tags;
         if referrers.is_empty() {
-            loader
-                .notes
-                .push(format!("--with-referrers: {} has no referrers", loader.label));
+            loader.notes.push(format!(
+                "--with-referrers: {} has no referrers",
+                loader.label
+            ));
         } else {
             loader.notes.push(format!(
                 "--with-referrers: copied {} referrer(s) of {} subject(s)",
@@ -568,7 +574,11 @@ fn node_descriptor(n: &Node) -> (Digest, u64, String) {
             let (bytes, d) = m.original.as_ref().expect("registry manifests have bytes");
             (d.clone(), bytes.len() as u64, m.media_type.clone())
         }
-        Node::Index(i) => (i.digest.clone(), i.original.len() as u64, i.media_type.clone()),
+        Node::Index(i) => (
+            i.digest.clone(),
+            i.original.len() as u64,
+            i.media_type.clone(),
+        ),
     }
 }
 
@@ -616,11 +626,11 @@ impl Loader<'_> {
     }
 
     fn blob_ref(&mut self, d: &SourceDescriptor, what: String) -> BlobRef {
-        let foreign = media::is_foreign(&d.media_type) && d.urls.as_ref().is_some_and(|u| !u.is_empty());
+        let foreign =
+            media::is_foreign(&d.media_type) && d.urls.as_ref().is_some_and(|u| !u.is_empty());
         let path = blob_path(&d.digest);
         if !foreign {
-            self.blobs
-                .insert(path.clone(), (d.digest.clone(), d.size));
+            self.blobs.insert(path.clone(), (d.digest.clone(), d.size));
         }
         BlobRef {
             media_type: d.media_type.clone(),
@@ -647,7 +657,10 @@ impl Loader<'_> {
     ) -> NodeFuture<'f> {
         Box::pin(async move {
             if depth > MAX_DEPTH {
-                bail!("{}: image indexes nest deeper than {MAX_DEPTH} levels", self.label);
+                bail!(
+                    "{}: image indexes nest deeper than {MAX_DEPTH} levels",
+                    self.label
+                );
             }
             let value: Value = serde_json::from_slice(&m.bytes).with_context(|| {
                 format!("{}: manifest {} is not valid JSON", self.label, m.digest)
@@ -665,7 +678,9 @@ impl Loader<'_> {
                 bail!("{}: manifest {} is Docker schema 1, which is not supported; the registry has no schema 2 form of it", self.label, m.digest);
             }
             if media::is_index(&media_type) {
-                return self.index(m, value, media_type, platform, depth, filter).await;
+                return self
+                    .index(m, value, media_type, platform, depth, filter)
+                    .await;
             }
             if !media::is_manifest(&media_type) && value.get("config").is_none() {
                 bail!(
@@ -681,12 +696,15 @@ impl Loader<'_> {
                 layers: Vec<SourceDescriptor>,
             }
             let mj: ManifestJson = serde_json::from_value(value).with_context(|| {
-                format!("{}: manifest {} is not an image manifest", self.label, m.digest)
+                format!(
+                    "{}: manifest {} is not an image manifest",
+                    self.label, m.digest
+                )
             })?;
             if depth == 0 && filter && !self.platforms.is_empty() {
                 // A single-platform image: its config says which platform it is.
-                let cfg: Value = serde_json::from_slice(&self.config(&mj.config).await?)
-                    .unwrap_or(Value::Null);
+                let cfg: Value =
+                    serde_json::from_slice(&self.config(&mj.config).await?).unwrap_or(Value::Null);
                 if !self.platforms.iter().any(|p| p.matches(&cfg)) {
                     let get = |k: &str| cfg.get(k).and_then(|v| v.as_str()).unwrap_or("?");
                     bail!(
@@ -717,7 +735,12 @@ impl Loader<'_> {
                 let what = format!("layer {} of {at}", i + 1);
                 if media::is_uncompressed_layer(&l.media_type) {
                     let Some(id) = ids.get(i) else {
-                        bail!("{}: {what}: the config lists {} diff_ids for {} layers", self.label, ids.len(), mj.layers.len());
+                        bail!(
+                            "{}: {what}: the config lists {} diff_ids for {} layers",
+                            self.label,
+                            ids.len(),
+                            mj.layers.len()
+                        );
                     };
                     let path = blob_path(&l.digest);
                     self.blobs.insert(path.clone(), (l.digest.clone(), l.size));
@@ -764,7 +787,10 @@ impl Loader<'_> {
         let mut available = Vec::new();
         for raw in raw_entries {
             let e: SourceDescriptor = serde_json::from_value(raw.clone()).with_context(|| {
-                format!("{}: image index {} has an invalid entry", self.label, m.digest)
+                format!(
+                    "{}: image index {} has an invalid entry",
+                    self.label, m.digest
+                )
             })?;
             let label = e.platform_label();
             if let Some(l) = &label {
@@ -820,7 +846,11 @@ impl Loader<'_> {
                     "{}: --platform {} matches none of the image's platforms ({})",
                     self.label,
                     want.join(","),
-                    if available.is_empty() { "none listed".to_owned() } else { available.join(", ") }
+                    if available.is_empty() {
+                        "none listed".to_owned()
+                    } else {
+                        available.join(", ")
+                    }
                 );
             }
             return Ok(None);
@@ -894,13 +924,22 @@ impl Loader<'_> {
                 let e: SourceDescriptor = match serde_json::from_value(entry.clone()) {
                     Ok(e) => e,
                     Err(_) => {
-                        tracing::warn!("{}: skipping an invalid referrer entry of {subject}", self.label);
+                        tracing::warn!(
+                            "{}: skipping an invalid referrer entry of {subject}",
+                            self.label
+                        );
                         continue;
                     }
                 };
                 let fm = self.fetch(&e.digest).await?;
                 if fm.bytes.len() as u64 != e.size {
-                    bail!("{}: referrer {} is {} bytes, the listing says {}", self.label, e.digest, fm.bytes.len(), e.size);
+                    bail!(
+                        "{}: referrer {} is {} bytes, the listing says {}",
+                        self.label,
+                        e.digest,
+                        fm.bytes.len(),
+                        e.size
+                    );
                 }
                 let v: Value = serde_json::from_slice(&fm.bytes).unwrap_or(Value::Null);
                 let media_type = media_type_of(&v, &e.media_type);
@@ -912,7 +951,10 @@ impl Loader<'_> {
                     .or_else(|| {
                         // Older artifacts (cosign) say what they are in the config or layer type.
                         let cfg = v["config"]["mediaType"].as_str().unwrap_or("");
-                        if !cfg.is_empty() && cfg != media::OCI_CONFIG && cfg != media::DOCKER_CONFIG {
+                        if !cfg.is_empty()
+                            && cfg != media::OCI_CONFIG
+                            && cfg != media::DOCKER_CONFIG
+                        {
                             Some(cfg.to_owned())
                         } else {
                             v["layers"][0]["mediaType"].as_str().map(str::to_owned)
@@ -948,6 +990,9 @@ impl Loader<'_> {
         Ok((out, tags))
     }
 }
+
+#[cfg(test)]
+mod e2e;
 
 #[cfg(test)]
 mod tests {

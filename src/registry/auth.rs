@@ -209,10 +209,9 @@ pub async fn fetch_token(
     };
     let host = url.host_str().unwrap_or("?").to_owned();
     tracing::debug!("requesting a token from {host} for scope {scope}");
-    let resp = request
-        .send()
-        .await
-        .with_context(|| format!("cannot reach the token service of registry {registry} at {host}"))?;
+    let resp = request.send().await.with_context(|| {
+        format!("cannot reach the token service of registry {registry} at {host}")
+    })?;
     let status = resp.status().as_u16();
     if status == 401 || status == 403 {
         return Err(match creds.credentials {
@@ -270,10 +269,7 @@ mod tests {
         assert_eq!(c[0].scheme, "bearer");
         assert_eq!(c[0].param("realm"), Some("https://auth.docker.io/token"));
         assert_eq!(c[0].param("service"), Some("registry.docker.io"));
-        assert_eq!(
-            c[0].param("scope"),
-            Some("repository:library/alpine:pull")
-        );
+        assert_eq!(c[0].param("scope"), Some("repository:library/alpine:pull"));
         let b = parse_challenges(r#"Basic realm="Registry Realm""#);
         assert_eq!(b[0].scheme, "basic");
         assert_eq!(b[0].param("realm"), Some("Registry Realm"));

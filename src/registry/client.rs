@@ -247,10 +247,7 @@ impl RegistryClient {
                     return Ok(client);
                 }
                 Err(e) if fallback => {
-                    tracing::debug!(
-                        "{scheme}://{}: {e:#}; trying plain HTTP",
-                        r.api_host
-                    );
+                    tracing::debug!("{scheme}://{}: {e:#}; trying plain HTTP", r.api_host);
                     last_err = Some(e);
                 }
                 Err(e) => return Err(e),
@@ -394,8 +391,12 @@ impl RegistryClient {
                 format!("Bearer {}", t.value.expose())
             }
         };
-        let mut v = HeaderValue::from_str(&value)
-            .map_err(|_| anyhow::anyhow!("registry {}: the credentials or token contain bytes that cannot go in a header", self.registry))?;
+        let mut v = HeaderValue::from_str(&value).map_err(|_| {
+            anyhow::anyhow!(
+                "registry {}: the credentials or token contain bytes that cannot go in a header",
+                self.registry
+            )
+        })?;
         v.set_sensitive(true);
         Ok(Some(v))
     }
@@ -548,9 +549,7 @@ impl RegistryClient {
     }
 
     fn url(&self, tail: &str) -> anyhow::Result<Url> {
-        Ok(self
-            .base
-            .join(&format!("v2/{}/{tail}", self.repository))?)
+        Ok(self.base.join(&format!("v2/{}/{tail}", self.repository))?)
     }
 
     /// The manifest (or index) `reference` names. With `expect`, its bytes must hash to that
@@ -799,16 +798,23 @@ impl RegistryClient {
 fn next_link(link: &str) -> Option<String> {
     link.split(',').find_map(|part| {
         let (target, params) = part.split_once(';')?;
-        params
-            .contains("rel=\"next\"")
-            .then(|| target.trim().trim_start_matches('<').trim_end_matches('>').to_owned())
+        params.contains("rel=\"next\"").then(|| {
+            target
+                .trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_owned()
+        })
     })
 }
 
 /// Reads a whole response body, refusing more than `cap` bytes (checked as it streams).
 async fn read_capped(mut resp: Response, cap: usize) -> anyhow::Result<Vec<u8>> {
     if resp.content_length().is_some_and(|n| n > cap as u64) {
-        bail!("response of {} bytes is larger than {cap}", resp.content_length().unwrap_or(0));
+        bail!(
+            "response of {} bytes is larger than {cap}",
+            resp.content_length().unwrap_or(0)
+        );
     }
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await? {

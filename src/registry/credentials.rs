@@ -95,7 +95,10 @@ impl FromStr for CredsArg {
 pub enum Credentials {
     Anonymous,
     /// A user name and password (or a personal access token used as one).
-    Basic { username: String, password: Secret },
+    Basic {
+        username: String,
+        password: Secret,
+    },
     /// An OAuth2 refresh token (`identitytoken` in `config.json`, `<token>` from a helper).
     IdentityToken(Secret),
 }
@@ -477,7 +480,11 @@ mod tests {
         assert_eq!(got.credentials, basic("bob", "fromenv"));
         let got = resolve(&r, &Lookup::default(), &env_of(&[cfg_env.clone()])).unwrap();
         assert_eq!(got.credentials, basic("carol", "fromfile"));
-        assert!(got.origin.ends_with("config.json (auths)"), "{}", got.origin);
+        assert!(
+            got.origin.ends_with("config.json (auths)"),
+            "{}",
+            got.origin
+        );
         // Another registry: nothing matches, anonymous.
         let other = remote("other.example/a:1");
         let got = resolve(&other, &Lookup::default(), &env_of(&[cfg_env])).unwrap();

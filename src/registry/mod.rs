@@ -10,3 +10,5 @@ pub mod auth;
 pub mod client;
 pub mod credentials;
 pub mod reference;
+#[cfg(test)]
+pub mod testing;

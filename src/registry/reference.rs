@@ -81,9 +81,8 @@ impl RemoteRef {
         } else {
             path
         };
-        let repository = RepoName::parse(&path).with_context(|| {
-            format!("invalid source {:?}: bad repository name", whole())
-        })?;
+        let repository = RepoName::parse(&path)
+            .with_context(|| format!("invalid source {:?}: bad repository name", whole()))?;
         let tag = match (&tag, &digest) {
             (None, None) => Some(Tag::parse("latest").expect("valid tag")),
             _ => tag,
@@ -186,7 +185,10 @@ mod tests {
         assert_eq!(r.api_host, "registry-1.docker.io");
         assert_eq!(r.repository.as_str(), "library/alpine");
         assert_eq!(r.manifest_reference(), "latest");
-        assert_eq!(r.default_destination().unwrap().to_string(), "alpine:latest");
+        assert_eq!(
+            r.default_destination().unwrap().to_string(),
+            "alpine:latest"
+        );
         assert_eq!(r.to_string(), "docker://docker.io/library/alpine:latest");
         for same in [
             "docker.io/alpine:latest",
@@ -217,7 +219,10 @@ mod tests {
         let both = RemoteRef::parse(&format!("localhost:5000/a:v1@{D}")).unwrap();
         assert_eq!(both.manifest_reference(), D);
         assert_eq!(both.default_destination().unwrap().to_string(), "a:v1");
-        assert_eq!(both.to_string(), format!("docker://localhost:5000/a:v1@{D}"));
+        assert_eq!(
+            both.to_string(),
+            format!("docker://localhost:5000/a:v1@{D}")
+        );
         let noport = RemoteRef::parse("localhost/a").unwrap();
         assert_eq!(noport.registry, "localhost");
         for bad in [
@@ -234,10 +239,21 @@ mod tests {
 
     #[test]
     fn loopback_hosts() {
-        for h in ["localhost", "localhost:5000", "127.0.0.1:1", "127.9.9.9", "[::1]:5000"] {
+        for h in [
+            "localhost",
+            "localhost:5000",
+            "127.0.0.1:1",
+            "127.9.9.9",
+            "[::1]:5000",
+        ] {
             assert!(is_loopback_host(h), "{h}");
         }
-        for h in ["10.0.0.1:5000", "example.com", "[::2]:1", "localhost.example.com"] {
+        for h in [
+            "10.0.0.1:5000",
+            "example.com",
+            "[::2]:1",
+            "localhost.example.com",
+        ] {
             assert!(!is_loopback_host(h), "{h}");
         }
     }

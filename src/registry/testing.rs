@@ -22,7 +22,10 @@ use base64::Engine as _;
 #[derive(Debug, Clone)]
 pub enum FakeAuth {
     Open,
-    Basic { user: String, pass: String },
+    Basic {
+        user: String,
+        pass: String,
+    },
     /// Tokens from `/token` (Basic-authenticated with these credentials, or anonymous when
     /// `anonymous` is set); each token works for `uses` requests, then gets a 401.
     Bearer {
@@ -95,10 +98,24 @@ pub fn load_layout(dir: &Path) -> (HashMap<String, Vec<u8>>, HashMap<String, (St
 
 /// Starts a fake serving the fixture layout `fixture` (under fixtures/) as repository `repo`.
 pub async fn start(fixture: &str, repo: &str, auth: FakeAuth) -> Fake {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+    let (content, tags) = load_layout(&fixture_dir(fixture));
+    start_with(content, tags, repo, auth).await
+}
+
+/// The directory of a fixture under fixtures/.
+pub fn fixture_dir(fixture: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fixtures")
-        .join(fixture);
-    let (content, tags) = load_layout(&dir);
+        .join(fixture)
+}
+
+/// Starts a fake serving `content` (digest -> bytes) with `tags` (tag -> digest, media type).
+pub async fn start_with(
+    content: HashMap<String, Vec<u8>>,
+    tags: HashMap<String, (String, String)>,
+    repo: &str,
+    auth: FakeAuth,
+) -> Fake {
     let state = Arc::new(FakeState {
         auth,
         repo: repo.to_owned(),
@@ -277,8 +294,7 @@ async fn route(
         .and_then(|h| h.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    if s
-        .fail_503
+    if s.fail_503
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()
     {
@@ -356,10 +372,14 @@ async fn route(
         // Promise the whole blob, send part of it, then fail the body: the client sees the
         // connection drop mid-blob.
         let head = bytes::Bytes::copy_from_slice(&bytes[..n]);
-        let stream = futures::stream::iter(vec![
-            Ok::<_, std::io::Error>(head),
-            Err(std::io::Error::other("dropped on purpose")),
-        ]);
+        use futures::StreamExt as _;
+        let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(head)]).chain(
+            futures::stream::once(async {
+                // Let the client receive the headers and the first bytes first.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                Err(std::io::Error::other("dropped on purpose"))
+            }),
+        );
         return Response::builder()
             .header(header::CONTENT_LENGTH, bytes.len())
             .body(Body::from_stream(stream))

@@ -275,6 +275,20 @@ async fn token(state: &AppState, req: &Parts) -> Response {
     let Some(auth) = state.auth.clone() else {
         return OciError::not_found().into_response();
     };
+    if req.method != HttpMethod::GET && req.method != HttpMethod::HEAD {
+        // containerd with credentials first tries the OAuth2 password grant (POST, credentials
+        // in the form body). Answering that with an anonymous token would make it proceed with a
+        // token that grants nothing; a 405 makes it fall back to GET with Basic credentials.
+        let mut resp = OciError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            "the token endpoint answers GET with Basic credentials",
+        )
+        .into_response();
+        resp.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return resp;
+    }
     let scopes: Vec<String> = req
         .uri
         .query()

@@ -104,13 +104,14 @@ impl V1Route {
             let Some((id, file)) = rest.split_once('/') else {
                 return Ok(None);
             };
+            // The id first, so a malformed one is a 400 whatever follows it.
+            let id = V1ImageId::parse(id).map_err(|e| V1Error::bad_request(e.to_string()))?;
             let file = match file {
                 "json" => ImageFile::Json,
                 "layer" => ImageFile::Layer,
                 "ancestry" => ImageFile::Ancestry,
                 _ => return Ok(None),
             };
-            let id = V1ImageId::parse(id).map_err(|e| V1Error::bad_request(e.to_string()))?;
             return Ok(Some(V1Route::Image(id, file)));
         }
         let Some(rest) = rest.strip_prefix("repositories/") else {

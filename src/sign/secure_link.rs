@@ -515,9 +515,7 @@ mod tests {
         assert_eq!(param(&other, "ct"), "text/html%3B%20charset%3Dutf-8");
         assert_eq!(
             param(&other, "md5"),
-            openssl_md5(
-                "1700000060/reg/manifests/sha256/abtext/html%3B%20charset%3Dutf-8 s3cr3t"
-            )
+            openssl_md5("1700000060/reg/manifests/sha256/abtext/html%3B%20charset%3Dutf-8 s3cr3t")
         );
         // Braced form, custom name.
         c.template = "$secure_link_expires$uri${arg_type} SECRET".into();

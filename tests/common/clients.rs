@@ -429,7 +429,9 @@ disabled_plugins = [
     }
 
     /// `ctr images pull --snapshotter native ARGS... IMAGE`, with no transport flag of its own:
-    /// pass `--plain-http`, or `--tlscacert CA.PEM` for HTTPS, and `--user USER:PASSWORD`.
+    /// pass `--plain-http`, or for HTTPS `--hosts-dir DIR` (containerd 1.6 talks plain HTTP to
+    /// 127.0.0.1 and localhost otherwise; `DIR/HOST:PORT/hosts.toml` names the `https://` server
+    /// and its `ca`), and `--user USER:PASSWORD` for credentials.
     pub fn pull_with(&self, image: &str, args: &[&str]) -> Result<(), String> {
         let mut cmd = self.ctr();
         cmd.args(["images", "pull", "--snapshotter", "native"])

@@ -14,6 +14,7 @@ pub mod http;
 pub mod lb;
 pub mod nginx;
 pub mod s3;
+pub mod upstream;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

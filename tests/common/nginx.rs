@@ -191,8 +191,14 @@ http {{
                     std::fs::read_to_string(&log_path).unwrap_or_default()
                 ));
             }
-            // Any HTTP answer will do (a 403 from secure_link included).
-            if super::blocking_get_status(self.addr(), "/").is_some() {
+            // Any answer from nginx will do (a 403 from secure_link included); an answer from
+            // another server means someone else holds the port, and nginx is about to exit.
+            let answer = super::blocking_request(self.addr(), "GET", "/");
+            if answer
+                .as_ref()
+                .and_then(|r| r.header("server"))
+                .is_some_and(|s| s.starts_with("nginx"))
+            {
                 self.child = Some(child);
                 return Ok(());
             }

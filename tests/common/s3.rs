@@ -334,7 +334,9 @@ async fn relay(client: tokio::net::TcpStream, upstream: SocketAddr, state: Arc<P
             if n == 0 {
                 break;
             }
-            if let Some((index, guard)) = awaiting.lock().unwrap().take() {
+            // Taken in its own statement: `up` locks the log before `awaiting`, never after.
+            let answered = awaiting.lock().unwrap().take();
+            if let Some((index, guard)) = answered {
                 let status = std::str::from_utf8(&buf[..n.min(12)])
                     .ok()
                     .and_then(|s| s.strip_prefix("HTTP/1.1 ").or(s.strip_prefix("HTTP/1.0 ")))
@@ -652,14 +654,14 @@ impl S3World {
     }
 
     /// Every file this world's runs logged, and every file s3s-fs stored (objects and its own
-    /// metadata), must be free of the secret key, raw or percent-encoded. Returns how many files
-    /// were searched.
-    pub fn assert_no_secret_leaked(&self) -> usize {
+    /// metadata), that contains the secret key, raw or percent-encoded; and how many files were
+    /// searched.
+    pub fn files_with_secret(&self) -> (Vec<PathBuf>, usize) {
         let encoded: String = url::form_urlencoded::byte_serialize(SECRET_KEY.as_bytes()).collect();
         let needles = [SECRET_KEY.as_bytes(), encoded.as_bytes()];
         let mut searched = 0;
-        let mut leaks = Vec::new();
-        for root in [self.dir.path().join("logs"), self.s3.data_dir()] {
+        let mut found = Vec::new();
+        for root in [self.log_dir(), self.s3.data_dir()] {
             for rel in super::files_under(&root) {
                 let path = root.join(&rel);
                 let bytes = std::fs::read(&path).unwrap_or_default();
@@ -668,11 +670,17 @@ impl S3World {
                     .iter()
                     .any(|n| bytes.windows(n.len()).any(|w| w == *n))
                 {
-                    leaks.push(path.display().to_string());
+                    found.push(path);
                 }
             }
         }
-        assert!(leaks.is_empty(), "the secret key appears in: {leaks:#?}");
+        (found, searched)
+    }
+
+    /// Asserts [`S3World::files_with_secret`] finds nothing; returns how many files were searched.
+    pub fn assert_no_secret_leaked(&self) -> usize {
+        let (found, searched) = self.files_with_secret();
+        assert!(found.is_empty(), "the secret key appears in: {found:#?}");
         searched
     }
 

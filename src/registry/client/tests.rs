@@ -1,1 +1,285 @@
+//! The client against the fake registry (`registry::testing`): the Bearer and Basic flows, token
+//! refresh, refused credentials, retries, `Retry-After`, and redirects that must not carry
+//! `Authorization` to another host.
 
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::registry::credentials::{Credentials, Resolved, Secret};
+use crate::registry::testing::{self, FakeAuth};
+
+fn fast() -> ClientOptions {
+    ClientOptions {
+        retry: RetryPolicy {
+            attempts: 4,
+            base: Duration::from_millis(10),
+            max_delay: Duration::from_millis(50),
+            max_retry_after: Duration::from_secs(2),
+        },
+        ..ClientOptions::default()
+    }
+}
+
+fn creds(user: &str, pass: &str) -> Resolved {
+    Resolved {
+        credentials: Credentials::Basic {
+            username: user.into(),
+            password: Secret::new(pass),
+        },
+        origin: "--creds".into(),
+    }
+}
+
+fn remote(addr: std::net::SocketAddr, rest: &str) -> RemoteRef {
+    RemoteRef::parse(&format!("{addr}/{rest}")).unwrap()
+}
+
+fn bearer(uses: usize) -> FakeAuth {
+    FakeAuth::Bearer {
+        user: "alice".into(),
+        pass: "s3cret".into(),
+        anonymous: false,
+        uses,
+    }
+}
+
+/// Reads every blob of the fixture's tagged manifest, as a copy would.
+async fn pull_all(c: &RegistryClient, tag: &str) -> usize {
+    let m = c.manifest(tag, None).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
+    let mut n = 0;
+    let descs = std::iter::once(v["config"].clone()).chain(v["layers"].as_array().unwrap().clone());
+    for d in descs {
+        let digest = Digest::parse(d["digest"].as_str().unwrap()).unwrap();
+        c.small_blob(&digest, d["size"].as_u64().unwrap())
+            .await
+            .unwrap();
+        n += 1;
+    }
+    n
+}
+
+#[tokio::test]
+async fn bearer_tokens_are_fetched_and_refreshed_on_401() {
+    // Each token is good for two requests: a four-request copy needs fresh tokens mid-way.
+    let fake = testing::start("oci-single", "fix/single", bearer(2)).await;
+    let c = RegistryClient::connect(
+        &remote(fake.addr, "fix/single:1.0"),
+        creds("alice", "s3cret"),
+        &fast(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pull_all(&c, "1.0").await, 3);
+    let tokens = fake
+        .state
+        .token_requests
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        tokens >= 2,
+        "expected a token refresh, got {tokens} token requests"
+    );
+    let log = fake.state.log();
+    assert!(
+        log.iter()
+            .filter(|l| l.starts_with("GET /v2/fix/"))
+            .all(|l| l.ends_with("auth=Bearer")),
+        "{log:#?}"
+    );
+    // The token request carried the credentials (Basic) and asked for pull on the repository.
+    assert!(
+        log.iter().any(|l| l.starts_with("GET /token?")
+            && l.contains("scope=repository%3Afix%2Fsingle%3Apull")
+            && l.ends_with("auth=Basic")),
+        "{log:#?}"
+    );
+}
+
+#[tokio::test]
+async fn refused_credentials_name_the_registry_and_user_never_the_password() {
+    for auth in [
+        bearer(100),
+        FakeAuth::Basic {
+            user: "alice".into(),
+            pass: "s3cret".into(),
+        },
+    ] {
+        let fake = testing::start("oci-single", "fix/single", auth.clone()).await;
+        let err = RegistryClient::connect(
+            &remote(fake.addr, "fix/single:1.0"),
+            creds("alice", "wrong-pass"),
+            &fast(),
+        )
+        .await
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains(&format!(
+                "registry {} refused the credentials for user 'alice' (401): check --creds",
+                fake.addr
+            )),
+            "{auth:?}: {msg}"
+        );
+        assert!(!msg.contains("wrong-pass"), "{msg}");
+        // Anonymous: "requires authentication", with the ways to give credentials.
+        let err = RegistryClient::connect(
+            &remote(fake.addr, "fix/single:1.0"),
+            Resolved::anonymous(),
+            &fast(),
+        )
+        .await
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("requires authentication to pull fix/single") && msg.contains("--creds"),
+            "{auth:?}: {msg}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn anonymous_bearer_tokens_work() {
+    let fake = testing::start(
+        "oci-single",
+        "fix/single",
+        FakeAuth::Bearer {
+            user: "x".into(),
+            pass: "y".into(),
+            anonymous: true,
+            uses: 100,
+        },
+    )
+    .await;
+    let c = RegistryClient::connect(
+        &remote(fake.addr, "fix/single:1.0"),
+        Resolved::anonymous(),
+        &fast(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pull_all(&c, "1.0").await, 3);
+    assert!(fake
+        .state
+        .log()
+        .iter()
+        .any(|l| l.starts_with("GET /token?") && l.ends_with("auth=-")));
+}
+
+#[tokio::test]
+async fn redirected_blobs_do_not_carry_authorization_to_another_host() {
+    let fake = testing::start(
+        "oci-single",
+        "fix/single",
+        FakeAuth::Basic {
+            user: "alice".into(),
+            pass: "s3cret".into(),
+        },
+    )
+    .await;
+    let (cdn, seen) = testing::start_cdn(fake.state.clone()).await;
+    // Same IP, other port: another origin for the purposes of credentials.
+    *fake.state.redirect_blobs.lock().unwrap() = Some(format!("http://{cdn}"));
+    let c = RegistryClient::connect(
+        &remote(fake.addr, "fix/single:1.0"),
+        creds("alice", "s3cret"),
+        &fast(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(pull_all(&c, "1.0").await, 3);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "every blob came from the CDN");
+    assert!(seen.iter().all(Option::is_none), "{seen:?}");
+    // ... while the registry itself got the credentials on every request.
+    assert!(fake
+        .state
+        .log()
+        .iter()
+        .filter(|l| l.contains("/blobs/"))
+        .all(|l| l.ends_with("auth=Basic")));
+}
+
+#[tokio::test]
+async fn transient_failures_are_retried_and_retry_after_is_honoured() {
+    let fake = testing::start("oci-single", "fix/single", FakeAuth::Open).await;
+    let c = RegistryClient::connect(
+        &remote(fake.addr, "fix/single:1.0"),
+        Resolved::anonymous(),
+        &fast(),
+    )
+    .await
+    .unwrap();
+    fake.state
+        .fail_503
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    c.manifest("1.0", None).await.unwrap();
+    assert_eq!(Counters::get(&c.counters.retries), 2);
+    fake.state
+        .rate_limit_once
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let t = Instant::now();
+    c.manifest("1.0", None).await.unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(950),
+        "Retry-After: 1 not honoured ({:?})",
+        t.elapsed()
+    );
+    // A registry that keeps failing: the error names it and the status.
+    fake.state
+        .fail_503
+        .store(100, std::sync::atomic::Ordering::SeqCst);
+    let err = c.manifest("1.0", None).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains(&format!("registry {} answered 503", fake.addr)),
+        "{err:#}"
+    );
+}
+
+#[tokio::test]
+async fn manifests_are_checked_against_their_digest() {
+    let fake = testing::start("oci-single", "fix/single", FakeAuth::Open).await;
+    let c = RegistryClient::connect(
+        &remote(fake.addr, "fix/single:1.0"),
+        Resolved::anonymous(),
+        &fast(),
+    )
+    .await
+    .unwrap();
+    let m = c.manifest("1.0", None).await.unwrap();
+    assert_eq!(Digest::sha256_of(&m.bytes), m.digest);
+    assert_eq!(m.media_type, "application/vnd.oci.image.manifest.v1+json");
+    let by_digest = c
+        .manifest(m.digest.as_str(), Some(&m.digest))
+        .await
+        .unwrap();
+    assert_eq!(by_digest.bytes, m.bytes);
+    let other = Digest::sha256_of(b"something else");
+    assert!(c.manifest("1.0", Some(&other)).await.is_err());
+    assert!(c.manifest_opt("nope", None).await.unwrap().is_none());
+    // distribution-like registries have no referrers API: None, not an error.
+    assert!(c.referrers(&m.digest).await.unwrap().is_none());
+}
+
+#[test]
+fn http_dates_and_backoff() {
+    assert_eq!(
+        parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+        Some(784_111_777)
+    );
+    assert_eq!(parse_http_date("yesterday"), None);
+    let p = RetryPolicy::default();
+    for a in 0..10 {
+        let d = p.backoff(a);
+        assert!(
+            d <= p.max_delay && d >= p.base.min(p.max_delay) / 2,
+            "{a}: {d:?}"
+        );
+    }
+    let mut h = HeaderMap::new();
+    h.insert("retry-after", HeaderValue::from_static("7"));
+    assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+    assert_eq!(
+        next_link(r#"</v2/a/referrers/x?n=1&last=y>; rel="next""#).as_deref(),
+        Some("/v2/a/referrers/x?n=1&last=y")
+    );
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Summarises the wrk runs of bench/load.sh into the results table and the ratios.
+
+    report.py RESULTS.tsv
+
+RESULTS.tsv has one line per wrk run: `scenario  target  round  wrk-output-file  cpu-seconds`.
+With several rounds, each figure is the median over the rounds.
+"""
+
+import re
+import statistics
+import sys
+
+UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
+
+
+def ms(text):
+    m = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    return float(m.group(1)) * UNITS[m.group(2)]
+
+
+def parse(path):
+    out = {"non3xx": 0, "errors": 0}
+    with open(path) as f:
+        for line in f:
+            s = line.split()
+            if line.startswith("Requests/sec:"):
+                out["rps"] = float(s[1])
+            elif len(s) == 2 and s[0] in ("50%", "99%"):
+                out["p" + s[0][:-1]] = ms(s[1])
+            elif "requests in" in line:
+                out["requests"] = int(s[0])
+            elif line.strip().startswith("Non-2xx or 3xx responses:"):
+                out["non3xx"] = int(s[-1])
+            elif line.strip().startswith("Socket errors:"):
+                out["errors"] = sum(int(x.strip(",")) for x in s[3::2])
+    if "rps" not in out:
+        raise SystemExit(f"cannot parse wrk output {path}")
+    return out
+
+
+def main():
+    runs = {}
+    order = []
+    with open(sys.argv[1]) as f:
+        for line in f:
+            scenario, target, _round, path, cpu = line.split()
+            r = parse(path)
+            r["cpu_us"] = float(cpu) * 1e6 / max(r.get("requests", 1), 1)
+            key = (scenario, target)
+            if key not in runs:
+                order.append(key)
+            runs.setdefault(key, []).append(r)
+
+    def med(key, field):
+        return statistics.median(r[field] for r in runs[key])
+
+    print(f"{'scenario':<14} {'target':<22} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11} {'bad':>5}")
+    for key in order:
+        bad = sum(r["non3xx"] + r["errors"] for r in runs[key])
+        print(
+            f"{key[0]:<14} {key[1]:<22} {med(key, 'rps'):>10.0f} {med(key, 'p50'):>8.2f} "
+            f"{med(key, 'p99'):>8.2f} {med(key, 'cpu_us'):>11.1f} {bad:>5}"
+        )
+    print()
+    for scenario in dict.fromkeys(k[0] for k in order):
+        serve = (scenario, "serve")
+        if serve not in runs:
+            continue
+        parts = []
+        for target in [k[1] for k in order if k[0] == scenario and k[1] != "serve"]:
+            other = (scenario, target)
+            ratio = med(serve, "rps") / med(other, "rps")
+            p99 = med(serve, "p99") / med(other, "p99")
+            parts.append(f"serve/{target} req/s {ratio:.2f}x, p99 {p99:.2f}x")
+        print(f"{scenario}: " + "; ".join(parts))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1929 @@
+//! Operating `static-registry serve`: replicas behind a real nginx load balancer, private
+//! repositories (Docker's token flow), graceful shutdown and rolling restarts under load, TLS with
+//! certificate hot reload, readiness and metrics that follow an origin's health, and logs that
+//! never hold a credential.
+//!
+//! Everything runs the real binary, real clients (skopeo, podman, containerd's `ctr`), a real
+//! nginx and real `openssl`-made certificates, on loopback, each test in its own temporary
+//! directories and ports.
+
+mod common;
+
+use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use common::clients::{Containerd, Podman, Skopeo};
+use common::fixtures::{self, check_pulled, Expect, Platforms};
+use common::lb::{metric_sum, Balancer, Replica};
+use common::nginx::{Nginx, SECURE_LINK_TEMPLATE};
+use common::{describe_output, new_store, publish, require_tool, sha256, wait_for};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const ALICE_PW: &str = "alice-Pw-7Qx2-correct";
+const BOB_PW: &str = "bob-Pw-9Kd4-correct";
+const WRONG_PW: &str = "alice-Pw-WRONG-guess";
+const SERVICE: &str = "static-registry";
+
+const PUBLIC: &str = "public/app";
+const PRIVATE: &str = "private/app";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs()
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 temp path")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shared setup: secrets, configuration, a store, two replicas and a balancer
+// ---------------------------------------------------------------------------------------------
+
+/// Key files and users shared by every replica.
+struct Secrets {
+    dir: tempfile::TempDir,
+    origin_key: String,
+    token_key: String,
+}
+
+impl Secrets {
+    fn new() -> Secrets {
+        let dir = tempfile::Builder::new()
+            .prefix("sr-secrets-")
+            .tempdir()
+            .expect("secrets dir");
+        let origin_key = hex::encode(rand::random::<[u8; 32]>());
+        let token_key = hex::encode(rand::random::<[u8; 32]>());
+        std::fs::write(dir.path().join("origin.key"), format!("{origin_key}\n")).unwrap();
+        std::fs::write(dir.path().join("token.key"), format!("{token_key}\n")).unwrap();
+        // bcrypt, as `htpasswd -B` writes it (a low cost keeps the tests quick).
+        let htpasswd = format!(
+            "# users\nalice:{}\nbob:{}\n",
+            bcrypt::hash(ALICE_PW, 5).unwrap(),
+            bcrypt::hash(BOB_PW, 5).unwrap()
+        );
+        std::fs::write(dir.path().join("htpasswd"), htpasswd).unwrap();
+        Secrets {
+            dir,
+            origin_key,
+            token_key,
+        }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// The `[embedded]` and (with `auth`) `[auth]` sections.
+    fn toml(&self, auth: bool) -> String {
+        let mut s = format!(
+            "[embedded]\nsecret_file = \"{}\"\n",
+            self.path("origin.key")
+        );
+        if auth {
+            s.push_str(&format!(
+                "\n[auth]\nhtpasswd = \"{}\"\ntoken_key_file = \"{}\"\ntoken_ttl = 300\n\
+                 private_url_ttl = 60\nrules = [{{ prefix = \"private/\", users = [\"alice\"] }}]\n",
+                self.path("htpasswd"),
+                self.path("token.key"),
+            ));
+        }
+        s
+    }
+
+    fn write_config(&self, name: &str, text: &str) -> String {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).expect("write config");
+        p.display().to_string()
+    }
+}
+
+/// A store with `public/app:1.0` (oci-single) and `private/app:1.0` (docker-legacy), two
+/// replicas sharing the embedded origin's secret (and, with auth, the token key), and an nginx
+/// balancer in front of them.
+struct LbWorld {
+    store: tempfile::TempDir,
+    secrets: Secrets,
+    a: Replica,
+    b: Replica,
+    lb: Balancer,
+}
+
+fn lb_world(auth: bool) -> LbWorld {
+    let store = new_store();
+    publish(
+        store.path(),
+        "oci:fixtures/oci-single:1.0",
+        &["public/app:1.0"],
+    );
+    publish(
+        store.path(),
+        "docker-archive:fixtures/docker-legacy.tar",
+        &["private/app:1.0"],
+    );
+    let secrets = Secrets::new();
+    let config = secrets.write_config(
+        "replica.toml",
+        &format!(
+            "store = \"{}\"\n\n[serve]\ntrusted_proxy_hops = 1\nurl_ttl = 300\n\n{}",
+            store.path().display(),
+            secrets.toml(auth)
+        ),
+    );
+    let a = Replica::start(&["--config", &config, "--shutdown-timeout", "30"], &[]);
+    let b = Replica::start(&["--config", &config, "--shutdown-timeout", "30"], &[]);
+    let lb = Balancer::start(&[a.port, b.port]);
+    LbWorld {
+        store,
+        secrets,
+        a,
+        b,
+        lb,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP helpers
+// ---------------------------------------------------------------------------------------------
+
+struct Answer {
+    status: StatusCode,
+    headers: reqwest::header::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+async fn send(
+    http: &reqwest::Client,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Answer {
+    let mut r = http.request(method.clone(), url);
+    for (k, v) in headers {
+        r = r.header(*k, *v);
+    }
+    let resp = r
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn basic(user_pw: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(user_pw)
+    )
+}
+
+/// `GET base/token?service=…&scope=…` with optional Basic credentials.
+async fn fetch_token(
+    http: &reqwest::Client,
+    base: &str,
+    user_pw: Option<&str>,
+    scope: &str,
+) -> Answer {
+    let url = format!("{base}/token?service={SERVICE}&scope={scope}");
+    let auth = user_pw.map(basic);
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("authorization", a)])
+        .unwrap_or_default();
+    send(http, Method::GET, &url, &headers).await
+}
+
+async fn token_for(
+    http: &reqwest::Client,
+    base: &str,
+    user_pw: Option<&str>,
+    repo: &str,
+) -> String {
+    let a = fetch_token(http, base, user_pw, &format!("repository:{repo}:pull")).await;
+    assert_eq!(
+        a.status,
+        StatusCode::OK,
+        "token for {repo}: {}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let v: Value = serde_json::from_slice(&a.body).expect("token JSON");
+    v["token"].as_str().expect("a token").to_owned()
+}
+
+/// The `access` claim of a JWT (not verified: for assertions only).
+fn grants(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("JWT payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url payload");
+    let v: Value = serde_json::from_slice(&bytes).expect("JSON claims");
+    v["access"].clone()
+}
+
+/// A query parameter of a (possibly relative) URL.
+fn query_param(location: &str, name: &str) -> Option<String> {
+    let u = url::Url::parse("http://base.invalid")
+        .unwrap()
+        .join(location)
+        .ok()?;
+    u.query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The digest a tag points at (HEAD on the manifest, with a token when given).
+async fn tag_digest(
+    http: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    token: Option<&str>,
+) -> String {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .as_deref()
+        .map(|b| vec![("authorization", b)])
+        .unwrap_or_default();
+    let a = send(
+        http,
+        Method::HEAD,
+        &format!("{base}/v2/{repo}/manifests/{tag}"),
+        &headers,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "HEAD {repo}:{tag}");
+    a.header("docker-content-digest")
+        .expect("Docker-Content-Digest")
+        .to_owned()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client checks
+// ---------------------------------------------------------------------------------------------
+
+/// Why a pull must be refused.
+#[derive(Clone, Copy, Debug)]
+enum Refusal {
+    /// Wrong credentials: the token endpoint refuses them (401), so no token is issued at all.
+    BadCredentials,
+    /// No grant (anonymous, or a user without a rule): the token has no access, the manifest
+    /// request gets 401.
+    NoAccess,
+}
+
+/// A refused pull: the client failed, and its error names the reason.
+fn refused(what: &str, why: Refusal, r: Result<(), String>) -> Result<(), String> {
+    let Err(e) = r else {
+        return Err(format!("{what}: the pull succeeded, it must be refused"));
+    };
+    let l = e.to_ascii_lowercase();
+    let expected: &[&str] = match why {
+        // skopeo/podman: "unable to retrieve auth token: invalid username/password";
+        // ctr: "failed to fetch oauth token: unexpected status: 401 Unauthorized".
+        Refusal::BadCredentials => &[
+            "invalid username/password",
+            "fetch oauth token: unexpected status: 401",
+        ],
+        // skopeo/podman: "reading manifest 1.0 in …: unauthorized";
+        // ctr: "failed with status code [manifests 1.0]: 401 Unauthorized".
+        Refusal::NoAccess => &[
+            "reading manifest 1.0 in",
+            "[manifests 1.0]: 401 unauthorized",
+        ],
+    };
+    let unauthorized = l.contains("unauthorized");
+    if unauthorized && expected.iter().any(|n| l.contains(n)) {
+        Ok(())
+    } else {
+        Err(format!("{what}: refused, but not for {why:?}:\n{e}"))
+    }
+}
+
+fn skopeo_pull(
+    skopeo: &mut Skopeo,
+    host: &str,
+    reference: &str,
+    args: &[&str],
+    expect: &Expect,
+    top: &str,
+) -> Result<(), String> {
+    let pulled = skopeo.copy_with(host, reference, args)?;
+    pulled.check_file_names()?;
+    let (got, _) = pulled.manifest()?;
+    if got != top {
+        return Err(format!(
+            "skopeo pulled {got} for {reference}, the tag is {top}"
+        ));
+    }
+    check_pulled(expect, &got, Platforms::All, &mut |d| pulled.get(d))
+}
+
+fn podman_pull(podman: &Podman, image: &str, args: &[&str], expect: &Expect) -> Result<(), String> {
+    podman.pull_with(image, args)?;
+    let info = podman.inspect(image)?;
+    let want = expect.amd64();
+    let id = info["Id"].as_str().unwrap_or("");
+    if id != common::hex_of(&want.config) {
+        return Err(format!("podman image ID {id}, want config {}", want.config));
+    }
+    let layers: Vec<&str> = info["RootFS"]["Layers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    if layers != want.diff_ids {
+        return Err(format!(
+            "podman layers {layers:?}, want diff_ids {:?}",
+            want.diff_ids
+        ));
+    }
+    podman.remove_all()
+}
+
+fn ctr_pull(
+    ctd: &Containerd,
+    image: &str,
+    args: &[&str],
+    expect: &Expect,
+    top: &str,
+) -> Result<(), String> {
+    ctd.pull_with(image, args)?;
+    let (digest, media_type) = ctd.image(image)?;
+    if digest != top {
+        return Err(format!(
+            "containerd recorded {digest} ({media_type}), want {top}"
+        ));
+    }
+    check_pulled(expect, &digest, Platforms::Amd64, &mut |d| ctd.content(d))
+}
+
+fn check_all(failures: Vec<String>) {
+    assert!(
+        failures.is_empty(),
+        "{} checks failed:\n\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1 + 2. Pulls through the balancer: public anonymously, private with credentials only
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn balancer_serves_public_and_private_pulls_to_every_client() {
+    let w = lb_world(true);
+    let host = w.lb.host();
+    let base = w.lb.url("");
+    let public = fixtures::oci_single();
+    let private = fixtures::docker_legacy();
+    let http = common::http::client();
+    let rt = rt();
+    let alice_token = rt.block_on(token_for(
+        &http,
+        &base,
+        Some(&format!("alice:{ALICE_PW}")),
+        PRIVATE,
+    ));
+    let public_top = rt.block_on(tag_digest(&http, &base, PUBLIC, "1.0", None));
+    let private_top = rt.block_on(tag_digest(&http, &base, PRIVATE, "1.0", Some(&alice_token)));
+    if let Expect::Image(img) = &public {
+        assert_eq!(img.manifest.as_deref(), Some(public_top.as_str()));
+    }
+
+    let alice = format!("alice:{ALICE_PW}");
+    let wrong = format!("alice:{WRONG_PW}");
+    let bob = format!("bob:{BOB_PW}");
+    let public_ref = format!("{PUBLIC}:1.0");
+    let private_ref = format!("{PRIVATE}:1.0");
+    let mut failures = Vec::new();
+    let mut note = |what: &str, r: Result<(), String>| {
+        if let Err(e) = r {
+            failures.push(format!("[{what}] {e}"));
+        }
+    };
+
+    // skopeo
+    let mut skopeo = Skopeo::new();
+    let plain = "--src-tls-verify=false";
+    let r = skopeo_pull(
+        &mut skopeo,
+        &host,
+        &public_ref,
+        &[plain],
+        &public,
+        &public_top,
+    );
+    note("skopeo public anonymous", r);
+    let r = skopeo.copy_with(&host, &private_ref, &[plain]).map(|_| ());
+    note(
+        "skopeo private anonymous",
+        refused("skopeo private anonymous", Refusal::NoAccess, r),
+    );
+    let r = skopeo_pull(
+        &mut skopeo,
+        &host,
+        &private_ref,
+        &[plain, "--src-creds", &alice],
+        &private,
+        &private_top,
+    );
+    note("skopeo private alice", r);
+    let r = skopeo
+        .copy_with(&host, &private_ref, &[plain, "--src-creds", &wrong])
+        .map(|_| ());
+    note(
+        "skopeo private wrong password",
+        refused("skopeo wrong password", Refusal::BadCredentials, r),
+    );
+    let r = skopeo
+        .copy_with(&host, &private_ref, &[plain, "--src-creds", &bob])
+        .map(|_| ());
+    note(
+        "skopeo private bob",
+        refused("skopeo bob", Refusal::NoAccess, r),
+    );
+
+    // podman
+    let podman = Podman::new();
+    let plain = "--tls-verify=false";
+    let public_image = format!("{host}/{public_ref}");
+    let private_image = format!("{host}/{private_ref}");
+    note(
+        "podman public anonymous",
+        podman_pull(&podman, &public_image, &[plain], &public),
+    );
+    let r = podman.pull_with(&private_image, &[plain]);
+    note(
+        "podman private anonymous",
+        refused("podman private anonymous", Refusal::NoAccess, r),
+    );
+    note(
+        "podman private alice",
+        podman_pull(
+            &podman,
+            &private_image,
+            &[plain, "--creds", &alice],
+            &private,
+        ),
+    );
+    let r = podman.pull_with(&private_image, &[plain, "--creds", &wrong]);
+    note(
+        "podman private wrong password",
+        refused("podman wrong password", Refusal::BadCredentials, r),
+    );
+    let r = podman.pull_with(&private_image, &[plain, "--creds", &bob]);
+    note(
+        "podman private bob",
+        refused("podman bob", Refusal::NoAccess, r),
+    );
+
+    // containerd
+    let ctd = Containerd::start();
+    let plain = "--plain-http";
+    note(
+        "ctr public anonymous",
+        ctr_pull(&ctd, &public_image, &[plain], &public, &public_top),
+    );
+    let r = ctd.pull_with(&private_image, &[plain]);
+    note(
+        "ctr private anonymous",
+        refused("ctr private anonymous", Refusal::NoAccess, r),
+    );
+    let r = ctd.pull_with(&private_image, &[plain, "--user", &wrong]);
+    note(
+        "ctr private wrong password",
+        refused("ctr wrong password", Refusal::BadCredentials, r),
+    );
+    let r = ctd.pull_with(&private_image, &[plain, "--user", &bob]);
+    note("ctr private bob", refused("ctr bob", Refusal::NoAccess, r));
+    note(
+        "ctr private alice",
+        ctr_pull(
+            &ctd,
+            &private_image,
+            &[plain, "--user", &alice],
+            &private,
+            &private_top,
+        ),
+    );
+    check_all(failures);
+
+    // Both replicas answered client traffic (round robin), and nginx never failed a request.
+    for (name, r) in [("A", &w.a), ("B", &w.b)] {
+        let m = r.metrics();
+        let served = metric_sum(
+            &m,
+            "static_registry_requests_total",
+            &[r#"route="manifest""#],
+        )
+        .unwrap_or(0.0);
+        assert!(
+            served > 0.0,
+            "replica {name} answered no manifest request:\n{m}"
+        );
+    }
+    let log = w.lb.access_log();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("\" 502 ") || l.contains("\" 504 ")),
+        "the balancer failed requests:\n{log}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. A private repository is never redirected without a valid token
+// ---------------------------------------------------------------------------------------------
+
+/// A JWT with the server's claim shape, signed HS256 with `key`.
+fn mint(key: &[u8], sub: &str, aud: &str, exp: u64, repo: &str) -> String {
+    let t = now();
+    let claims = json!({
+        "iss": "static-registry",
+        "sub": sub,
+        "aud": aud,
+        "exp": exp,
+        "nbf": t.saturating_sub(1),
+        "iat": t,
+        "access": [{ "type": "repository", "name": repo, "actions": ["pull"] }],
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(key),
+    )
+    .expect("encode JWT")
+}
+
+/// An unsigned JWT (`alg: none`).
+fn unsigned(repo: &str) -> String {
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let t = now();
+    format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"})),
+        b64(json!({
+            "iss": "static-registry", "sub": "alice", "aud": SERVICE, "exp": t + 300,
+            "nbf": t - 1, "iat": t,
+            "access": [{ "type": "repository", "name": repo, "actions": ["pull"] }],
+        }))
+    )
+}
+
+#[test]
+fn private_repositories_are_never_redirected_without_a_valid_token() {
+    let w = lb_world(true);
+    let http = common::http::client();
+    let lb = w.lb.url("");
+    let (a, b) = (w.a.url(""), w.b.url(""));
+    let lb_host = w.lb.host();
+    let key = w.secrets.token_key.as_bytes().to_vec();
+    rt().block_on(async {
+        let alice = format!("alice:{ALICE_PW}");
+        let alice_token = token_for(&http, &a, Some(&alice), PRIVATE).await;
+        let config = {
+            let top = tag_digest(&http, &a, PRIVATE, "1.0", Some(&alice_token)).await;
+            let m = send(&http, Method::GET, &format!("{a}/v2/{PRIVATE}/manifests/{top}"), &[("authorization", &format!("Bearer {alice_token}"))]).await;
+            let loc = m.header("location").expect("redirect").to_owned();
+            let body = send(&http, Method::GET, &format!("{a}{loc}"), &[]).await.body;
+            assert_eq!(sha256(&body), top);
+            let m: Value = serde_json::from_slice(&body).unwrap();
+            m["config"]["digest"].as_str().unwrap().to_owned()
+        };
+
+        // The challenge: realm from the balancer's X-Forwarded-Proto/-Host (nginx itself sends
+        // `Host: static_registry`, the upstream name, so only the forwarded headers are right).
+        let v2 = send(&http, Method::GET, &format!("{lb}/v2/"), &[]).await;
+        assert_eq!(v2.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            v2.header("www-authenticate"),
+            Some(format!("Bearer realm=\"http://{lb_host}/token\",service=\"{SERVICE}\"").as_str())
+        );
+        // Without a proxy, the request's own host; a trusted proxy's headers otherwise.
+        let direct = send(&http, Method::GET, &format!("{a}/v2/"), &[]).await;
+        assert_eq!(
+            direct.header("www-authenticate"),
+            Some(format!("Bearer realm=\"http://{}/token\",service=\"{SERVICE}\"", w.a.host()).as_str())
+        );
+        let proxied = send(&http, Method::GET, &format!("{a}/v2/"), &[("x-forwarded-proto", "https"), ("x-forwarded-host", "registry.example.com")]).await;
+        assert_eq!(
+            proxied.header("www-authenticate"),
+            Some(format!("Bearer realm=\"https://registry.example.com/token\",service=\"{SERVICE}\"").as_str())
+        );
+
+        // Every kind of private request, and every kind of bad token.
+        let requests: Vec<(Method, String)> = vec![
+            (Method::GET, format!("/v2/{PRIVATE}/manifests/1.0")),
+            (Method::HEAD, format!("/v2/{PRIVATE}/manifests/1.0")),
+            (Method::GET, format!("/v2/{PRIVATE}/blobs/{config}")),
+            (Method::HEAD, format!("/v2/{PRIVATE}/blobs/{config}")),
+            (Method::GET, format!("/v2/{PRIVATE}/tags/list")),
+            (Method::GET, format!("/v2/{PRIVATE}/tags/list?n=1")),
+            (Method::GET, format!("/v2/{PRIVATE}/referrers/{config}")),
+            (Method::GET, format!("/v2/{PRIVATE}/manifests/no-such-tag")),
+        ];
+        let other_key = hex::encode(rand::random::<[u8; 32]>());
+        let anonymous = token_for(&http, &a, None, PRIVATE).await;
+        assert_eq!(grants(&anonymous), json!([]), "an anonymous token grants nothing private");
+        let bob_token = token_for(&http, &a, Some(&format!("bob:{BOB_PW}")), PRIVATE).await;
+        assert_eq!(grants(&bob_token), json!([]), "bob has no rule for private/");
+        let other_repo = token_for(&http, &a, Some(&alice), "private/other").await;
+        assert_eq!(grants(&other_repo)[0]["name"], "private/other");
+        let bad_tokens: Vec<(&str, String)> = vec![
+            ("forged (another key)", mint(other_key.as_bytes(), "alice", SERVICE, now() + 300, PRIVATE)),
+            ("expired", mint(&key, "alice", SERVICE, now() - 120, PRIVATE)),
+            ("for another service", mint(&key, "alice", "another-service", now() + 300, PRIVATE)),
+            ("alg none", unsigned(PRIVATE)),
+            ("for another repository", other_repo),
+            ("anonymous", anonymous),
+            ("bob's", bob_token),
+            ("garbage", "not.a.jwt".into()),
+        ];
+        let scope_challenge = format!(
+            "Bearer realm=\"http://{lb_host}/token\",service=\"{SERVICE}\",scope=\"repository:{PRIVATE}:pull\""
+        );
+        let mut failures = Vec::new();
+        for (method, path) in &requests {
+            let mut cases: Vec<(String, Vec<(&str, String)>)> = vec![("no token".into(), vec![])];
+            cases.push(("Basic credentials instead of a token".into(), vec![("authorization", basic(&alice))]));
+            for (what, t) in &bad_tokens {
+                cases.push((format!("{what} token"), vec![("authorization", format!("Bearer {t}"))]));
+            }
+            for (what, headers) in &cases {
+                let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let r = send(&http, method.clone(), &format!("{lb}{path}"), &h).await;
+                if r.status != StatusCode::UNAUTHORIZED || r.header("location").is_some() {
+                    failures.push(format!("{method} {path} with {what}: {} location={:?}", r.status, r.header("location")));
+                } else if r.header("www-authenticate") != Some(scope_challenge.as_str()) {
+                    failures.push(format!("{method} {path} with {what}: challenge {:?}, want {scope_challenge}", r.header("www-authenticate")));
+                }
+            }
+        }
+        check_all(failures);
+
+        // The positive control: a token minted with the real key, like the server's, is valid —
+        // so the rejections above are about what is wrong with each token.
+        let minted = mint(&key, "alice", SERVICE, now() + 300, PRIVATE);
+        let r = send(&http, Method::GET, &format!("{lb}/v2/{PRIVATE}/manifests/1.0"), &[("authorization", &format!("Bearer {minted}"))]).await;
+        assert_eq!(r.status, StatusCode::TEMPORARY_REDIRECT, "a valid minted token");
+
+        // Tokens are stateless: one from replica A works on replica B, and the reverse.
+        let from_b = token_for(&http, &b, Some(&alice), PRIVATE).await;
+        for (what, token, base) in [("A's token on B", &alice_token, &b), ("B's token on A", &from_b, &a)] {
+            let bearer = format!("Bearer {token}");
+            let r = send(&http, Method::GET, &format!("{base}/v2/{PRIVATE}/manifests/1.0"), &[("authorization", &bearer)]).await;
+            assert_eq!(r.status, StatusCode::TEMPORARY_REDIRECT, "{what}");
+            let loc = r.header("location").expect("Location").to_owned();
+            // Private content gets short-lived URLs (private_url_ttl = 60 < url_ttl = 300).
+            let exp: u64 = query_param(&loc, "exp").expect("exp").parse().unwrap();
+            assert!(exp <= now() + 60, "{what}: a private URL lives until {exp}, more than 60 s");
+            // ...which the other replica's origin serves (the shared origin secret).
+            let other = if base == &a { &b } else { &a };
+            let got = send(&http, Method::GET, &format!("{other}{loc}"), &[]).await;
+            assert_eq!(got.status, StatusCode::OK, "{what}: the other replica's origin");
+            let head = send(&http, Method::HEAD, &format!("{base}/v2/{PRIVATE}/manifests/1.0"), &[("authorization", &bearer)]).await;
+            assert_eq!(head.status, StatusCode::OK);
+            assert_eq!(head.header("docker-content-digest"), Some(sha256(&got.body).as_str()));
+        }
+        // Public content: anonymous, long-lived URLs, no Authorization needed anywhere.
+        let r = send(&http, Method::GET, &format!("{lb}/v2/{PUBLIC}/manifests/1.0"), &[]).await;
+        assert_eq!(r.status, StatusCode::TEMPORARY_REDIRECT);
+        let exp: u64 = query_param(r.header("location").unwrap(), "exp").unwrap().parse().unwrap();
+        assert!(exp > now() + 60, "public URLs use url_ttl (300 s)");
+
+        // The token endpoint refuses wrong passwords and unknown users outright.
+        for creds in [format!("alice:{WRONG_PW}"), format!("mallory:{ALICE_PW}"), "alice:".into()] {
+            let r = fetch_token(&http, &lb, Some(&creds), &format!("repository:{PRIVATE}:pull")).await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "token for {creds}");
+            assert!(!String::from_utf8_lossy(&r.body).contains("eyJ"), "no token for {creds}");
+        }
+
+        // The catalog shows each client what it may pull.
+        let anon = send(&http, Method::GET, &format!("{lb}/v2/_catalog?n=100"), &[]).await;
+        let repos: Value = serde_json::from_slice(&anon.body).unwrap_or(Value::Null);
+        assert_eq!(repos["repositories"], json!([PUBLIC]), "anonymous catalog: {}", String::from_utf8_lossy(&anon.body));
+        let cat_token = {
+            let r = fetch_token(&http, &lb, Some(&alice), &format!("registry:catalog:* repository:{PRIVATE}:pull")).await;
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            v["token"].as_str().unwrap().to_owned()
+        };
+        let full = send(&http, Method::GET, &format!("{lb}/v2/_catalog?n=100"), &[("authorization", &format!("Bearer {cat_token}"))]).await;
+        let repos: Value = serde_json::from_slice(&full.body).unwrap_or(Value::Null);
+        assert_eq!(repos["repositories"], json!([PRIVATE, PUBLIC]), "alice's catalog: {}", String::from_utf8_lossy(&full.body));
+    });
+    drop(w.store);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Graceful shutdown: rolling restarts under load, and in-flight downloads
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct LoadStats {
+    ok: AtomicU64,
+    failed: AtomicU64,
+    failures: Mutex<Vec<String>>,
+}
+
+impl LoadStats {
+    fn ok(&self) -> u64 {
+        self.ok.load(Ordering::Relaxed)
+    }
+
+    fn fail(&self, what: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        let mut f = self.failures.lock().unwrap();
+        if f.len() < 20 {
+            f.push(what);
+        }
+    }
+
+    /// Waits until `n` more requests than now have succeeded.
+    fn wait_progress(&self, n: u64, what: &str) {
+        let target = self.ok() + n;
+        wait_for(what, Duration::from_secs(120), || {
+            (self.ok() >= target).then_some(())
+        });
+    }
+}
+
+/// One load client: manifest GET (307) → the signed URL (200, hashed), manifest HEAD (200),
+/// blob GET (307) → the signed URL (200, hashed), `/v2/` (200), over and over, until `stop`.
+async fn load_worker(
+    http: reqwest::Client,
+    base: String,
+    manifest: String,
+    config: String,
+    stop: Arc<AtomicBool>,
+    stats: Arc<LoadStats>,
+) {
+    let steps: Vec<(Method, String, Option<&str>)> = vec![
+        (
+            Method::GET,
+            format!("/v2/{PUBLIC}/manifests/1.0"),
+            Some(manifest.as_str()),
+        ),
+        (Method::HEAD, format!("/v2/{PUBLIC}/manifests/1.0"), None),
+        (
+            Method::GET,
+            format!("/v2/{PUBLIC}/blobs/{config}"),
+            Some(config.as_str()),
+        ),
+        (Method::GET, "/v2/".to_owned(), None),
+    ];
+    while !stop.load(Ordering::Relaxed) {
+        for (method, path, follow) in &steps {
+            let what = format!("{method} {path}");
+            let resp = match http
+                .request(method.clone(), format!("{base}{path}"))
+                .send()
+                .await
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    stats.fail(format!("{what}: {e}"));
+                    continue;
+                }
+            };
+            let status = resp.status();
+            if !(status.is_success() || status.is_redirection()) {
+                stats.fail(format!("{what}: {status}"));
+                continue;
+            }
+            stats.ok.fetch_add(1, Ordering::Relaxed);
+            let Some(digest) = follow else { continue };
+            let Some(loc) = resp.headers().get("location").and_then(|v| v.to_str().ok()) else {
+                stats.fail(format!("{what}: {status} without Location"));
+                continue;
+            };
+            let url = format!("{base}{loc}");
+            match http.get(&url).send().await {
+                Ok(r) if r.status() == StatusCode::OK => match r.bytes().await {
+                    Ok(b) if sha256(&b) == *digest => {
+                        stats.ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(_) => stats.fail(format!("{what} → origin: wrong content")),
+                    Err(e) => stats.fail(format!("{what} → origin body: {e}")),
+                },
+                Ok(r) => stats.fail(format!("{what} → origin: {}", r.status())),
+                Err(e) => stats.fail(format!("{what} → origin: {e}")),
+            }
+        }
+    }
+}
+
+/// Registry requests a replica answered (operational routes excluded).
+fn served(r: &Replica) -> f64 {
+    let m = r.metrics();
+    ["manifest", "blob", "origin", "base"]
+        .iter()
+        .map(|route| {
+            metric_sum(
+                &m,
+                "static_registry_requests_total",
+                &[&format!("route=\"{route}\"")],
+            )
+            .unwrap_or(0.0)
+        })
+        .sum()
+}
+
+#[test]
+fn rolling_restart_under_load_fails_no_request() {
+    let mut w = lb_world(false);
+    let rt = rt();
+    let http = common::http::client();
+    let base = w.lb.url("");
+    let (manifest, config) = rt.block_on(async {
+        let top = tag_digest(&http, &base, PUBLIC, "1.0", None).await;
+        let m = send(
+            &http,
+            Method::GET,
+            &format!("{base}/v2/{PUBLIC}/manifests/1.0"),
+            &[],
+        )
+        .await;
+        let body = send(
+            &http,
+            Method::GET,
+            &format!("{base}{}", m.header("location").unwrap()),
+            &[],
+        )
+        .await
+        .body;
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        (top, v["config"]["digest"].as_str().unwrap().to_owned())
+    });
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(LoadStats::default());
+    let workers: Vec<_> = (0..6)
+        .map(|_| {
+            rt.spawn(load_worker(
+                http.clone(),
+                base.clone(),
+                manifest.clone(),
+                config.clone(),
+                stop.clone(),
+                stats.clone(),
+            ))
+        })
+        .collect();
+    stats.wait_progress(300, "the load to start");
+
+    let mut progress = Vec::new();
+    for (name, r) in [("A", &mut w.a), ("B", &mut w.b)] {
+        assert!(
+            served(r) > 0.0,
+            "replica {name} got no balanced traffic before its restart"
+        );
+        r.terminate();
+        let status = r.wait_exit(Duration::from_secs(60));
+        assert!(
+            status.success(),
+            "replica {name} exited with {status} on SIGTERM:\n{}",
+            r.log()
+        );
+        assert!(
+            r.log().contains("drained"),
+            "replica {name} did not drain:\n{}",
+            r.log()
+        );
+        let down = stats.ok();
+        stats.wait_progress(200, &format!("progress while replica {name} is down"));
+        r.restart();
+        // In rotation again: nginx retries it after fail_timeout and sends it traffic.
+        wait_for(
+            &format!("restarted replica {name} to answer balanced requests"),
+            Duration::from_secs(60),
+            || (served(r) >= 20.0).then_some(()),
+        );
+        stats.wait_progress(200, &format!("progress after replica {name} is back"));
+        progress.push((name, down, stats.ok()));
+    }
+    stop.store(true, Ordering::Relaxed);
+    rt.block_on(async {
+        for wk in workers {
+            wk.await.expect("load worker");
+        }
+    });
+
+    let failed = stats.failed.load(Ordering::Relaxed);
+    assert_eq!(
+        failed,
+        0,
+        "{failed} requests failed during the rolling restart (of {} that succeeded); first ones:\n{}",
+        stats.ok(),
+        stats.failures.lock().unwrap().join("\n")
+    );
+    eprintln!("rolling restart: {} requests, 0 failed; (replica, ok when it stopped, ok when back in rotation): {progress:?}", stats.ok());
+}
+
+/// An OCI layout with one image whose only layer is a gzip stream of `size` random bytes (in a
+/// tar); returns the layer digest and length.
+fn big_image(dir: &Path, size: usize) -> (String, u64) {
+    use rand::RngCore;
+    let mut data = vec![0u8; size];
+    rand::rng().fill_bytes(&mut data);
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "big.bin", &data[..]).unwrap();
+    let tar = tar.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
+    gz.write_all(&tar).unwrap();
+    let layer = gz.finish().unwrap();
+    let blobs = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |bytes: &[u8]| {
+        let d = sha256(bytes);
+        std::fs::write(blobs.join(common::hex_of(&d)), bytes).unwrap();
+        (d, bytes.len())
+    };
+    let (layer_d, layer_n) = put(&layer);
+    let config = json!({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": { "type": "layers", "diff_ids": [sha256(&tar)] },
+    })
+    .to_string();
+    let (config_d, config_n) = put(config.as_bytes());
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": fixtures::OCI_MANIFEST,
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_d, "size": config_n },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_d, "size": layer_n }],
+    })
+    .to_string();
+    let (manifest_d, manifest_n) = put(manifest.as_bytes());
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": fixtures::OCI_INDEX,
+        "manifests": [{
+            "mediaType": fixtures::OCI_MANIFEST, "digest": manifest_d, "size": manifest_n,
+            "annotations": { "org.opencontainers.image.ref.name": "1.0" },
+        }],
+    });
+    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
+    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    (layer_d, layer_n as u64)
+}
+
+/// Opens `GET location` on a fresh connection and reads the response head and `first` body
+/// bytes; returns the stream, the content length and the body bytes read so far.
+fn start_download(addr: SocketAddr, location: &str, first: usize) -> (TcpStream, u64, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET {location} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16384];
+    let head_end = loop {
+        let n = s.read(&mut chunk).expect("read response head");
+        assert!(n > 0, "connection closed before the response head");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    assert!(
+        head.starts_with("HTTP/1.1 200"),
+        "download answered:\n{head}"
+    );
+    let len: u64 = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .expect("Content-Length");
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < first {
+        let n = s.read(&mut chunk).expect("read body");
+        assert!(n > 0, "connection closed early");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    (s, len, body)
+}
+
+#[test]
+fn sigterm_drains_in_flight_downloads_within_the_deadline() {
+    const SIZE: usize = 48 << 20; // well above what loopback socket buffers hold
+    let store = new_store();
+    let src = tempfile::tempdir().unwrap();
+    let (layer, _) = big_image(src.path(), SIZE);
+    publish(
+        store.path(),
+        &format!("oci:{}:1.0", src.path().display()),
+        &["big/blob:1.0"],
+    );
+    let store_s = path_str(store.path()).to_owned();
+    let location = |r: &Replica| {
+        let resp =
+            common::blocking_request(r.addr(), "GET", &format!("/v2/big/blob/blobs/{layer}"))
+                .expect("blob request");
+        assert_eq!(resp.status, 307, "{resp:?}");
+        resp.header("location").expect("Location").to_owned()
+    };
+
+    // A long deadline: the download in flight at SIGTERM completes, new connections are
+    // refused meanwhile, and then the process exits on its own.
+    let mut r = Replica::start(&["--store", &store_s, "--shutdown-timeout", "120"], &[]);
+    let loc = location(&r);
+    let (mut s, len, mut body) = start_download(r.addr(), &loc, 1 << 20);
+    r.terminate();
+    let addr = r.addr();
+    wait_for(
+        "the listener to close after SIGTERM",
+        Duration::from_secs(30),
+        || {
+            TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+                .is_err()
+                .then_some(())
+        },
+    );
+    assert!(
+        r.is_running(),
+        "serve exited before the in-flight download finished:\n{}",
+        r.log()
+    );
+    // A slow reader: small reads with pauses.
+    let mut chunk = vec![0u8; 256 << 10];
+    while (body.len() as u64) < len {
+        let n = s.read(&mut chunk).expect("read the rest of the download");
+        assert!(
+            n > 0,
+            "the download was cut at {} of {len} bytes:\n{}",
+            body.len(),
+            r.log()
+        );
+        body.extend_from_slice(&chunk[..n]);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(body.len() as u64, len);
+    assert_eq!(sha256(&body), layer, "the drained download is the blob");
+    // The connection is closed after that response (no keep-alive while draining).
+    assert_eq!(
+        s.read(&mut chunk).unwrap_or(0),
+        0,
+        "connection kept open after draining"
+    );
+    let status = r.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "serve exited with {status}:\n{}", r.log());
+    let log = r.log();
+    assert!(log.contains("drained; exiting"), "{log}");
+
+    // A short deadline: a client that stops reading cannot hold the process past it.
+    let mut r = Replica::start(&["--store", &store_s, "--shutdown-timeout", "1"], &[]);
+    let loc = location(&r);
+    let (mut s, len, body) = start_download(r.addr(), &loc, 0);
+    r.terminate();
+    let status = r.wait_exit(Duration::from_secs(60));
+    assert!(status.success(), "serve exited with {status}:\n{}", r.log());
+    assert!(r.log().contains("drain deadline reached"), "{}", r.log());
+    let mut got = body.len() as u64;
+    loop {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n as u64,
+        }
+    }
+    assert!(
+        got < len,
+        "the stalled download was cut at the deadline ({got} of {len} bytes)"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. TLS: pulls with a test CA, HTTP/2, certificate reload without a restart
+// ---------------------------------------------------------------------------------------------
+
+/// A test CA (openssl) issuing server certificates for 127.0.0.1 and localhost.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    require_tool("openssl");
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        describe_output(&format!("openssl {args:?}"), &out)
+    );
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::Builder::new()
+            .prefix("sr-pki-")
+            .tempdir()
+            .unwrap();
+        openssl(
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=static-registry test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+            dir.path(),
+        );
+        std::fs::write(
+            dir.path().join("server.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=critical,CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        // What skopeo and podman read with --cert-dir: the CA only.
+        std::fs::create_dir(dir.path().join("certs.d")).unwrap();
+        std::fs::copy(dir.path().join("ca.crt"), dir.path().join("certs.d/ca.crt")).unwrap();
+        Pki { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Issues `NAME.crt` / `NAME.key` with `serial`.
+    fn issue(&self, name: &str, serial: &str) -> (PathBuf, PathBuf) {
+        let (crt, key, csr) = (
+            format!("{name}.crt"),
+            format!("{name}.key"),
+            format!("{name}.csr"),
+        );
+        openssl(
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                "/CN=localhost",
+            ],
+            self.dir.path(),
+        );
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-set_serial",
+                serial,
+                "-days",
+                "2",
+                "-out",
+                &crt,
+                "-extfile",
+                "server.ext",
+            ],
+            self.dir.path(),
+        );
+        (self.path(&crt), self.path(&key))
+    }
+
+    /// Installs a certificate and key as `live.crt`/`live.key`, each with an atomic rename.
+    fn install(&self, crt: &Path, key: &Path) {
+        for (from, to) in [(key, "live.key"), (crt, "live.crt")] {
+            let tmp = self.path(&format!("{to}.tmp"));
+            std::fs::copy(from, &tmp).unwrap();
+            std::fs::rename(&tmp, self.path(to)).unwrap();
+        }
+    }
+}
+
+fn der_of(pem: &Path) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::from_pem_file(pem)
+        .expect("PEM certificate")
+        .to_vec()
+}
+
+/// One TLS connection (rustls, trusting the test CA) speaking HTTP/1.1 with keep-alive.
+struct TlsConn {
+    stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl TlsConn {
+    async fn connect(addr: SocketAddr, ca: &Path, alpn: &[&[u8]]) -> TlsConn {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let stream = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake with the test CA");
+        TlsConn {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    fn peer_cert(&self) -> Vec<u8> {
+        self.stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .expect("peer certificates")[0]
+            .to_vec()
+    }
+
+    fn alpn(&self) -> Option<Vec<u8>> {
+        self.stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec)
+    }
+
+    /// `GET path` on this connection; returns the status. Errors if the connection is gone.
+    async fn get(&mut self, path: &str) -> Result<u16, String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        self.stream
+            .write_all(req.as_bytes())
+            .await
+            .map_err(|e| e.to_string())?;
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..end]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                if self.buf.len() >= end + 4 + len {
+                    self.buf.drain(..end + 4 + len);
+                    let status = head
+                        .split_whitespace()
+                        .nth(1)
+                        .unwrap_or("")
+                        .parse()
+                        .map_err(|_| head.clone())?;
+                    return Ok(status);
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(30), self.stream.read(&mut chunk))
+                .await
+                .map_err(|_| "timed out".to_string())?
+                .map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("connection closed".into());
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+fn curl_version(url: &str, ca: &Path, flag: &str) -> String {
+    require_tool("curl");
+    let out = Command::new("curl")
+        .args(["-sS", flag, "--cacert"])
+        .arg(ca)
+        .args(["-o", "/dev/null", "-w", "%{http_version} %{http_code}", url])
+        .output()
+        .expect("run curl");
+    assert!(out.status.success(), "{}", describe_output("curl", &out));
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn tls_pulls_http2_and_certificate_reload() {
+    let pki = Pki::new();
+    let (crt1, key1) = pki.issue("server-1", "0x1001");
+    pki.install(&crt1, &key1);
+    let store = new_store();
+    publish(
+        store.path(),
+        "oci:fixtures/oci-single:1.0",
+        &["public/app:1.0"],
+    );
+    let (live_crt, live_key) = (pki.path("live.crt"), pki.path("live.key"));
+    let r = Replica::start(
+        &[
+            "--store",
+            path_str(store.path()),
+            "--tls-cert",
+            path_str(&live_crt),
+            "--tls-key",
+            path_str(&live_key),
+        ],
+        &[],
+    );
+    let host = r.host();
+    let ca = pki.path("ca.crt");
+    let cert_dir = pki.path("certs.d");
+    let cert_dir = path_str(&cert_dir);
+    let expect = fixtures::oci_single();
+    let top = match &expect {
+        Expect::Image(i) => i.manifest.clone().expect("oci-single keeps its digest"),
+        Expect::Index { .. } => unreachable!(),
+    };
+
+    // HTTP/2 by ALPN, and HTTP/1.1 for clients that ask for it.
+    let base = format!("https://{host}/v2/");
+    assert_eq!(curl_version(&base, &ca, "--http2"), "2 200");
+    assert_eq!(curl_version(&base, &ca, "--http1.1"), "1.1 200");
+
+    // All three clients pull over HTTPS, trusting only the test CA.
+    let mut failures = Vec::new();
+    let mut skopeo = Skopeo::new();
+    let image = format!("{host}/{PUBLIC}:1.0");
+    if let Err(e) = skopeo_pull(
+        &mut skopeo,
+        &host,
+        &format!("{PUBLIC}:1.0"),
+        &["--src-cert-dir", cert_dir],
+        &expect,
+        &top,
+    ) {
+        failures.push(format!("[skopeo] {e}"));
+    }
+    let podman = Podman::new();
+    if let Err(e) = podman_pull(&podman, &image, &["--cert-dir", cert_dir], &expect) {
+        failures.push(format!("[podman] {e}"));
+    }
+    // containerd 1.6 talks plain HTTP to 127.0.0.1/localhost unless a hosts directory says
+    // otherwise: name the https:// server and the CA there.
+    let ctd = Containerd::start();
+    let hosts_dir = pki.path("hosts.d");
+    std::fs::create_dir_all(hosts_dir.join(&host)).unwrap();
+    std::fs::write(
+        hosts_dir.join(&host).join("hosts.toml"),
+        format!(
+            "server = \"https://{host}\"\n\n[host.\"https://{host}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = \"{}\"\n",
+            ca.display()
+        ),
+    )
+    .unwrap();
+    let ctr_args = ["--hosts-dir", path_str(&hosts_dir)];
+    if let Err(e) = ctr_pull(&ctd, &image, &ctr_args, &expect, &top) {
+        failures.push(format!("[ctr] {e}"));
+    }
+    // Without the CA, verification fails (the test CA is what makes the pulls above work).
+    match skopeo.copy_with(&host, &format!("{PUBLIC}:1.0"), &[]) {
+        Ok(_) => failures.push("[skopeo] pulled without trusting the test CA".into()),
+        Err(e) if e.contains("certificate") => {}
+        Err(e) => failures.push(format!("[skopeo] without the CA, an unexpected error: {e}")),
+    }
+    check_all(failures);
+
+    let rt = rt();
+    rt.block_on(async {
+        let h2 = TlsConn::connect(r.addr(), &ca, &[b"h2", b"http/1.1"]).await;
+        assert_eq!(h2.alpn().as_deref(), Some(&b"h2"[..]), "ALPN picks h2");
+        drop(h2);
+
+        // A keep-alive connection made with the first certificate.
+        let mut kept = TlsConn::connect(r.addr(), &ca, &[b"http/1.1"]).await;
+        assert_eq!(kept.peer_cert(), der_of(&crt1));
+        assert_eq!(kept.get("/v2/").await, Ok(200));
+
+        // Swap the files on disk: new handshakes present the new certificate, without a
+        // restart; the kept connection keeps answering meanwhile.
+        let (crt2, key2) = pki.issue("server-2", "0x2002");
+        pki.install(&crt2, &key2);
+        let want = der_of(&crt2);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            assert_eq!(
+                kept.get("/v2/").await,
+                Ok(200),
+                "the kept connection during the swap"
+            );
+            let fresh = TlsConn::connect(r.addr(), &ca, &[b"http/1.1"]).await;
+            if fresh.peer_cert() == want {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the new certificate was not picked up within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert_eq!(
+            kept.get("/v2/").await,
+            Ok(200),
+            "the kept connection after the swap"
+        );
+        assert_eq!(
+            kept.peer_cert(),
+            der_of(&crt1),
+            "an existing connection keeps its certificate"
+        );
+
+        // SIGHUP reloads even when the files' modification times did not change.
+        let times = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+        let (tc, tk) = (times(&live_crt), times(&live_key));
+        let (crt3, key3) = pki.issue("server-3", "0x3003");
+        pki.install(&crt3, &key3);
+        for (p, t) in [(&live_crt, tc), (&live_key, tk)] {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+        r.signal("HUP");
+        let want = der_of(&crt3);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let fresh = TlsConn::connect(r.addr(), &ca, &[b"http/1.1"]).await;
+            if fresh.peer_cert() == want {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "SIGHUP did not reload the certificate within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            kept.get("/v2/").await,
+            Ok(200),
+            "the kept connection after SIGHUP"
+        );
+    });
+    // A client pull over the reloaded certificate.
+    let r2 = skopeo_pull(
+        &mut skopeo,
+        &host,
+        &format!("{PUBLIC}:1.0"),
+        &["--src-cert-dir", cert_dir],
+        &expect,
+        &top,
+    );
+    assert!(r2.is_ok(), "skopeo after the reload: {r2:?}");
+    assert!(r.log().contains("TLS certificate reloaded"), "{}", r.log());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. Readiness and metrics follow an origin's health
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn readiness_and_metrics_follow_a_stopped_origin() {
+    let store = new_store();
+    publish(
+        store.path(),
+        "oci:fixtures/oci-single:1.0",
+        &["public/app:1.0"],
+    );
+    let mut edge = Nginx::public(store.path());
+    let secrets = Secrets::new();
+    let config = secrets.write_config(
+        "edge.toml",
+        &format!(
+            "store = \"{}\"\n\n[serve]\nhealth_interval = 1\n\n[[origins]]\nname = \"edge\"\n\
+             signer = {{ kind = \"public\", base_url = \"{}\" }}\n",
+            store.path().display(),
+            edge.base_url()
+        ),
+    );
+    let r = Replica::start(&["--config", &config], &[]);
+    let http = common::http::client();
+    let base = r.url("");
+    let rt = rt();
+
+    let ready = |want: StatusCode| {
+        let (http, base) = (&http, &base);
+        rt.block_on(async move {
+            let a = send(http, Method::GET, &format!("{base}/readyz"), &[]).await;
+            let v: Value = serde_json::from_slice(&a.body).expect("readyz JSON");
+            (a.status == want).then_some(v)
+        })
+    };
+    let v = ready(StatusCode::OK).expect("ready at start");
+    assert_eq!(v["ready"], true);
+    assert_eq!(v["origins"][0]["name"], "edge");
+    assert_eq!(v["origins"][0]["healthy"], true);
+
+    // Some traffic; every answer carries its own request id.
+    let ids = rt.block_on(async {
+        let mut ids = Vec::new();
+        let config = {
+            let m = send(
+                &http,
+                Method::GET,
+                &format!("{base}/v2/{PUBLIC}/manifests/1.0"),
+                &[],
+            )
+            .await;
+            assert_eq!(m.status, StatusCode::TEMPORARY_REDIRECT);
+            let loc = m.header("location").unwrap().to_owned();
+            assert!(
+                loc.starts_with(&edge.base_url()),
+                "redirects to the edge: {loc}"
+            );
+            ids.push(m.header("x-request-id").map(str::to_owned));
+            let body = send(&http, Method::GET, &loc, &[]).await.body;
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            v["config"]["digest"].as_str().unwrap().to_owned()
+        };
+        let calls: Vec<(Method, String, StatusCode)> = vec![
+            (
+                Method::HEAD,
+                format!("/v2/{PUBLIC}/manifests/1.0"),
+                StatusCode::OK,
+            ),
+            (
+                Method::GET,
+                format!("/v2/{PUBLIC}/manifests/1.0"),
+                StatusCode::TEMPORARY_REDIRECT,
+            ),
+            (
+                Method::GET,
+                format!("/v2/{PUBLIC}/blobs/{config}"),
+                StatusCode::TEMPORARY_REDIRECT,
+            ),
+            (
+                Method::HEAD,
+                format!("/v2/{PUBLIC}/blobs/{config}"),
+                StatusCode::OK,
+            ),
+            (
+                Method::GET,
+                format!("/v2/{PUBLIC}/manifests/nope"),
+                StatusCode::NOT_FOUND,
+            ),
+            (Method::GET, "/v2/".into(), StatusCode::OK),
+            (
+                Method::PUT,
+                format!("/v2/{PUBLIC}/manifests/1.0"),
+                StatusCode::METHOD_NOT_ALLOWED,
+            ),
+            (Method::GET, "/healthz".into(), StatusCode::OK),
+        ];
+        for _ in 0..3 {
+            for (m, p, want) in &calls {
+                let a = send(&http, m.clone(), &format!("{base}{p}"), &[]).await;
+                assert_eq!(a.status, *want, "{m} {p}");
+                ids.push(a.header("x-request-id").map(str::to_owned));
+            }
+        }
+        ids
+    });
+    let ids: Vec<String> = ids
+        .into_iter()
+        .map(|i| i.expect("every response has x-request-id"))
+        .collect();
+    let unique: HashSet<&String> = ids.iter().collect();
+    assert_eq!(unique.len(), ids.len(), "request ids repeat: {ids:?}");
+
+    let m = r.metrics();
+    let sample = |metric: &str, labels: &[&str]| {
+        metric_sum(&m, metric, labels).unwrap_or_else(|| panic!("no {metric}{labels:?} in:\n{m}"))
+    };
+    let requests = "static_registry_requests_total";
+    assert!(sample(requests, &[r#"route="manifest""#, r#"status="307""#]) >= 4.0);
+    assert!(sample(requests, &[r#"route="manifest""#, r#"status="200""#]) >= 3.0);
+    assert!(sample(requests, &[r#"route="manifest""#, r#"status="404""#]) >= 3.0);
+    assert!(sample(requests, &[r#"route="blob""#, r#"status="307""#]) >= 3.0);
+    assert!(sample(requests, &[r#"route="blob""#, r#"status="200""#]) >= 3.0);
+    assert!(sample(requests, &[r#"route="base""#, r#"status="200""#]) >= 3.0);
+    assert!(sample(requests, &[r#"route="write""#, r#"status="405""#]) >= 3.0);
+    assert!(
+        sample(
+            "static_registry_request_duration_seconds_count",
+            &[r#"route="manifest""#]
+        ) >= 10.0
+    );
+    assert!(
+        sample(
+            "static_registry_request_duration_seconds_bucket",
+            &[r#"route="manifest""#, r#"le="+Inf""#]
+        ) >= 10.0
+    );
+    assert!(
+        sample(
+            "static_registry_sign_duration_seconds_count",
+            &[r#"signer="public""#]
+        ) >= 7.0
+    );
+    assert!(
+        sample(
+            "static_registry_index_cache_misses_total",
+            &[r#"origin="edge""#, r#"document="repository""#]
+        ) >= 1.0
+    );
+    assert!(
+        sample(
+            "static_registry_index_cache_hits_total",
+            &[r#"origin="edge""#, r#"document="repository""#]
+        ) >= 1.0
+    );
+    assert_eq!(
+        sample("static_registry_origin_healthy", &[r#"origin="edge""#]),
+        1.0
+    );
+
+    // The origin goes away: the health probe marks it down, /readyz says so (503: it is the
+    // only origin), and the gauge drops to 0.
+    edge.stop();
+    let v = wait_for(
+        "/readyz to report the stopped origin",
+        Duration::from_secs(60),
+        || ready(StatusCode::SERVICE_UNAVAILABLE),
+    );
+    assert_eq!(v["ready"], false);
+    assert_eq!(v["origins"][0]["healthy"], false, "{v}");
+    let m = r.metrics();
+    assert_eq!(
+        metric_sum(&m, "static_registry_origin_healthy", &[r#"origin="edge""#]),
+        Some(0.0),
+        "{m}"
+    );
+    // Liveness is not readiness: the process is alive.
+    assert_eq!(common::blocking_get_status(r.addr(), "/healthz"), Some(200));
+
+    // And it comes back.
+    edge.restart();
+    let v = wait_for(
+        "/readyz to report the origin back",
+        Duration::from_secs(60),
+        || ready(StatusCode::OK),
+    );
+    assert_eq!(v["origins"][0]["healthy"], true);
+    let m = r.metrics();
+    assert_eq!(
+        metric_sum(&m, "static_registry_origin_healthy", &[r#"origin="edge""#]),
+        Some(1.0),
+        "{m}"
+    );
+    assert!(r.log().contains("origin marked unhealthy"), "{}", r.log());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Logs hold no signed query strings, tokens or passwords
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn logs_hold_no_signed_urls_tokens_or_passwords() {
+    let store = new_store();
+    publish(
+        store.path(),
+        "oci:fixtures/oci-single:1.0",
+        &["public/app:1.0", "edge/app:1.0"],
+    );
+    publish(
+        store.path(),
+        "docker-archive:fixtures/docker-legacy.tar",
+        &["private/app:1.0"],
+    );
+    let secrets = Secrets::new();
+    let cdn_secret = format!("cdn{}", hex::encode(rand::random::<[u8; 16]>()));
+    let cdn_secret_file = secrets.write_config("cdn.secret", &cdn_secret);
+    let cdn = Nginx::secure_link(store.path(), &cdn_secret);
+    let config = secrets.write_config(
+        "logs.toml",
+        &format!(
+            r#"store = "{store}"
+
+[serve]
+health_interval = 1
+
+[[origins]]
+name = "local"
+signer = {{ kind = "embedded" }}
+
+[[origins]]
+name = "edge"
+signer = {{ kind = "secure-link", base_url = "{cdn}", secret_file = "{cdn_secret_file}", template = "{template}", content_type_param = "ct" }}
+
+[[routes]]
+prefix = "edge/"
+origins = ["edge"]
+
+{rest}"#,
+            store = store.path().display(),
+            cdn = cdn.base_url(),
+            template = SECURE_LINK_TEMPLATE,
+            rest = secrets.toml(true),
+        ),
+    );
+    let r = Replica::start(
+        &["--config", &config, "--access-log", "--log-format", "json"],
+        &[("RUST_LOG", "debug")],
+    );
+    let host = r.host();
+    let base = r.url("");
+
+    // Real pulls: embedded origin, the secure-link edge, a private repository with credentials,
+    // and a refused password.
+    let mut skopeo = Skopeo::new();
+    let plain = "--src-tls-verify=false";
+    let alice = format!("alice:{ALICE_PW}");
+    let mut failures = Vec::new();
+    for (reference, args) in [
+        (format!("{PUBLIC}:1.0"), vec![plain]),
+        ("edge/app:1.0".to_owned(), vec![plain]),
+        (format!("{PRIVATE}:1.0"), vec![plain, "--src-creds", &alice]),
+    ] {
+        if let Err(e) = skopeo.copy_with(&host, &reference, &args) {
+            failures.push(e);
+        }
+    }
+    let wrong = format!("alice:{WRONG_PW}");
+    let r_wrong = skopeo
+        .copy_with(
+            &host,
+            &format!("{PRIVATE}:1.0"),
+            &[plain, "--src-creds", &wrong],
+        )
+        .map(|_| ());
+    if let Err(e) = refused("wrong password", Refusal::BadCredentials, r_wrong) {
+        failures.push(e);
+    }
+    check_all(failures);
+
+    // Raw requests, keeping every credential the server handed out.
+    let http = common::http::client();
+    let mut secrets_seen: Vec<String> = Vec::new();
+    rt().block_on(async {
+        let token = token_for(&http, &base, Some(&alice), PRIVATE).await;
+        secrets_seen.push(token.clone());
+        let bearer = format!("Bearer {token}");
+        for (repo, auth) in [
+            (PUBLIC, None),
+            ("edge/app", None),
+            (PRIVATE, Some(bearer.as_str())),
+        ] {
+            let h: Vec<(&str, &str)> = auth.map(|a| vec![("authorization", a)]).unwrap_or_default();
+            let m = send(
+                &http,
+                Method::GET,
+                &format!("{base}/v2/{repo}/manifests/1.0"),
+                &h,
+            )
+            .await;
+            assert_eq!(m.status, StatusCode::TEMPORARY_REDIRECT, "{repo}");
+            let loc = m.header("location").unwrap().to_owned();
+            for p in ["sig", "md5"] {
+                if let Some(v) = query_param(&loc, p) {
+                    secrets_seen.push(v);
+                }
+            }
+            let url = if loc.starts_with('/') {
+                format!("{base}{loc}")
+            } else {
+                loc
+            };
+            let got = send(&http, Method::GET, &url, &[]).await;
+            assert_eq!(got.status, StatusCode::OK, "{repo} content");
+        }
+        // Not behind a trusted proxy: forwarded headers are ignored.
+        let v2 = send(
+            &http,
+            Method::GET,
+            &format!("{base}/v2/"),
+            &[
+                ("x-forwarded-host", "evil.example"),
+                ("x-forwarded-proto", "https"),
+            ],
+        )
+        .await;
+        assert_eq!(
+            v2.header("www-authenticate"),
+            Some(format!("Bearer realm=\"http://{host}/token\",service=\"{SERVICE}\"").as_str())
+        );
+    });
+    assert!(secrets_seen.len() >= 4, "collected {secrets_seen:?}");
+    // Let the edge's health probe (a signed HEAD) run a few times.
+    std::thread::sleep(Duration::from_millis(2500));
+
+    let log = r.log();
+    // It is a JSON log with a request line per request.
+    let mut requests = Vec::new();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+        if v["fields"]["message"] == "request" {
+            requests.push(v["fields"].clone());
+        }
+    }
+    let has = |path_prefix: &str, status: u64| {
+        requests.iter().any(|f| {
+            f["path"]
+                .as_str()
+                .is_some_and(|p| p.starts_with(path_prefix))
+                && f["status"] == status
+                && f["request_id"].as_str().is_some_and(|id| !id.is_empty())
+        })
+    };
+    assert!(
+        has(&format!("/v2/{PRIVATE}/manifests/"), 401),
+        "no 401 request line"
+    );
+    assert!(
+        has(&format!("/v2/{PRIVATE}/manifests/"), 307),
+        "no 307 request line"
+    );
+    assert!(has("/_origin/", 200), "no origin request line");
+    assert!(
+        has("/token", 200) && has("/token", 401),
+        "no token request lines"
+    );
+
+    let basic_alice = base64::engine::general_purpose::STANDARD.encode(&alice);
+    let basic_wrong = base64::engine::general_purpose::STANDARD.encode(&wrong);
+    let mut forbidden: Vec<(&str, String)> = vec![
+        ("a signed query (sig=)", "sig=".into()),
+        ("a signed query (md5=)", "md5=".into()),
+        ("an S3 signature", "X-Amz-Signature".into()),
+        ("a JWT", "eyJ".into()),
+        ("alice's password", ALICE_PW.into()),
+        ("a wrong password", WRONG_PW.into()),
+        ("Basic credentials", basic_alice),
+        ("wrong Basic credentials", basic_wrong),
+        ("the origin secret", secrets.origin_key.clone()),
+        ("the token key", secrets.token_key.clone()),
+        ("the CDN secret", cdn_secret.clone()),
+    ];
+    for s in &secrets_seen {
+        forbidden.push(("a credential the server issued", s.clone()));
+    }
+    let leaks: Vec<String> = forbidden
+        .iter()
+        .filter_map(|(what, s)| {
+            log.lines()
+                .find(|l| l.contains(s.as_str()))
+                .map(|l| format!("{what} ({s}) in: {l}"))
+        })
+        .collect();
+    assert!(leaks.is_empty(), "the log leaks:\n{}", leaks.join("\n"));
+}
