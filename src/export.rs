@@ -9,7 +9,10 @@
 //!
 //! - `oci:DIR[:TAG]` writes the manifests and blobs byte-for-byte (an image index is kept whole
 //!   unless `--platform` picks one image), and adds or replaces the `index.json` entry whose
-//!   `org.opencontainers.image.ref.name` is `TAG`, as `skopeo copy` does.
+//!   `org.opencontainers.image.ref.name` is `TAG`, as `skopeo copy` does. Docker schema2
+//!   manifests and lists are the exception: skopeo and containers/image ignore layout entries
+//!   of Docker media types, so those get OCI media types (and so new manifest digests), exactly
+//!   as `skopeo copy` converts them; configs and layers stay byte-for-byte.
 //! - `docker-archive:FILE[:REPO:TAG]` writes the shape `docker save` wrote before Docker 25:
 //!   `manifest.json` (`Config`, `RepoTags`, `Layers`), the config as `<hex>.json`, each layer as
 //!   `<hex>/layer.tar`, and `repositories`. gzip layers are written as they are stored (`docker

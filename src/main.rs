@@ -22,7 +22,7 @@ use static_registry::reference::TaggedName;
 use static_registry::serve::cache::CacheConfig;
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:5000";
-const DEFAULT_URL_TTL: u64 = 300;
+const DEFAULT_URL_TTL: u64 = 600;
 const DEFAULT_INDEX_TTL: u64 = 10;
 const DEFAULT_HEALTH_INTERVAL: u64 = 10;
 
@@ -65,7 +65,7 @@ enum Command {
         /// Address to listen on.
         #[arg(long, env = "STATIC_REGISTRY_LISTEN")]
         listen: Option<SocketAddr>,
-        /// Lifetime of signed URLs, in seconds [default: 300].
+        /// Lifetime of signed URLs, in seconds [default: 600].
         #[arg(long)]
         url_ttl: Option<u64>,
         /// Seconds a repository index is cached; a tag move is visible within this [default: 10].
