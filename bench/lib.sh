@@ -232,10 +232,28 @@ push_distribution() {
 }
 
 # copy_distribution_tree FSROOT: puts a filesystem distribution's tree into the bucket, where
-# s3s-fs serves it as objects (it stores objects as plain files under DIR/BUCKET/KEY).
+# s3s-fs serves it as objects (it stores objects as plain files under DIR/BUCKET/KEY). It also
+# records each copied object's ETag the way s3s-fs does on a PUT: without one, s3s-fs re-reads
+# the whole file to hash it on every GET and HEAD, which would slow distribution's reads (and
+# pulls) by an artefact of the test server, not of distribution.
 copy_distribution_tree() {
     mkdir -p "$S3_DIR/$BUCKET"
     cp -a "$1/docker" "$S3_DIR/$BUCKET/"
+    python3 - "$S3_DIR" "$BUCKET" <<'PY'
+import base64, hashlib, json, os, sys
+root, bucket = sys.argv[1], sys.argv[2]
+b64 = lambda s: base64.urlsafe_b64encode(s.encode()).decode().rstrip("=")
+top = os.path.join(root, bucket)
+for d, _, files in os.walk(os.path.join(top, "docker")):
+    for f in files:
+        path = os.path.join(d, f)
+        key = os.path.relpath(path, top)
+        with open(path, "rb") as fh:
+            md5 = hashlib.md5(fh.read()).hexdigest()
+        info = os.path.join(root, f".bucket-{b64(bucket)}.object-{b64(key)}.internal.json")
+        with open(info, "w") as fh:
+            json.dump({"e_tag": md5}, fh)
+PY
 }
 
 # check_blob BASE PATH DIGEST: GET BASE+PATH must be a 307 whose Location serves the bytes of

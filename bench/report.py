@@ -19,8 +19,33 @@ def ms(text):
     return float(m.group(1)) * UNITS[m.group(2)]
 
 
+def parse_hey(text):
+    out = {"non3xx": 0, "errors": 0}
+    for line in text.splitlines():
+        s = line.split()
+        if line.strip().startswith("Requests/sec:"):
+            out["rps"] = float(s[1])
+        elif len(s) == 4 and s[0].rstrip("%") in ("50", "99") and s[1] == "in":
+            out["p" + s[0].rstrip("%")] = float(s[2]) * 1000
+        elif re.match(r"\s+\[(\d+)\]\s+(\d+) responses", line):
+            code, n = re.match(r"\s+\[(\d+)\]\s+(\d+) responses", line).groups()
+            out["requests"] = out.get("requests", 0) + int(n)
+            if not code.startswith(("2", "3")):
+                out["non3xx"] += int(n)
+        elif line.strip().startswith("[") and "\t" in line:
+            out["errors"] += int(line.split("\t")[0].strip().strip("[]"))
+    return out
+
+
 def parse(path):
     out = {"non3xx": 0, "errors": 0}
+    with open(path) as f:
+        text = f.read()
+    if "Summary:" in text:
+        out = parse_hey(text)
+        if "rps" not in out:
+            raise SystemExit(f"cannot parse hey output {path}")
+        return out
     with open(path) as f:
         for line in f:
             s = line.split()
@@ -70,6 +95,9 @@ def main():
         parts = []
         for target in [k[1] for k in order if k[0] == scenario and k[1] != "serve"]:
             other = (scenario, target)
+            if med(other, "rps") <= 0 or med(other, "p99") <= 0:
+                parts.append(f"serve/{target} n/a")
+                continue
             ratio = med(serve, "rps") / med(other, "rps")
             p99 = med(serve, "p99") / med(other, "p99")
             parts.append(f"serve/{target} req/s {ratio:.2f}x, p99 {p99:.2f}x")

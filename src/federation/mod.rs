@@ -164,7 +164,11 @@ impl Federation {
             .or_else(|| healthy().next());
         match chosen {
             Some(i) => {
-                route.last_good.store(i, Ordering::Relaxed);
+                // Load first: an unconditional store on every request would bounce this cache
+                // line between cores.
+                if route.last_good.load(Ordering::Relaxed) != i {
+                    route.last_good.store(i, Ordering::Relaxed);
+                }
                 &self.origins[i]
             }
             None => &self.origins[route.last_good.load(Ordering::Relaxed)],

@@ -773,7 +773,7 @@ impl RegistryClient {
                 .headers()
                 .get(reqwest::header::LINK)
                 .and_then(|v| v.to_str().ok())
-                .and_then(|l| next_link(l))
+                .and_then(next_link)
                 .and_then(|l| url.join(&l).ok());
             let body = read_capped(resp, MAX_MANIFEST_SIZE).await?;
             let v: serde_json::Value = match serde_json::from_slice::<serde_json::Value>(&body) {

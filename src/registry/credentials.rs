@@ -478,7 +478,12 @@ mod tests {
         assert_eq!(got.hint(), "check --creds");
         let got = resolve(&r, &Lookup::default(), &all).unwrap();
         assert_eq!(got.credentials, basic("bob", "fromenv"));
-        let got = resolve(&r, &Lookup::default(), &env_of(&[cfg_env.clone()])).unwrap();
+        let got = resolve(
+            &r,
+            &Lookup::default(),
+            &env_of(std::slice::from_ref(&cfg_env)),
+        )
+        .unwrap();
         assert_eq!(got.credentials, basic("carol", "fromfile"));
         assert!(
             got.origin.ends_with("config.json (auths)"),

@@ -71,8 +71,13 @@ pub struct Fake {
     pub state: Arc<FakeState>,
 }
 
+/// digest -> bytes.
+pub type Content = HashMap<String, Vec<u8>>;
+/// tag -> (digest, media type).
+pub type Tags = HashMap<String, (String, String)>;
+
 /// Loads an OCI layout directory as the fake's content; its `index.json` ref names become tags.
-pub fn load_layout(dir: &Path) -> (HashMap<String, Vec<u8>>, HashMap<String, (String, String)>) {
+pub fn load_layout(dir: &Path) -> (Content, Tags) {
     let mut content = HashMap::new();
     for e in std::fs::read_dir(dir.join("blobs/sha256")).unwrap() {
         let e = e.unwrap();
@@ -110,12 +115,7 @@ pub fn fixture_dir(fixture: &str) -> std::path::PathBuf {
 }
 
 /// Starts a fake serving `content` (digest -> bytes) with `tags` (tag -> digest, media type).
-pub async fn start_with(
-    content: HashMap<String, Vec<u8>>,
-    tags: HashMap<String, (String, String)>,
-    repo: &str,
-    auth: FakeAuth,
-) -> Fake {
+pub async fn start_with(content: Content, tags: Tags, repo: &str, auth: FakeAuth) -> Fake {
     let state = Arc::new(FakeState {
         auth,
         repo: repo.to_owned(),

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
-use axum::http::{header, HeaderMap, HeaderValue, Method as HttpMethod, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method as HttpMethod, StatusCode};
+use bytes::Bytes;
 use axum::response::{IntoResponse, Response};
 
 use crate::index::{Catalog, ManifestEntry, RepoIndex};
@@ -21,6 +22,7 @@ use super::route::V2Route;
 use super::AppState;
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 
 /// What the caller decided about a request before routing it.
 pub struct Request<'a> {
@@ -89,11 +91,12 @@ fn redirect(state: &Ctx<'_>, key: &str, content_type: &str, digest: &Digest) -> 
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&url) {
+    // The URL's own buffer becomes the header value (validated, not copied).
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(url)) {
         h.insert(header::LOCATION, v);
     }
     if let Ok(v) = HeaderValue::from_str(digest.as_str()) {
-        h.insert("docker-content-digest", v);
+        h.insert(DOCKER_CONTENT_DIGEST, v);
     }
     resp
 }
@@ -106,7 +109,7 @@ fn local_head(content_type: &str, size: u64, digest: &Digest) -> Response {
     }
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(size));
     if let Ok(v) = HeaderValue::from_str(digest.as_str()) {
-        h.insert("docker-content-digest", v);
+        h.insert(DOCKER_CONTENT_DIGEST, v);
     }
     resp
 }
@@ -118,35 +121,27 @@ async fn manifest(
     r: &ManifestRef,
 ) -> Result<Response, OciError> {
     let idx = repo(state, name).await?;
-    let (digest, entry): (&Digest, ManifestEntry) = match r {
+    // Borrowed from the cached index: nothing is copied per request.
+    let (digest, media_type, size): (&Digest, &str, u64) = match r {
         ManifestRef::Tag(t) => {
             let d = idx
                 .tags
                 .get(t)
                 .ok_or_else(|| OciError::manifest_unknown(format!("{name}:{t}")))?;
-            let entry = ManifestEntry {
-                media_type: d.media_type.clone(),
-                size: d.size,
-            };
-            (&d.digest, entry)
+            (&d.digest, &d.media_type, d.size)
         }
         ManifestRef::Digest(d) => {
-            let e = idx
+            let e: &ManifestEntry = idx
                 .manifests
                 .get(d)
                 .ok_or_else(|| OciError::manifest_unknown(format!("{name}@{d}")))?;
-            (d, e.clone())
+            (d, &e.media_type, e.size)
         }
     };
     if head {
-        return Ok(local_head(&entry.media_type, entry.size, digest));
+        return Ok(local_head(media_type, size, digest));
     }
-    Ok(redirect(
-        state,
-        &layout::manifest(digest),
-        &entry.media_type,
-        digest,
-    ))
+    Ok(redirect(state, &layout::manifest(digest), media_type, digest))
 }
 
 async fn blob(
@@ -233,7 +228,7 @@ async fn tags(state: &Ctx<'_>, name: &RepoName, query: Option<&str>) -> Result<R
         let key = layout::tags_list(name);
         let d = Digest::sha256_of(key.as_bytes());
         let mut resp = redirect(state, &key, layout::JSON_CONTENT_TYPE, &d);
-        resp.headers_mut().remove("docker-content-digest");
+        resp.headers_mut().remove(DOCKER_CONTENT_DIGEST);
         return Ok(resp);
     };
     let (tags, next) = page.apply(idx.tags.keys().map(|t| t.as_str()));
@@ -274,7 +269,7 @@ async fn catalog(
         }
         let d = Digest::sha256_of(layout::CATALOG.as_bytes());
         let mut resp = redirect(state, layout::CATALOG, layout::JSON_CONTENT_TYPE, &d);
-        resp.headers_mut().remove("docker-content-digest");
+        resp.headers_mut().remove(DOCKER_CONTENT_DIGEST);
         return Ok(resp);
     };
     let (repos, next) = page.apply(
@@ -310,7 +305,7 @@ async fn referrers(
         (Some(_), None) => {
             let key = layout::referrers(name, subject);
             let mut resp = redirect(state, &key, OCI_INDEX, subject);
-            resp.headers_mut().remove("docker-content-digest");
+            resp.headers_mut().remove(DOCKER_CONTENT_DIGEST);
             Ok(resp)
         }
         (list, filter) => {

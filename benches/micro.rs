@@ -1,0 +1,304 @@
+//! Micro-benchmarks of the per-request hot path (docs/performance.md).
+//!
+//!   cargo bench --bench micro               # everything
+//!   cargo bench --bench micro -- sign/      # one group (criterion's filter)
+//!
+//! What a blob redirect costs, piece by piece: parsing the path (`reference`, `route`), choosing
+//! the origin (`federation`), finding the digest in the cached repository index (`index`),
+//! signing the URL (`sign`), and the whole request through the router (`request`).
+
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::body::Body;
+use axum::http::{Method as HttpMethod, Request};
+use criterion::{criterion_group, criterion_main, Criterion};
+use tower::ServiceExt;
+
+use static_registry::aws::Credentials;
+use static_registry::federation::region::RegionResolver;
+use static_registry::federation::{Federation, Origin};
+use static_registry::index::{Descriptor, ManifestEntry, RepoIndex};
+use static_registry::layout;
+use static_registry::reference::{Digest, ManifestRef, RepoName, Tag};
+use static_registry::serve::cache::CacheConfig;
+use static_registry::serve::route::V2Route;
+use static_registry::serve::{self, AppState};
+use static_registry::sign::cloudfront::{
+    CloudFrontConfig, CloudFrontSigner, HashAlgorithm, PolicyMode,
+};
+use static_registry::sign::secure_link::{SecureLinkConfig, SecureLinkSigner};
+use static_registry::sign::sigv4::{SigV4Config, SigV4Signer};
+use static_registry::sign::{Method, SignRequest, Signer};
+use static_registry::store::LocalStore;
+
+const DIGEST: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+const REPO: &str = "team/platform/app-server";
+const BLOBS_PER_REPO: usize = 1000;
+
+fn blob_key() -> String {
+    layout::blob(&Digest::parse(DIGEST).unwrap())
+}
+
+fn request(key: &str) -> SignRequest<'_> {
+    SignRequest {
+        method: Method::Get,
+        key,
+        content_type: layout::BLOB_CONTENT_TYPE,
+        ttl: Duration::from_secs(300),
+    }
+}
+
+fn sigv4() -> SigV4Signer {
+    let cfg = SigV4Config {
+        endpoint: url::Url::parse("https://s3.eu-west-1.amazonaws.com").unwrap(),
+        bucket: "my-registry-bucket".into(),
+        prefix: "registry".into(),
+        region: "eu-west-1".into(),
+        path_style: false,
+        service: "s3".into(),
+    };
+    let creds = Credentials {
+        access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+        secret_access_key: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+        session_token: None,
+    };
+    SigV4Signer::with_credentials(cfg, creds).unwrap()
+}
+
+/// The n-th synthetic digest (distinct, valid).
+fn digest(n: usize) -> Digest {
+    Digest::parse(&format!("sha256:{n:064x}")).unwrap()
+}
+
+/// A repository index the size of a busy repository: 50 tags, 200 manifests, 1000 blobs; the
+/// benchmarked digest is one of the blobs.
+fn big_index() -> RepoIndex {
+    let mut idx = RepoIndex::new(RepoName::parse(REPO).unwrap());
+    for n in 0..200 {
+        let d = digest(n + 1_000_000);
+        idx.manifests.insert(
+            d.clone(),
+            ManifestEntry {
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                size: 1234,
+            },
+        );
+        if n < 50 {
+            idx.tags.insert(
+                Tag::parse(&format!("1.{n}")).unwrap(),
+                Descriptor {
+                    media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                    digest: d,
+                    size: 1234,
+                    artifact_type: None,
+                    platform: None,
+                    annotations: None,
+                },
+            );
+        }
+    }
+    for n in 0..BLOBS_PER_REPO - 1 {
+        idx.blobs.insert(digest(n), 4096);
+    }
+    idx.blobs.insert(Digest::parse(DIGEST).unwrap(), 4096);
+    idx
+}
+
+/// A federation of one origin (S3 signer) over a local store holding `big_index()`, and of two
+/// more origins behind prefix routes, as a federated configuration has.
+fn federation(dir: &Path) -> Arc<Federation> {
+    let store = Arc::new(LocalStore::open(dir).unwrap());
+    let idx = big_index();
+    let key = store.path_of(&layout::repo_index(&idx.name)).unwrap();
+    std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+    std::fs::write(key, idx.to_vec()).unwrap();
+    let origin = |name: &str| {
+        Arc::new(Origin::new(
+            name,
+            Arc::new(sigv4()),
+            store.clone(),
+            Vec::new(),
+            CacheConfig::default(),
+        ))
+    };
+    let routes = vec![
+        ("mirror/".to_owned(), vec![1, 0]),
+        ("team/special/".to_owned(), vec![2]),
+        (String::new(), vec![0, 1]),
+    ];
+    Arc::new(
+        Federation::new(
+            vec![origin("s3"), origin("b"), origin("c")],
+            routes,
+            RegionResolver::default(),
+        )
+        .unwrap(),
+    )
+}
+
+fn reference(c: &mut Criterion) {
+    let mut g = c.benchmark_group("reference");
+    g.bench_function("repo_name", |b| {
+        b.iter(|| RepoName::parse(black_box(REPO)).unwrap())
+    });
+    g.bench_function("digest", |b| {
+        b.iter(|| Digest::parse(black_box(DIGEST)).unwrap())
+    });
+    g.bench_function("tag", |b| b.iter(|| Tag::parse(black_box("1.25.3-alpine")).unwrap()));
+    g.bench_function("manifest_ref", |b| {
+        b.iter(|| ManifestRef::parse(black_box("1.25.3-alpine")).unwrap())
+    });
+    g.finish();
+}
+
+fn route(c: &mut Criterion) {
+    let blob = format!("/v2/{REPO}/blobs/{DIGEST}");
+    let manifest = format!("/v2/{REPO}/manifests/1.25.3-alpine");
+    let mut g = c.benchmark_group("route");
+    g.bench_function("parse_blob", |b| {
+        b.iter(|| V2Route::parse(black_box(&blob)).unwrap())
+    });
+    g.bench_function("parse_manifest_tag", |b| {
+        b.iter(|| V2Route::parse(black_box(&manifest)).unwrap())
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let fed = federation(dir.path());
+    let name = RepoName::parse(REPO).unwrap();
+    g.bench_function("federation_pick", |b| {
+        b.iter(|| fed.pick(black_box(Some(&name)), None).name.len())
+    });
+    g.finish();
+}
+
+fn sign(c: &mut Criterion) {
+    let key = blob_key();
+    let now = SystemTime::now();
+    let mut g = c.benchmark_group("sign");
+
+    let s3 = sigv4();
+    g.bench_function("sigv4_presign", |b| b.iter(|| s3.sign(black_box(&request(&key)), now)));
+
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sign");
+    let pem = std::fs::read_to_string(format!("{data}/test-only-rsa2048.pkcs1.pem")).unwrap();
+    let cf = |policy| CloudFrontConfig {
+        base_url: "https://d111111abcdef8.cloudfront.net".into(),
+        prefix: "registry".into(),
+        key_pair_id: "K2JCJMDEHXQW5F".into(),
+        private_key_file: None,
+        private_key_env: None,
+        policy,
+        window_secs: None,
+        hash_algorithm: HashAlgorithm::Sha1,
+    };
+    let wildcard = CloudFrontSigner::with_pem(&cf(PolicyMode::Wildcard), &pem).unwrap();
+    g.bench_function("cloudfront_wildcard_amortised", |b| {
+        b.iter(|| wildcard.sign(black_box(&request(&key)), now))
+    });
+
+    let link = SecureLinkSigner::with_secret(
+        &SecureLinkConfig {
+            base_url: "https://edge.example.com".into(),
+            prefix: "registry".into(),
+            secret_file: None,
+            secret_env: None,
+            template: "$secure_link_expires$uri SECRET".into(),
+            md5_param: "md5".into(),
+            expires_param: "expires".into(),
+            content_type_param: None,
+        },
+        "edge-secret".into(),
+    )
+    .unwrap();
+    g.bench_function("secure_link", |b| {
+        b.iter(|| link.sign(black_box(&request(&key)), now))
+    });
+    g.finish();
+
+    // One RSA-2048 signature per URL: why `wildcard` is the default (few samples: ~ms each).
+    let mut g = c.benchmark_group("sign_slow");
+    g.sample_size(10);
+    let canned = CloudFrontSigner::with_pem(&cf(PolicyMode::Canned), &pem).unwrap();
+    g.bench_function("cloudfront_canned_rsa", |b| {
+        b.iter(|| canned.sign(black_box(&request(&key)), now))
+    });
+    g.finish();
+}
+
+fn index(c: &mut Criterion) {
+    let idx = big_index();
+    let d = Digest::parse(DIGEST).unwrap();
+    let tag = Tag::parse("1.42").unwrap();
+    let mut g = c.benchmark_group("index");
+    g.bench_function("blob_lookup_1000", |b| {
+        b.iter(|| idx.blobs.get(black_box(&d)).copied())
+    });
+    g.bench_function("tag_lookup_50", |b| {
+        b.iter(|| idx.tags.get(black_box(&tag)).map(|t| t.size))
+    });
+
+    // The cached document as a request sees it: the key, then moka.
+    let dir = tempfile::tempdir().unwrap();
+    let fed = federation(dir.path());
+    let name = RepoName::parse(REPO).unwrap();
+    let origin = fed.pick(Some(&name), None).clone();
+    let key = layout::repo_index(&name);
+    futures::executor::block_on(origin.repos.get(&key)).unwrap();
+    g.bench_function("cache_get", |b| {
+        b.iter(|| futures::executor::block_on(origin.repos.get(black_box(&key))).is_ok())
+    });
+    g.bench_function("cache_get_with_key", |b| {
+        b.iter(|| {
+            let key = layout::repo_index(black_box(&name));
+            futures::executor::block_on(origin.repos.get(&key)).is_ok()
+        })
+    });
+    g.finish();
+}
+
+/// A whole request through the router, as the listener hands it over: routing, the index,
+/// signing, headers, metrics (the Prometheus recorder installed, as `serve` does).
+fn request_path(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let state = Arc::new(AppState {
+        federation: federation(dir.path()),
+        url_ttl: Duration::from_secs(300),
+        embedded: None,
+        auth: None,
+        trust_forwarded: false,
+        tls: false,
+        access_log: false,
+        request_timeout: Duration::from_secs(30),
+    });
+    serve::metrics::install();
+    let app = serve::router(state);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let call = |method: HttpMethod, path: &str| {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "registry.example.com")
+            .body(Body::empty())
+            .unwrap();
+        let resp = rt.block_on(app.clone().oneshot(req)).unwrap();
+        assert!(resp.status().is_success() || resp.status().is_redirection());
+        resp
+    };
+    let blob = format!("/v2/{REPO}/blobs/{DIGEST}");
+    let manifest = format!("/v2/{REPO}/manifests/1.42");
+    call(HttpMethod::GET, &blob); // loads the index
+    let mut g = c.benchmark_group("request");
+    g.bench_function("blob_get_307", |b| b.iter(|| call(HttpMethod::GET, &blob)));
+    g.bench_function("manifest_head_200", |b| {
+        b.iter(|| call(HttpMethod::HEAD, &manifest))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, reference, route, sign, index, request_path);
+criterion_main!(benches);
