@@ -139,6 +139,13 @@ fn federation(dir: &Path) -> Arc<Federation> {
     )
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn reference(c: &mut Criterion) {
     let mut g = c.benchmark_group("reference");
     g.bench_function("repo_name", |b| {
@@ -245,14 +252,15 @@ fn index(c: &mut Criterion) {
     let name = RepoName::parse(REPO).unwrap();
     let origin = fed.pick(Some(&name), None).clone();
     let key = layout::repo_index(&name);
-    futures::executor::block_on(origin.repos.get(&key)).unwrap();
+    let rt = runtime();
+    rt.block_on(origin.repos.get(&key)).unwrap(); // the one load from the store
     g.bench_function("cache_get", |b| {
-        b.iter(|| futures::executor::block_on(origin.repos.get(black_box(&key))).is_ok())
+        b.iter(|| rt.block_on(origin.repos.get(black_box(&key))).is_ok())
     });
     g.bench_function("cache_get_with_key", |b| {
         b.iter(|| {
             let key = layout::repo_index(black_box(&name));
-            futures::executor::block_on(origin.repos.get(&key)).is_ok()
+            rt.block_on(origin.repos.get(&key)).is_ok()
         })
     });
     g.finish();
@@ -274,10 +282,7 @@ fn request_path(c: &mut Criterion) {
     });
     serve::metrics::install();
     let app = serve::router(state);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     let call = |method: HttpMethod, path: &str| {
         let req = Request::builder()
             .method(method)

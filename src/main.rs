@@ -302,6 +302,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             federation::health::spawn(
                 built.federation.clone(),
                 Duration::from_secs(interval.max(1)),
+                url_ttl,
             );
             let auth = cfg
                 .auth

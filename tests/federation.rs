@@ -700,8 +700,11 @@ fn failover_to_secondary_edge_and_back_and_last_known_good() {
     assert_eq!(points_at(&manifest), secondary.port);
     secondary.stop();
     let (status, ready) = wait_health(&server, &[("primary", false), ("secondary", false)]);
-    assert_eq!(status, 503, "no origin is healthy: {ready}");
-    assert_eq!(ready["ready"], false, "{ready}");
+    // Origin health is shared by every replica: readiness stays up (index loads work) and the
+    // body says degraded, so a balancer does not drop every replica for a CDN alarm.
+    assert_eq!(status, 200, "index loads still work: {ready}");
+    assert_eq!(ready["ready"], true, "{ready}");
+    assert_eq!(ready["degraded"], true, "{ready}");
     for p in [&manifest, &blob, &tags] {
         assert_eq!(points_at(p), secondary.port, "{p} with every origin down");
     }

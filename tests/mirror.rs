@@ -591,3 +591,148 @@ fn mirror_through_a_bearer_token_service() {
     })
     .unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// Pushes an artifact manifest (empty config, one layer) that refers to `subject`.
+async fn push_artifact(
+    p: &common::upstream::Pusher,
+    repo: &str,
+    subject: (&str, usize),
+    artifact_type: &str,
+    payload: &[u8],
+    tag: Option<&str>,
+) -> (String, usize) {
+    let config = p.blob(repo, b"{}").await;
+    let layer = p.blob(repo, payload).await;
+    let m = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": fixtures::OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": layer, "size": payload.len()}],
+        "subject": {"mediaType": fixtures::OCI_MANIFEST, "digest": subject.0, "size": subject.1},
+    }))
+    .unwrap();
+    let digest = common::sha256(&m);
+    let reference = tag.map(str::to_owned).unwrap_or_else(|| digest.clone());
+    p.manifest(repo, &reference, fixtures::OCI_MANIFEST, &m)
+        .await;
+    (digest, m.len())
+}
+
+#[test]
+fn mirror_with_referrers_and_serve_the_referrers_api() {
+    let mut up = Upstream::start(UpstreamAuth::Open);
+    up.push("oci:fixtures/oci-single:1.0", "fix/signed:1.0", false, None);
+    let single = fixtures::oci_single();
+    let subject = digest_of(&single);
+    let Expect::Image(img) = &single else {
+        unreachable!()
+    };
+    let subject_size = img.manifest_bytes.as_ref().unwrap().len();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let pusher = common::upstream::Pusher::new(&up);
+    let hex = hex_of(&subject).to_owned();
+    let (sbom, sbom_size, sig) = rt.block_on(async {
+        let (sbom, sbom_size) = push_artifact(
+            &pusher,
+            "fix/signed",
+            (&subject, subject_size),
+            "application/spdx+json",
+            b"{\"spdxVersion\":\"SPDX-2.3\"}",
+            None,
+        )
+        .await;
+        // distribution 2.8 has no referrers API: the tag schema lists the SBOM...
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": fixtures::OCI_INDEX,
+            "manifests": [{"mediaType": fixtures::OCI_MANIFEST, "digest": sbom, "size": sbom_size, "artifactType": "application/spdx+json"}],
+        }))
+        .unwrap();
+        pusher
+            .manifest("fix/signed", &format!("sha256-{hex}"), fixtures::OCI_INDEX, &index)
+            .await;
+        // ... and cosign's tag holds the signature.
+        let (sig, _) = push_artifact(
+            &pusher,
+            "fix/signed",
+            (&subject, subject_size),
+            "application/vnd.dev.cosign.artifact.sig.v1+json",
+            b"not really a signature",
+            Some(&format!("sha256-{hex}.sig")),
+        )
+        .await;
+        (sbom, sbom_size, sig)
+    });
+    let _ = sbom_size;
+    let store = new_store();
+    let j = publish_json(
+        store.path(),
+        &format!("docker://{}/fix/signed:1.0", up.host()),
+        &["--with-referrers"],
+        &[],
+    );
+    assert!(
+        j["notes"].to_string().contains("copied 2 referrer(s)"),
+        "{j:#}"
+    );
+    up.stop();
+
+    let server = Server::start(store.path(), &[]);
+    let http = common::http::client();
+    let (all, filtered) = rt.block_on(async {
+        let url = server.url(&format!("/v2/fix/signed/referrers/{subject}"));
+        let r = http.get(&url).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 307, "{r:?}");
+        let loc = r.headers()["location"].to_str().unwrap().to_owned();
+        let target = if loc.starts_with("http") {
+            loc
+        } else {
+            server.url(&loc)
+        };
+        let r = http.get(&target).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        let all: Value = r.json().await.unwrap();
+        let r = http
+            .get(format!("{url}?artifactType=application/spdx%2Bjson"))
+            .send()
+            .await
+            .unwrap();
+        let filtered: Value = r.json().await.unwrap();
+        (all, filtered)
+    });
+    assert_eq!(all["mediaType"], fixtures::OCI_INDEX);
+    let mut got: Vec<(String, String)> = all["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["digest"].as_str().unwrap().to_owned(),
+                d["artifactType"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    let mut want = vec![
+        (sbom.clone(), "application/spdx+json".to_owned()),
+        (
+            sig.clone(),
+            "application/vnd.dev.cosign.artifact.sig.v1+json".to_owned(),
+        ),
+    ];
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(filtered["manifests"].as_array().unwrap().len(), 1);
+    assert_eq!(filtered["manifests"][0]["digest"], sbom.as_str());
+    // cosign finds the signature by its tag, and the artifact is whole.
+    let mut skopeo = Skopeo::new();
+    let raw = skopeo
+        .inspect_raw(&server.host(), &format!("fix/signed:sha256-{hex}.sig"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(common::sha256(&raw), sig);
+    let p = skopeo
+        .copy(&server.host(), &format!("fix/signed@{sbom}"), false, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    p.check_file_names().unwrap();
+}

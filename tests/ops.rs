@@ -1846,6 +1846,14 @@ origins = ["edge"]
             let got = send(&http, Method::GET, &url, &[]).await;
             assert_eq!(got.status, StatusCode::OK, "{repo} content");
         }
+        let anon = send(
+            &http,
+            Method::GET,
+            &format!("{base}/v2/{PRIVATE}/manifests/1.0"),
+            &[],
+        )
+        .await;
+        assert_eq!(anon.status, StatusCode::UNAUTHORIZED);
         // Not behind a trusted proxy: forwarded headers are ignored.
         let v2 = send(
             &http,
@@ -1926,4 +1934,233 @@ origins = ["edge"]
         })
         .collect();
     assert!(leaks.is_empty(), "the log leaks:\n{}", leaks.join("\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The examples operators copy: config/private.toml and the whole config/nginx-lb.conf
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn the_example_replica_and_balancer_configs_run() {
+    // config/private.toml, with its paths pointed at temporary files.
+    let store = new_store();
+    publish(
+        store.path(),
+        "oci:fixtures/oci-single:1.0",
+        &["team-a/app:1.0", "internal/app:1.0", "public/app:1.0"],
+    );
+    let secrets = Secrets::new();
+    let example =
+        std::fs::read_to_string(common::manifest_dir().join("config/private.toml")).unwrap();
+    let config = secrets.write_config(
+        "private.toml",
+        &example
+            .replace("/srv/static-registry/store", path_str(store.path()))
+            .replace(
+                "/run/credentials/static-registry.service/",
+                &format!("{}/", secrets.dir.path().display()),
+            ),
+    );
+    let replica = Replica::start(&["--config", &config], &[]);
+
+    // The whole config/nginx-lb.conf: TLS at the balancer (test CA), both `server` lines
+    // pointing at the replica, logs under the prefix.
+    let pki = Pki::new();
+    let (crt, key) = pki.issue("balancer", "0x4004");
+    let example =
+        std::fs::read_to_string(common::manifest_dir().join("config/nginx-lb.conf")).unwrap();
+    let upstream = replica.host();
+    let lb = Balancer::start_snippet(|port, prefix| {
+        example
+            .replace("10.0.0.11:5000", &upstream)
+            .replace("10.0.0.12:5000", &upstream)
+            .replace(
+                "listen 80;",
+                &format!("listen 127.0.0.1:{};", common::free_port()),
+            )
+            .replace(
+                "listen 443 ssl http2;",
+                &format!("listen 127.0.0.1:{port} ssl http2;"),
+            )
+            .replace(
+                "/etc/ssl/registry.example.com/fullchain.pem",
+                path_str(&crt),
+            )
+            .replace("/etc/ssl/registry.example.com/privkey.pem", path_str(&key))
+            .replace("/var/log/nginx/", &format!("{}/logs/", prefix.display()))
+    });
+    let host = format!("localhost:{}", lb.port);
+    let ca = pki.path("ca.crt");
+
+    // Through the TLS balancer: the challenge names https and the balancer's host (from
+    // X-Forwarded-Proto/-Host); the replicas' /metrics stay private.
+    let curl = |path: &str, extra: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-D", "-", "--cacert"])
+            .arg(&ca)
+            .args(extra)
+            .arg(format!("https://{host}{path}"))
+            .output()
+            .expect("run curl");
+        assert!(out.status.success(), "{}", describe_output("curl", &out));
+        String::from_utf8_lossy(&out.stdout).to_ascii_lowercase()
+    };
+    let v2 = curl("/v2/", &[]);
+    assert!(v2.starts_with("http/2 401"), "{v2}");
+    assert!(
+        v2.contains(&format!("www-authenticate: bearer realm=\"https://{host}/token\",service=\"registry.example.com\"")),
+        "{v2}"
+    );
+    assert!(curl("/metrics", &[]).starts_with("http/2 404"));
+    let team = "/v2/team-a/app/manifests/1.0";
+    assert!(curl(team, &[]).starts_with("http/2 401"));
+
+    // Rules: alice may pull team-a/, any user internal/, everyone public/.
+    let mut skopeo = Skopeo::new();
+    let cert_dir = pki.path("certs.d");
+    let cert_dir = path_str(&cert_dir);
+    let expect = fixtures::oci_single();
+    let top = match &expect {
+        Expect::Image(i) => i.manifest.clone().unwrap(),
+        Expect::Index { .. } => unreachable!(),
+    };
+    let alice = format!("alice:{ALICE_PW}");
+    let bob = format!("bob:{BOB_PW}");
+    let mut failures = Vec::new();
+    for (reference, creds, ok) in [
+        ("team-a/app:1.0", Some(alice.as_str()), true),
+        ("team-a/app:1.0", Some(bob.as_str()), false),
+        ("internal/app:1.0", Some(bob.as_str()), true),
+        ("internal/app:1.0", None, false),
+        ("public/app:1.0", None, true),
+    ] {
+        let mut args = vec!["--src-cert-dir", cert_dir];
+        if let Some(c) = creds {
+            args.extend(["--src-creds", c]);
+        }
+        let r = if ok {
+            skopeo_pull(&mut skopeo, &host, reference, &args, &expect, &top)
+        } else {
+            refused(
+                reference,
+                Refusal::NoAccess,
+                skopeo.copy_with(&host, reference, &args).map(|_| ()),
+            )
+        };
+        if let Err(e) = r {
+            failures.push(format!("[{reference} as {creds:?}] {e}"));
+        }
+    }
+    check_all(failures);
+    // No signed query string in the balancer's access log either.
+    let log =
+        std::fs::read_to_string(lb.prefix().join("logs/registry.access.log")).unwrap_or_default();
+    assert!(
+        log.contains("/_origin/"),
+        "the balancer's access log: {log}"
+    );
+    assert!(
+        !log.contains("sig=") && !log.contains('?'),
+        "query strings in the balancer's log:\n{log}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Listener limits: the connection limit, the header timeout, h2c
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn connection_limit_header_timeout_and_h2c() {
+    let store = new_store();
+    publish(
+        store.path(),
+        "oci:fixtures/oci-single:1.0",
+        &["public/app:1.0"],
+    );
+    let secrets = Secrets::new();
+    let config = secrets.write_config(
+        "limits.toml",
+        &format!(
+            "store = \"{}\"\n\n[serve]\nmax_connections = 1\nheader_timeout = 1\n",
+            store.path().display()
+        ),
+    );
+    let r = Replica::start(&["--config", &config], &[]);
+    let addr = r.addr();
+    let get = |s: &mut TcpStream| {
+        write!(s, "GET /v2/ HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    };
+    let read_status = |s: &mut TcpStream| -> Option<String> {
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).ok()?;
+        (n > 0).then(|| {
+            String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_owned()
+        })
+    };
+
+    // One connection holds the only slot (a keep-alive connection with a finished request).
+    let mut first = TcpStream::connect(addr).unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    get(&mut first);
+    assert_eq!(read_status(&mut first).as_deref(), Some("HTTP/1.1 200 OK"));
+    // A second client waits in the accept backlog: no answer while the first holds the slot.
+    let mut second = TcpStream::connect(addr).unwrap();
+    get(&mut second);
+    second
+        .set_read_timeout(Some(Duration::from_millis(1500)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    match second.read(&mut buf) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("the second connection was served past the limit: {other:?}"),
+    }
+    // The first connection goes idle, the header timeout closes it, and the second is served.
+    second
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    assert_eq!(read_status(&mut second).as_deref(), Some("HTTP/1.1 200 OK"));
+    drop(second);
+
+    // A client that never finishes its headers is cut off (slow loris).
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(slow, "GET /v2/ HTTP/1.1\r\nHost: {addr}\r\n").unwrap();
+    match read_status(&mut slow) {
+        None => {}
+        Some(line) if line.starts_with("HTTP/1.1 408") => {}
+        Some(line) => panic!("an unfinished request head got {line}"),
+    }
+    drop((first, slow));
+
+    // HTTP/2 without TLS, with prior knowledge (h2c), on the same port.
+    require_tool("curl");
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+        ])
+        .arg(r.url("/v2/"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "2 200",
+        "{}",
+        describe_output("curl", &out)
+    );
 }

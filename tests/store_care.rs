@@ -428,6 +428,64 @@ fn snapshot(kind: &Kind, before: HashSet<String>, repos: &[(String, String)]) ->
     s
 }
 
+/// When a trial kills its publish.
+#[derive(Debug, Clone)]
+enum Kill {
+    /// This many milliseconds after the start.
+    After(u64),
+    /// This many microseconds after the publish logs the `nth` line containing `anchor`.
+    At {
+        anchor: &'static str,
+        nth: usize,
+        delay_us: u64,
+    },
+}
+
+/// Runs a publish and SIGKILLs it as `plan` says; returns whether it finished first.
+fn run_and_kill(kind: &Kind, source: &str, tags: &[String], plan: &Kill) -> bool {
+    let mut cmd = kind.publish_cmd(source, tags);
+    cmd.stdout(Stdio::null());
+    match plan {
+        Kill::After(ms) => {
+            let mut child = cmd.stderr(Stdio::null()).spawn().expect("spawn publish");
+            std::thread::sleep(Duration::from_millis(*ms));
+            let finished = child.try_wait().unwrap().is_some();
+            if !finished {
+                child.kill().expect("SIGKILL publish");
+            }
+            child.wait().unwrap();
+            finished
+        }
+        Kill::At {
+            anchor,
+            nth,
+            delay_us,
+        } => {
+            let mut child = cmd
+                .env("RUST_LOG", "static_registry=debug")
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn publish");
+            let mut seen = 0;
+            let mut killed = false;
+            for line in BufReader::new(child.stderr.take().unwrap()).lines() {
+                let Ok(line) = line else { break };
+                if line.contains(anchor) {
+                    seen += 1;
+                    if seen == *nth {
+                        std::thread::sleep(Duration::from_micros(*delay_us));
+                        killed = child.kill().is_ok();
+                        break;
+                    }
+                }
+            }
+            let status = child.wait().unwrap();
+            // Exited on its own (before the anchor, or before the kill landed).
+            !killed || status.code().is_some()
+        }
+    }
+}
+
 /// The outcome of a series of trials.
 struct Trials {
     phases: BTreeMap<String, usize>,
@@ -501,35 +559,35 @@ fn crash_trials(kind: &Kind, n: usize, seed: u64) -> Trials {
         };
         let tags: Vec<String> = repos.iter().map(|(r, t)| format!("{r}:{t}")).collect();
         let t = if cold_trial { cold } else { warm };
-        // Half the kills anywhere in the publish, half from just before the first index commit
-        // on, where the phases are short: the index, derived files, the catalog.
-        let total_ms = t.total.as_millis() as u64 + 20;
-        let late_ms = (t.first_commit.as_millis() as u64).saturating_sub(30);
-        let delay = if rng.random_bool(0.5) {
-            rng.random_range(0..=total_ms)
-        } else {
-            rng.random_range(late_ms..=total_ms)
-        };
-
         let before = content_keys(&kind.root());
-        let mut child = kind
-            .publish_cmd(&layout.source(&name), &tags)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn publish");
-        std::thread::sleep(Duration::from_millis(delay));
-        let finished = child.try_wait().unwrap().is_some();
-        if !finished {
-            child.kill().expect("SIGKILL publish");
-        }
-        child.wait().unwrap();
+        let plan = if rng.random_bool(0.4) {
+            // A delay between 0 and the typical duration of this kind of publish.
+            Kill::After(rng.random_range(0..=t.total.as_millis() as u64))
+        } else {
+            // Anchored on what the publish logs, so the short late phases (index commit, derived
+            // files, catalog) get their share: a random event, then a random short delay.
+            let (anchor, max_us) = match rng.random_range(0..4) {
+                0 => ("wrote blobs/", 40_000),
+                1 => ("wrote manifests/", 3_000),
+                2 => ("committed repositories/", 3_000),
+                _ => ("committed repositories/", 0),
+            };
+            // The last choice waits for the second commit (the second repository).
+            let nth = if max_us == 0 { 2 } else { 1 };
+            Kill::At {
+                anchor,
+                nth,
+                delay_us: rng.random_range(0..=max_us.max(3_000)),
+            }
+        };
+        let finished = run_and_kill(kind, &layout.source(&name), &tags, &plan);
+        let delay = format!("{plan:?}");
         let snap = snapshot(kind, before, &repos);
 
         let v = kind.verify();
         assert!(
             v.status.success(),
-            "[{}] trial {i} (seed {seed}, killed after {delay} ms): verify after the kill found \
+            "[{}] trial {i} (seed {seed}, killed {delay}): verify after the kill found \
              references to missing content:\n{}",
             kind.label(),
             describe_output("verify", &v)

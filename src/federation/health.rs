@@ -10,13 +10,15 @@ use crate::sign::{Method, SignRequest};
 use super::{Federation, Origin};
 
 /// Probes one origin once.
-pub async fn probe(origin: &Origin, http: &reqwest::Client) -> Result<(), String> {
+pub async fn probe(origin: &Origin, http: &reqwest::Client, url_ttl: Duration) -> Result<(), String> {
     let url = origin.signer.sign(
         &SignRequest {
             method: Method::Head,
             key: layout::HEALTH,
             content_type: "text/plain",
-            ttl: Duration::from_secs(60),
+            // The requests' lifetime, so signers that cache per expiry window (CloudFront
+            // wildcard policies) reuse the window requests use instead of signing a new one.
+            ttl: url_ttl,
         },
         SystemTime::now(),
     );
@@ -38,7 +40,11 @@ pub async fn probe(origin: &Origin, http: &reqwest::Client) -> Result<(), String
 }
 
 /// Probes every origin every `interval`, forever.
-pub fn spawn(fed: Arc<Federation>, interval: Duration) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    fed: Arc<Federation>,
+    interval: Duration,
+    url_ttl: Duration,
+) -> tokio::task::JoinHandle<()> {
     let http = reqwest::Client::builder()
         .timeout(
             interval
@@ -56,7 +62,7 @@ pub fn spawn(fed: Arc<Federation>, interval: Duration) -> tokio::task::JoinHandl
             let checks = fed.origins.iter().map(|o| {
                 let http = http.clone();
                 async move {
-                    let r = probe(o, &http).await;
+                    let r = probe(o, &http, url_ttl).await;
                     o.set_healthy(
                         r.is_ok(),
                         r.as_ref().err().map(String::as_str).unwrap_or(""),

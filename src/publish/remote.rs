@@ -162,6 +162,8 @@ pub struct RemoteFiles {
     client: Arc<RegistryClient>,
     label: String,
     blobs: HashMap<String, (Digest, u64)>,
+    /// Configs already downloaded (and verified) while loading: not fetched twice.
+    cached: HashMap<String, Bytes>,
 }
 
 impl RemoteFiles {
@@ -179,6 +181,12 @@ impl RemoteFiles {
         let Some((digest, size)) = self.blobs.get(path) else {
             return Ok(None);
         };
+        if let Some(b) = self.cached.get(path) {
+            return Ok(Some(Opened {
+                reader: Box::new(io::Cursor::new(b.clone())),
+                size: b.len() as u64,
+            }));
+        }
         let handle = tokio::runtime::Handle::try_current()
             .context("internal error: registry blobs are opened outside the runtime")?;
         Ok(Some(Opened {
@@ -482,10 +490,11 @@ pub(crate) async fn load(
     })
     .await??;
     tracing::info!(
-        "connecting to registry {} ({}) as {}",
+        "connecting to registry {} ({}) as {} (credentials: {})",
         r.registry,
         r.api_host,
-        creds.who()
+        creds.who(),
+        creds.origin
     );
     let client_opts = ClientOptions {
         tls_verify: opts.src_tls_verify,
@@ -500,6 +509,7 @@ pub(crate) async fn load(
         label: r.to_string(),
         notes: Vec::new(),
         tree: Vec::new(),
+        cached: HashMap::new(),
     };
     let reference = r.manifest_reference();
     let fetched = match &r.digest {
@@ -548,6 +558,7 @@ pub(crate) async fn load(
         client: client.clone(),
         label: loader.label.clone(),
         blobs: loader.blobs,
+        cached: loader.cached,
     };
     let notes = loader.notes;
     let loaded = Loaded {
@@ -595,6 +606,8 @@ struct Loader<'a> {
     notes: Vec<String>,
     /// Source digests of every manifest below the root (referrer subjects).
     tree: Vec<Digest>,
+    /// `blobs/<alg>/<hex>` -> configs downloaded while loading, for [`RemoteFiles`].
+    cached: HashMap<String, Bytes>,
 }
 
 impl Loader<'_> {
@@ -613,8 +626,9 @@ impl Loader<'_> {
         self.client.manifest(digest.as_str(), Some(digest)).await
     }
 
-    /// A config (small blob): from the store when it has it, else from the registry.
-    async fn config(&self, d: &SourceDescriptor) -> anyhow::Result<Vec<u8>> {
+    /// A config (small blob): from the store when it has it, else from the registry (then kept,
+    /// so the upload does not download it again).
+    async fn config(&mut self, d: &SourceDescriptor) -> anyhow::Result<Vec<u8>> {
         if let Ok(Some(obj)) = self.store.get(&layout::blob(&d.digest)).await {
             if obj.bytes.len() as u64 == d.size
                 && Hasher::digest_like(&d.digest, &obj.bytes) == d.digest
@@ -622,7 +636,13 @@ impl Loader<'_> {
                 return Ok(obj.bytes.to_vec());
             }
         }
-        self.client.small_blob(&d.digest, d.size).await
+        let path = blob_path(&d.digest);
+        if let Some(b) = self.cached.get(&path) {
+            return Ok(b.to_vec());
+        }
+        let bytes = self.client.small_blob(&d.digest, d.size).await?;
+        self.cached.insert(path, Bytes::from(bytes.clone()));
+        Ok(bytes)
     }
 
     fn blob_ref(&mut self, d: &SourceDescriptor, what: String) -> BlobRef {

@@ -250,7 +250,13 @@ impl RegistryClient {
                     tracing::debug!("{scheme}://{}: {e:#}; trying plain HTTP", r.api_host);
                     last_err = Some(e);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    return Err(match last_err.take() {
+                        // Both failed: say why HTTPS did too (a certificate problem, typically).
+                        Some(tls) => e.context(format!("HTTPS failed first: {tls:#}")),
+                        None => e,
+                    });
+                }
             }
         }
         Err(last_err.unwrap_or_else(|| anyhow::anyhow!("registry {} unreachable", r.registry)))
@@ -429,10 +435,24 @@ impl RegistryClient {
 
     /// Forgets the token after a 401 (it expired or lacks a scope), adopting the challenge the
     /// 401 carried.
-    async fn reauthenticate(&self, resp: &Response) -> anyhow::Result<bool> {
+    async fn reauthenticate(
+        &self,
+        resp: &Response,
+        sent: Option<&HeaderValue>,
+    ) -> anyhow::Result<bool> {
         let mut auth = self.auth.lock().await;
         match &mut *auth {
             Auth::Bearer { challenge, token } => {
+                // Requests running concurrently all get a 401 for the same expired token: the
+                // first one refreshes it, the others just retry with the new one.
+                let current = token
+                    .as_ref()
+                    .map(|t| format!("Bearer {}", t.value.expose()));
+                if current.is_some()
+                    && current.as_deref().map(str::as_bytes) != sent.map(|v| v.as_bytes())
+                {
+                    return Ok(true);
+                }
                 if let Some(c) = resp
                     .headers()
                     .get_all(reqwest::header::WWW_AUTHENTICATE)
@@ -500,8 +520,8 @@ impl RegistryClient {
                 .http
                 .request(method.clone(), url.clone())
                 .headers(headers.clone());
-            if let Some(a) = auth {
-                req = req.header(AUTHORIZATION, a);
+            if let Some(a) = &auth {
+                req = req.header(AUTHORIZATION, a.clone());
             }
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
             let resp = match req.send().await {
@@ -525,7 +545,7 @@ impl RegistryClient {
             let status = resp.status();
             tracing::debug!("{method} {path} -> {status}");
             if status == StatusCode::UNAUTHORIZED {
-                if !reauthenticated && self.reauthenticate(&resp).await? {
+                if !reauthenticated && self.reauthenticate(&resp, auth.as_ref()).await? {
                     reauthenticated = true;
                     continue;
                 }

@@ -52,6 +52,9 @@ pub struct CacheStats {
     pub loads: AtomicU64,
     pub load_errors: AtomicU64,
     pub stale_serves: AtomicU64,
+    /// Whether the most recent load from the store failed (readiness: this replica cannot
+    /// refresh what it serves).
+    pub last_load_failed: AtomicBool,
 }
 
 /// Cache settings.
@@ -139,6 +142,9 @@ impl<T: Send + Sync + 'static> DocCache<T> {
             Ok(None) => Ok(Cached::Missing),
             Err(e) => Err(anyhow::Error::new(e)),
         };
+        self.stats
+            .last_load_failed
+            .store(loaded.is_err(), Ordering::Relaxed);
         match loaded {
             Ok(Cached::Found(t)) => {
                 self.last_good.insert(key.to_owned(), t.clone());

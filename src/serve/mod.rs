@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, Method as HttpMethod, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method as HttpMethod, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
@@ -54,7 +54,8 @@ pub struct AppState {
     pub request_timeout: Duration,
 }
 
-const API_VERSION: &str = "docker-distribution-api-version";
+const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole HTTP surface.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -66,9 +67,24 @@ pub fn router(state: Arc<AppState>) -> Router {
 fn next_request_id() -> HeaderValue {
     static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let p = PREFIX.get_or_init(rand::random);
+    let p = *PREFIX.get_or_init(rand::random);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    HeaderValue::from_str(&format!("{p:08x}-{n:x}")).expect("hex is a valid header")
+    request_id(p, n)
+}
+
+/// `{p:08x}-{n:x}`, written by hand: this runs on every request.
+fn request_id(p: u32, n: u64) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 8 + 1 + 16];
+    for (i, b) in buf[..8].iter_mut().enumerate() {
+        *b = HEX[((p >> (28 - 4 * i)) & 0xf) as usize];
+    }
+    buf[8] = b'-';
+    let digits = (64 - (n | 1).leading_zeros()).div_ceil(4) as usize;
+    for i in 0..digits {
+        buf[9 + i] = HEX[((n >> (4 * (digits - 1 - i))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf[..9 + digits]).expect("hex is a valid header")
 }
 
 async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
@@ -93,7 +109,7 @@ async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response 
             tracing::debug!(request_id = rid, %method, path, status, ms, route, "request");
         }
     }
-    resp.headers_mut().insert("x-request-id", id);
+    resp.headers_mut().insert(X_REQUEST_ID, id);
     resp
 }
 
@@ -344,4 +360,14 @@ pub async fn run(
     }
     metrics::install();
     listener::serve(listen, router(state), cfg).await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn request_ids_are_prefix_dash_counter_in_hex() {
+        for (p, n) in [(0, 0), (0xdead_beef, 1), (7, 15), (u32::MAX, 16), (1, u64::MAX)] {
+            assert_eq!(super::request_id(p, n).to_str().unwrap(), format!("{p:08x}-{n:x}"));
+        }
+    }
 }

@@ -14,7 +14,10 @@ pub fn healthz() -> Response {
     (StatusCode::OK, "ok\n").into_response()
 }
 
-/// Ready when at least one origin is healthy; the body says which are not, and why it matters.
+/// Ready while index loads work for at least one origin: a replica that cannot read any store
+/// should leave the balancer. Origin (CDN) health is shared by every replica, so an unhealthy
+/// origin only marks the answer `degraded`: failing readiness for it would take every replica
+/// out at once while redirects to the last good origin may still work.
 pub fn readyz(state: &AppState) -> Response {
     let origins: Vec<_> = state
         .federation
@@ -33,11 +36,17 @@ pub fn readyz(state: &AppState) -> Response {
             })
         })
         .collect();
-    let ready = state.federation.origins.iter().any(|o| o.is_healthy());
+    let ready = state
+        .federation
+        .origins
+        .iter()
+        .any(|o| !o.repos.stats.last_load_failed.load(Ordering::Relaxed));
+    let degraded = state.federation.origins.iter().any(|o| !o.is_healthy());
     let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, axum::Json(json!({ "ready": ready, "origins": origins }))).into_response()
+    let body = json!({ "ready": ready, "degraded": degraded, "origins": origins });
+    (status, axum::Json(body)).into_response()
 }

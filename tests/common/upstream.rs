@@ -384,3 +384,75 @@ impl Drop for TokenServer {
         }
     }
 }
+
+/// Pushes raw content into an open upstream through the registry API (what skopeo cannot push:
+/// artifacts with a `subject`, referrers indexes under `sha256-<hex>` tags).
+pub struct Pusher {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Pusher {
+    pub fn new(up: &Upstream) -> Pusher {
+        Pusher {
+            base: format!("http://{}", up.host()),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Uploads a blob (monolithic: POST, then PUT with the digest); returns its digest.
+    pub async fn blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let digest = super::sha256(bytes);
+        let r = self
+            .http
+            .post(format!("{}/v2/{repo}/blobs/uploads/", self.base))
+            .send()
+            .await
+            .expect("start upload");
+        assert_eq!(r.status().as_u16(), 202, "start upload: {r:?}");
+        let loc = r
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .expect("upload location")
+            .to_owned();
+        let url = if loc.starts_with("http") {
+            loc
+        } else {
+            format!("{}{loc}", self.base)
+        };
+        let sep = if url.contains('?') { '&' } else { '?' };
+        let r = self
+            .http
+            .put(format!("{url}{sep}digest={digest}"))
+            .header("content-type", "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .expect("finish upload");
+        assert_eq!(r.status().as_u16(), 201, "finish upload: {r:?}");
+        digest
+    }
+
+    /// PUTs a manifest (or index) under `reference` (a tag or its digest); returns its digest.
+    pub async fn manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> String {
+        let r = self
+            .http
+            .put(format!("{}/v2/{repo}/manifests/{reference}", self.base))
+            .header("content-type", media_type)
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .expect("put manifest");
+        let status = r.status().as_u16();
+        let body = r.text().await.unwrap_or_default();
+        assert_eq!(status, 201, "put manifest {reference}: {body}");
+        super::sha256(bytes)
+    }
+}

@@ -311,3 +311,32 @@ async fn referrers_from_the_tag_schema_and_cosign_tags() {
     assert!(report.problems.is_empty(), "{report}");
     let _ = Path::new("");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn platform_filter_on_a_single_platform_image_checks_its_config_once() {
+    let fake = testing::start("oci-single", "fix/single", FakeAuth::Open).await;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(LocalStore::open(dir.path()).unwrap());
+    let mut o = opts(format!("docker://{}/fix/single:1.0", fake.addr), None);
+    o.mirror.platforms = vec!["linux/arm64".parse().unwrap()];
+    let err = publish(store.clone(), &o).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("single-platform image for linux/amd64"),
+        "{err:#}"
+    );
+    o.mirror.platforms = vec!["linux/amd64".parse().unwrap()];
+    let s = publish(store, &o).await.unwrap();
+    let m = stats(&s);
+    // The config was read to check the platform, and not downloaded again to upload it.
+    assert_eq!((m.blobs_downloaded, s.blobs_written), (3, 3), "{m:?}");
+    let config_gets = fake
+        .state
+        .log()
+        .iter()
+        .filter(|l| l.contains("/blobs/"))
+        .count();
+    assert_eq!(
+        config_gets, 4,
+        "one config read for the refused run, then 3 blobs"
+    );
+}
