@@ -447,6 +447,9 @@ fn mirror_with_basic_auth_from_every_credential_source_and_no_secret_kept() {
         "{}",
         describe_output("config.json auths", &d)
     );
+    assert!(String::from_utf8_lossy(&d.stderr).contains("config.json (auths))"));
+    assert!(String::from_utf8_lossy(&c.stderr).contains("(credentials: environment"));
+    assert!(String::from_utf8_lossy(&b.stderr).contains("(credentials: --creds)"));
     let helper_dir = tempfile::tempdir().unwrap();
     let helper = helper_dir.path().join("docker-credential-srtest");
     std::fs::write(
@@ -485,8 +488,8 @@ fn mirror_with_basic_auth_from_every_credential_source_and_no_secret_kept() {
         describe_output("credential helper", &e)
     );
     assert!(
-        String::from_utf8_lossy(&e.stderr).contains("docker-credential-srtest")
-            || String::from_utf8_lossy(&e.stderr).contains("as user 'alice'"),
+        String::from_utf8_lossy(&e.stderr)
+            .contains("as user 'alice' (credentials: docker-credential-srtest)"),
         "{}",
         describe_output("credential helper", &e)
     );
@@ -632,7 +635,7 @@ fn mirror_with_referrers_and_serve_the_referrers_api() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let pusher = common::upstream::Pusher::new(&up);
     let hex = hex_of(&subject).to_owned();
-    let (sbom, sbom_size, sig) = rt.block_on(async {
+    let (sbom, sig) = rt.block_on(async {
         let (sbom, sbom_size) = push_artifact(
             &pusher,
             "fix/signed",
@@ -662,9 +665,8 @@ fn mirror_with_referrers_and_serve_the_referrers_api() {
             Some(&format!("sha256-{hex}.sig")),
         )
         .await;
-        (sbom, sbom_size, sig)
+        (sbom, sig)
     });
-    let _ = sbom_size;
     let store = new_store();
     let j = publish_json(
         store.path(),
@@ -735,4 +737,47 @@ fn mirror_with_referrers_and_serve_the_referrers_api() {
         .copy(&server.host(), &format!("fix/signed@{sbom}"), false, None)
         .unwrap_or_else(|e| panic!("{e}"));
     p.check_file_names().unwrap();
+}
+
+#[test]
+fn mirror_into_an_s3_store() {
+    let mut up = Upstream::start(UpstreamAuth::Open);
+    up.push(
+        "oci:fixtures/oci-multi:latest",
+        "fix/multi:latest",
+        true,
+        None,
+    );
+    let multi = fixtures::oci_multi();
+    let world = common::s3::S3World::start();
+    let config = world.direct_config();
+    let src = format!("docker://{}/fix/multi:latest", up.host());
+    let json = |out: &Output| -> Value {
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let first = json(&world.publish(&config, &src, &[], &["--output", "json"]));
+    assert_eq!(first["tags"][0]["digest"], digest_of(&multi).as_str());
+    assert_eq!(u(&first, "blobs_written"), 5);
+    let gets = up.blob_gets();
+    let again = json(&world.publish(&config, &src, &[], &["--output", "json"]));
+    assert_eq!(u(&again, "bytes_downloaded"), 0, "{again:#}");
+    assert_eq!(u(&again, "bytes_written"), 0, "{again:#}");
+    assert_eq!(up.blob_gets(), gets);
+    let verify = world.verify(&config, true);
+    assert!(
+        verify.status.success(),
+        "{}",
+        describe_output("verify", &verify)
+    );
+    up.stop();
+    let server = world.serve(&config, &[]);
+    let mut skopeo = Skopeo::new();
+    let p = skopeo
+        .copy(&server.host(), "fix/multi:latest", true, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    check_pulled(&multi, &p.manifest().unwrap().0, Platforms::All, &mut |d| {
+        p.get(d)
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
 }

@@ -2078,16 +2078,24 @@ fn connection_limit_header_timeout_and_h2c() {
         &["public/app:1.0"],
     );
     let secrets = Secrets::new();
-    let config = secrets.write_config(
-        "limits.toml",
-        &format!(
-            "store = \"{}\"\n\n[serve]\nmax_connections = 1\nheader_timeout = 1\n",
-            store.path().display()
-        ),
+    let config = |name: &str, serve: &str| {
+        secrets.write_config(
+            name,
+            &format!(
+                "store = \"{}\"\n\n[serve]\n{serve}\n",
+                store.path().display()
+            ),
+        )
+    };
+    let limited = Replica::start(
+        &["--config", &config("limit.toml", "max_connections = 1")],
+        &[],
     );
-    let r = Replica::start(&["--config", &config], &[]);
-    let addr = r.addr();
-    let get = |s: &mut TcpStream| {
+    let strict = Replica::start(
+        &["--config", &config("strict.toml", "header_timeout = 1")],
+        &[],
+    );
+    let get = |s: &mut TcpStream, addr: SocketAddr| {
         write!(s, "GET /v2/ HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
     };
     let read_status = |s: &mut TcpStream| -> Option<String> {
@@ -2102,16 +2110,17 @@ fn connection_limit_header_timeout_and_h2c() {
         })
     };
 
-    // One connection holds the only slot (a keep-alive connection with a finished request).
+    // One keep-alive connection holds the only slot.
+    let addr = limited.addr();
     let mut first = TcpStream::connect(addr).unwrap();
     first
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
-    get(&mut first);
+    get(&mut first, addr);
     assert_eq!(read_status(&mut first).as_deref(), Some("HTTP/1.1 200 OK"));
     // A second client waits in the accept backlog: no answer while the first holds the slot.
     let mut second = TcpStream::connect(addr).unwrap();
-    get(&mut second);
+    get(&mut second, addr);
     second
         .set_read_timeout(Some(Duration::from_millis(1500)))
         .unwrap();
@@ -2124,14 +2133,16 @@ fn connection_limit_header_timeout_and_h2c() {
             ) => {}
         other => panic!("the second connection was served past the limit: {other:?}"),
     }
-    // The first connection goes idle, the header timeout closes it, and the second is served.
+    // The first connection closes; the second is served.
+    drop(first);
     second
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     assert_eq!(read_status(&mut second).as_deref(), Some("HTTP/1.1 200 OK"));
     drop(second);
 
-    // A client that never finishes its headers is cut off (slow loris).
+    // A client that never finishes its request head is cut off (slow loris).
+    let addr = strict.addr();
     let mut slow = TcpStream::connect(addr).unwrap();
     slow.set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
@@ -2141,7 +2152,6 @@ fn connection_limit_header_timeout_and_h2c() {
         Some(line) if line.starts_with("HTTP/1.1 408") => {}
         Some(line) => panic!("an unfinished request head got {line}"),
     }
-    drop((first, slow));
 
     // HTTP/2 without TLS, with prior knowledge (h2c), on the same port.
     require_tool("curl");
@@ -2154,7 +2164,7 @@ fn connection_limit_header_timeout_and_h2c() {
             "-w",
             "%{http_version} %{http_code}",
         ])
-        .arg(r.url("/v2/"))
+        .arg(strict.url("/v2/"))
         .output()
         .unwrap();
     assert_eq!(

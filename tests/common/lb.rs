@@ -355,6 +355,7 @@ http {{
     access_log {p}/logs/access.log registry;
     upstream static_registry {{
 {servers}        keepalive 16;
+        keepalive_timeout 5s;
     }}
     server {{
         listen 127.0.0.1:{port};

@@ -3,7 +3,6 @@
 //! `--with-referrers`, and refused credentials leaving no tag behind.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
@@ -309,7 +308,6 @@ async fn referrers_from_the_tag_schema_and_cosign_tags() {
             .await
             .unwrap();
     assert!(report.problems.is_empty(), "{report}");
-    let _ = Path::new("");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
