@@ -18,12 +18,12 @@
 //!   `prune`) rewrites them from the index. Nothing a client follows from them is missing, so they
 //!   do not fail `verify`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use anyhow::Context;
 use bytes::Bytes;
-use futures::stream::{self, StreamExt};
+use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
@@ -139,22 +139,31 @@ pub async fn verify(store: &dyn Store, opts: &VerifyOptions) -> anyhow::Result<R
         .list(layout::REPOSITORIES_PREFIX)
         .await
         .context("cannot list repositories")?;
+    let index_keys: Vec<(String, RepoName)> = listed
+        .iter()
+        .filter_map(|m| layout::repo_of_index_key(&m.key).map(|n| (m.key.clone(), n)))
+        .collect();
+    let fetched: Vec<(String, RepoName, Option<Bytes>)> = stream::iter(index_keys)
+        .map(|(key, name)| async move {
+            let o = store.get(&key).await?;
+            anyhow::Ok((key, name, o.map(|o| o.bytes)))
+        })
+        .buffered(PARALLEL)
+        .try_collect()
+        .await?;
     let mut repos: Vec<(String, RepoIndex)> = Vec::new();
-    for m in &listed {
-        let Some(name) = layout::repo_of_index_key(&m.key) else {
+    for (key, name, bytes) in fetched {
+        let Some(bytes) = bytes else {
+            problems.push(format!("{key}: disappeared while verifying"));
             continue;
         };
-        let Some(obj) = store.get(&m.key).await? else {
-            problems.push(format!("{}: disappeared while verifying", m.key));
-            continue;
-        };
-        match RepoIndex::from_slice(&obj.bytes) {
-            Ok(idx) if idx.name == name => repos.push((m.key.clone(), idx)),
+        match RepoIndex::from_slice(&bytes) {
+            Ok(idx) if idx.name == name => repos.push((key, idx)),
             Ok(idx) => problems.push(format!(
-                "{}: names repository {}, expected {name}",
-                m.key, idx.name
+                "{key}: names repository {}, expected {name}",
+                idx.name
             )),
-            Err(e) => problems.push(format!("{}: cannot parse: {e:#}", m.key)),
+            Err(e) => problems.push(format!("{key}: cannot parse: {e:#}")),
         }
     }
 
@@ -267,11 +276,19 @@ pub async fn verify(store: &dyn Store, opts: &VerifyOptions) -> anyhow::Result<R
         }
     }
 
-    for (key, idx) in &repos {
+    // Every repository's derived files, fetched concurrently: on S3 each is a round trip.
+    let derived: Vec<Derived> = stream::iter(&repos)
+        .map(|(_, idx)| fetch_derived(store, &idx.name))
+        .buffered(PARALLEL)
+        .try_collect()
+        .await?;
+
+    for ((key, idx), derived) in repos.iter().zip(&derived) {
         let mut c = RepoCheck {
             store,
             key,
             idx,
+            derived,
             manifests: &manifests,
             blobs: &blobs,
             problems: &mut problems,
@@ -372,11 +389,43 @@ async fn check_blob(
     Ok((Some(n_total), problem))
 }
 
+/// A repository's tag copies and `_tags.json`, fetched before the checks.
+struct Derived {
+    /// Every tag copy the listing shows: key -> bytes.
+    copies: BTreeMap<String, Bytes>,
+    tags_list: Option<Bytes>,
+}
+
+async fn fetch_derived(store: &dyn Store, name: &RepoName) -> anyhow::Result<Derived> {
+    let prefix = tag_copies_prefix(name);
+    let listed = store.list(&prefix).await?;
+    let got: Vec<(String, Option<Bytes>)> = stream::iter(listed)
+        .map(|m| async move {
+            let o = store.get(&m.key).await?;
+            anyhow::Ok((m.key, o.map(|o| o.bytes)))
+        })
+        .buffer_unordered(PARALLEL)
+        .try_collect()
+        .await?;
+    Ok(Derived {
+        // A copy listed but gone by the time of the GET was removed meanwhile (an untag).
+        copies: got
+            .into_iter()
+            .filter_map(|(k, b)| b.map(|b| (k, b)))
+            .collect(),
+        tags_list: store
+            .get(&layout::tags_list(name))
+            .await?
+            .map(|o| o.bytes),
+    })
+}
+
 /// The per-repository checks, against the store-wide results fetched beforehand.
 struct RepoCheck<'a> {
     store: &'a dyn Store,
     key: &'a str,
     idx: &'a RepoIndex,
+    derived: &'a Derived,
     manifests: &'a HashMap<Digest, Fetched>,
     blobs: &'a HashMap<Digest, BlobState>,
     problems: &'a mut Vec<String>,
@@ -522,41 +571,38 @@ impl RepoCheck<'_> {
     /// as what the copy describes is complete in the store; a copy describing missing content is
     /// an error (a CDN serving blind would hand it out).
     async fn check_derived(&mut self) -> anyhow::Result<()> {
-        let (key, idx) = (self.key, self.idx);
+        let (key, idx, derived) = (self.key, self.idx, self.derived);
         for (tag, desc) in &idx.tags {
             let tkey = layout::tag_manifest(&idx.name, tag);
-            let Some(copy) = self.store.get(&tkey).await? else {
+            let Some(copy) = derived.copies.get(&tkey) else {
                 self.warning(format!("{tkey}: missing (tag {tag} of {key})"));
                 continue;
             };
             match self.manifests.get(&desc.digest) {
-                Some(Fetched::Ok(b, _)) | Some(Fetched::Broken(b)) if *b != copy.bytes => {
+                Some(Fetched::Ok(b, _)) | Some(Fetched::Broken(b)) if b != copy => {
                     let what = format!(
                         "{tkey}: differs from {} (the manifest tag {tag} points at)",
                         layout::manifest(&desc.digest)
                     );
-                    self.grade_copy(what, &copy.bytes).await?;
+                    self.grade_copy(what, copy).await?;
                 }
                 _ => {}
             }
         }
         // Copies for tags the index no longer has would still be served by a CDN in blind mode.
         let prefix = tag_copies_prefix(&idx.name);
-        for m in self.store.list(&prefix).await? {
-            let tag = &m.key[prefix.len()..];
+        for (ckey, copy) in &derived.copies {
+            let tag = &ckey[prefix.len()..];
             if idx.tags.keys().any(|t| t.as_str() == tag) {
                 continue;
             }
-            let what = format!("{}: a copy for tag {tag:?}, which {key} does not have", m.key);
-            match self.store.get(&m.key).await? {
-                Some(copy) => self.grade_copy(what, &copy.bytes).await?,
-                None => {} // Removed while we looked (an untag finishing).
-            }
+            let what = format!("{ckey}: a copy for tag {tag:?}, which {key} does not have");
+            self.grade_copy(what, copy).await?;
         }
         let lkey = layout::tags_list(&idx.name);
-        match self.store.get(&lkey).await? {
+        match &derived.tags_list {
             None => self.warning(format!("{lkey}: missing")),
-            Some(obj) => match serde_json::from_slice::<TagsList>(&obj.bytes) {
+            Some(bytes) => match serde_json::from_slice::<TagsList>(bytes) {
                 Err(e) => self.problem(format!("{lkey}: cannot parse: {e}")),
                 Ok(list) => {
                     let have: BTreeSet<&str> = list.tags.iter().map(|t| t.as_str()).collect();

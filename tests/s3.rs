@@ -35,6 +35,9 @@ use serde_json::Value;
 // ---------------------------------------------------------------------------------------------
 
 /// Runs `check` for every fixture, then fails listing every fixture that failed.
+/// `serve`'s default signed-URL lifetime (`--url-ttl`), in seconds: 10 minutes.
+const DEFAULT_URL_TTL: u64 = 600;
+
 fn for_each_fixture(fixtures: &[Fixture], mut check: impl FnMut(&Fixture) -> Result<(), String>) {
     let mut failures = Vec::new();
     for f in fixtures {
@@ -417,7 +420,7 @@ fn redirects_are_presigned_urls_that_s3_enforces() {
     for d in &blobs {
         let url = serve.location(&format!("/v2/fix/oci-single/blobs/{d}"));
         let key = format!("blobs/sha256/{}", hex_of(d));
-        let q = check_presigned(&world, &url, &key, 300);
+        let q = check_presigned(&world, &url, &key, DEFAULT_URL_TTL);
         assert_eq!(q["response-content-type"], "application/octet-stream");
         let r = fetch("GET", &url);
         assert_eq!(r.status, 200, "GET {url}: {}", r.body_text());
@@ -452,7 +455,7 @@ fn redirects_are_presigned_urls_that_s3_enforces() {
                 &world,
                 &url,
                 &format!("manifests/sha256/{}", hex_of(&digest)),
-                300,
+                DEFAULT_URL_TTL,
             );
             assert_eq!(q["response-content-type"], want_type);
             let r = fetch("GET", &url);
@@ -488,7 +491,7 @@ fn redirects_are_presigned_urls_that_s3_enforces() {
         ),
     ] {
         let url = serve.location(path);
-        check_presigned(&world, &url, key, 300);
+        check_presigned(&world, &url, key, DEFAULT_URL_TTL);
         let r = fetch("GET", &url);
         assert_eq!(r.status, 200, "GET {url}: {}", r.body_text());
         assert_eq!(r.header("content-type"), Some("application/json"), "{path}");
@@ -545,7 +548,7 @@ fn redirects_are_presigned_urls_that_s3_enforces() {
     assert_eq!(r.status, 403, "HEAD on a GET-presigned URL: {r:?}");
 
     // Expiry: with --url-ttl 1, a URL is refused once its second is over; the same key through
-    // the 300 s server is still served at that moment.
+    // the default-TTL server is still served at that moment.
     let short = world.serve(&config, &["--url-ttl", "1"]);
     let path = format!("/v2/fix/oci-single/blobs/{}", blobs[0]);
     let url = short.location(&path);
@@ -566,7 +569,7 @@ fn redirects_are_presigned_urls_that_s3_enforces() {
     assert_eq!(
         fetch("GET", &fresh).status,
         200,
-        "a 300 s URL for the same key"
+        "a default-TTL URL for the same key"
     );
 
     drop((serve, short));

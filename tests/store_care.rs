@@ -489,6 +489,10 @@ fn run_and_kill(kind: &Kind, source: &str, tags: &[String], plan: &Kill) -> bool
 /// The outcome of a series of trials.
 struct Trials {
     phases: BTreeMap<String, usize>,
+    /// Time spent in the killed runs, in `verify`, and in the completing re-runs.
+    killed_time: Duration,
+    verify_time: Duration,
+    rerun_time: Duration,
     finished_early: usize,
     warned: usize,
     elapsed: Duration,
@@ -535,6 +539,9 @@ fn crash_trials(kind: &Kind, n: usize, seed: u64) -> Trials {
 
     let mut out = Trials {
         phases: BTreeMap::new(),
+        killed_time: Duration::ZERO,
+        verify_time: Duration::ZERO,
+        rerun_time: Duration::ZERO,
         finished_early: 0,
         warned: 0,
         elapsed: Duration::ZERO,
@@ -580,11 +587,15 @@ fn crash_trials(kind: &Kind, n: usize, seed: u64) -> Trials {
                 delay_us: rng.random_range(0..=max_us.max(3_000)),
             }
         };
+        let t0 = Instant::now();
         let finished = run_and_kill(kind, &layout.source(&name), &tags, &plan);
+        out.killed_time += t0.elapsed();
         let delay = format!("{plan:?}");
         let snap = snapshot(kind, before, &repos);
 
+        let t0 = Instant::now();
         let v = kind.verify();
+        out.verify_time += t0.elapsed();
         assert!(
             v.status.success(),
             "[{}] trial {i} (seed {seed}, killed {delay}): verify after the kill found \
@@ -595,11 +606,15 @@ fn crash_trials(kind: &Kind, n: usize, seed: u64) -> Trials {
         if stdout(&v).contains("warning:") {
             out.warned += 1;
         }
+        let t0 = Instant::now();
         let done = kind.publish(&layout.source(&name), &tags);
+        out.rerun_time += t0.elapsed();
+        let t0 = Instant::now();
         assert_clean(
             kind,
             &format!("[{}] trial {i} (seed {seed}) after the re-run", kind.label()),
         );
+        out.verify_time += t0.elapsed();
         let digest = summary_tags(&done)[&tags[0]].clone();
         let p = if finished {
             out.finished_early += 1;
@@ -616,11 +631,15 @@ fn crash_trials(kind: &Kind, n: usize, seed: u64) -> Trials {
 fn report(kind: &Kind, seed: u64, n: usize, t: &Trials) {
     eprintln!(
         "[{}] {n} SIGKILL trials in {:?} (seed {seed}; replay with STORE_CARE_SEED={seed}): \
-         {} left derived files lagging (verify warnings), {} finished before the kill",
+         {} left derived files lagging (verify warnings), {} finished before the kill; \
+         time in killed runs {:?}, in verify {:?}, in completing re-runs {:?}",
         kind.label(),
         t.elapsed,
         t.warned,
-        t.finished_early
+        t.finished_early,
+        t.killed_time,
+        t.verify_time,
+        t.rerun_time
     );
     for (p, c) in &t.phases {
         eprintln!("[{}]   killed in phase {p}: {c}", kind.label());
