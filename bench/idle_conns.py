@@ -6,7 +6,8 @@
 Every connection sends one HTTP/1.1 request (so the server has accepted it and set up its
 per-connection state) and then idles. With all of them open, the server's VmRSS and VmHWM are read
 from /proc/PID/status; then one more request on every connection checks they were still open.
-Prints one line of `key=value` pairs (sizes in KiB).
+Prints one line: RSS (anonymous and file-backed), peak RSS, and the anonymous memory added per
+connection.
 """
 
 import argparse
@@ -19,7 +20,7 @@ def status(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             k, _, v = line.partition(":")
-            if k in ("VmRSS", "VmHWM", "Threads"):
+            if k in ("VmRSS", "VmHWM", "RssAnon", "RssFile", "Threads"):
                 out[k] = int(v.split()[0])
     return out
 
@@ -78,10 +79,12 @@ def main():
             pass
     for s in socks:
         s.close()
+    mb = lambda kib: f"{kib / 1024:.1f}"
     print(
-        f"connections={a.connections} alive={alive} open_secs={opened:.2f} "
-        f"rss_before_kib={before['VmRSS']} rss_kib={during['VmRSS']} hwm_kib={during['VmHWM']} "
-        f"threads={during['Threads']}"
+        f"{a.connections} connections ({alive} still open after): VmRSS {mb(during['VmRSS'])} MB "
+        f"(anon {mb(during['RssAnon'])}, file {mb(during['RssFile'])}), "
+        f"VmHWM {mb(during['VmHWM'])} MB; "
+        f"+{(during['RssAnon'] - before['RssAnon']) / max(a.connections, 1):.1f} KiB anon per connection"
     )
 
 

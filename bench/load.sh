@@ -19,7 +19,8 @@
 #
 # Knobs (environment): CONNS=64 DURATION=15 THREADS=2 WARMUP=3 ROUNDS=1 REPOS=20
 # IMAGES_PER_REPO=3 LAYERS=3 IDLE=1000 TARGETS="nginx serve distribution dist+cache"
-# SR_BIN=path (skip the release build) KEEP=1 (keep the work directory).
+# SR_BIN=path (skip the release build) SR_BIN_BASE=path (also measure this build of serve, as
+# target serve-base: before/after in one run) KEEP=1 (keep the work directory).
 #
 # Absolute numbers depend on what else runs on the machine (wrk shares the cores with the
 # servers); compare ratios from one run. See docs/performance.md.
@@ -36,7 +37,7 @@ REPOS=${REPOS:-20}
 IMAGES_PER_REPO=${IMAGES_PER_REPO:-3}
 LAYERS=${LAYERS:-3}
 IDLE=${IDLE:-1000}
-TARGETS=${TARGETS:-nginx serve distribution dist+cache}
+TARGETS=${TARGETS:-nginx serve ${SR_BIN_BASE:+serve-base }distribution dist+cache}
 
 ensure_tools wrk:wrk hey:hey nginx:nginx docker-registry:docker-registry skopeo:skopeo curl:curl python3:python3
 build_release
@@ -78,6 +79,10 @@ for t in $TARGETS; do
         start_serve "$port"
         PID[$t]=$SERVE_PID
         ;;
+    serve-base)
+        SR_BIN=$SR_BIN_BASE start_serve "$port"
+        PID[$t]=$SERVE_PID
+        ;;
     distribution)
         start_distribution distribution "$port" s3 none
         PID[$t]=$DIST_PID
@@ -112,13 +117,15 @@ cpu_secs() {
         awk -v hz="$(getconf CLK_TCK)" '{ s += $14 + $15 } END { printf "%.2f\n", s / hz }'
 }
 
-rss() { awk '/^(VmRSS|VmHWM)/ { printf "%s %.1f MB  ", $1, $2 / 1024 }' "/proc/$1/status"; }
+rss() { awk '/^(VmRSS|VmHWM|RssAnon|RssFile)/ { printf "%s %.1f MB  ", $1, $2 / 1024 }' "/proc/$1/status"; }
 
-idle_line=""
-if [[ " $TARGETS " == *" serve "* ]]; then
-    log "serve: $IDLE idle keep-alive connections"
-    idle_line=$(python3 "$BENCH_DIR/idle_conns.py" "${BASE[serve]#http://}" "${PID[serve]}" --connections "$IDLE")
-fi
+declare -A IDLE_LINE
+for t in serve serve-base; do
+    [[ " $TARGETS " == *" $t "* ]] || continue
+    log "$t: $IDLE idle keep-alive connections"
+    IDLE_LINE[$t]="$(rss "${PID[$t]}")-> $(python3 "$BENCH_DIR/idle_conns.py" \
+        "${BASE[$t]#http://}" "${PID[$t]}" --connections "$IDLE")"
+done
 
 results=$WORK/results.tsv
 : >"$results"
@@ -164,7 +171,8 @@ echo "wrk -t$THREADS -c$CONNS -d${DURATION}s (+${WARMUP}s warm-up), $REPOS repos
 echo
 python3 "$BENCH_DIR/report.py" "$results"
 echo
-if [ -n "$idle_line" ]; then
-    echo "serve with idle connections: $idle_line"
-    echo "serve after the load: $(rss "${PID[serve]}")"
-fi
+for t in serve serve-base; do
+    [ -n "${IDLE_LINE[$t]:-}" ] || continue
+    echo "$t, $IDLE idle connections: ${IDLE_LINE[$t]}"
+    echo "$t after the load: $(rss "${PID[$t]}")"
+done

@@ -154,7 +154,9 @@ fn reference(c: &mut Criterion) {
     g.bench_function("digest", |b| {
         b.iter(|| Digest::parse(black_box(DIGEST)).unwrap())
     });
-    g.bench_function("tag", |b| b.iter(|| Tag::parse(black_box("1.25.3-alpine")).unwrap()));
+    g.bench_function("tag", |b| {
+        b.iter(|| Tag::parse(black_box("1.25.3-alpine")).unwrap())
+    });
     g.bench_function("manifest_ref", |b| {
         b.iter(|| ManifestRef::parse(black_box("1.25.3-alpine")).unwrap())
     });
@@ -186,7 +188,9 @@ fn sign(c: &mut Criterion) {
     let mut g = c.benchmark_group("sign");
 
     let s3 = sigv4();
-    g.bench_function("sigv4_presign", |b| b.iter(|| s3.sign(black_box(&request(&key)), now)));
+    g.bench_function("sigv4_presign", |b| {
+        b.iter(|| s3.sign(black_box(&request(&key)), now))
+    });
 
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/sign");
     let pem = std::fs::read_to_string(format!("{data}/test-only-rsa2048.pkcs1.pem")).unwrap();

@@ -55,7 +55,7 @@ use crate::publish::commit::{
     add_to_catalog, remove_from_catalog, tag_copies_prefix, update_index, write_derived,
 };
 use crate::reference::{Digest, RepoName, Tag};
-use crate::store::{Store, Version};
+use crate::store::{ObjectMeta, Store, Version};
 
 /// The default grace period: content younger than this is never deleted.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
@@ -457,7 +457,12 @@ pub async fn prune(store: &dyn Store, opts: &PruneOptions) -> anyhow::Result<Pru
 
     // Derived files first, so no copy keeps describing content deleted below.
     for (key, idx) in reach.indexes.clone() {
-        repair_derived(store, &key, &idx, opts.dry_run, &mut report).await?;
+        let prefix = tag_copies_prefix(&idx.name);
+        let copies: Vec<&ObjectMeta> = repo_files
+            .iter()
+            .filter(|m| m.key.starts_with(&prefix))
+            .collect();
+        repair_derived(store, &key, &idx.name, &copies, opts.dry_run, &mut report).await?;
     }
     leftovers(&repo_files, &reach, &old_enough, &age_of, &mut report);
     if !opts.dry_run {
@@ -524,7 +529,7 @@ pub async fn prune(store: &dyn Store, opts: &PruneOptions) -> anyhow::Result<Pru
 /// Derived files of repositories without an index (a `delete-repository` that crashed), old
 /// enough that no publish can be creating that repository right now.
 fn leftovers(
-    repo_files: &[crate::store::ObjectMeta],
+    repo_files: &[ObjectMeta],
     reach: &Reach,
     old_enough: &dyn Fn(Option<SystemTime>) -> bool,
     age_of: &dyn Fn(Option<SystemTime>) -> Option<Duration>,
@@ -598,25 +603,27 @@ fn clean_staging(
 
 /// Brings a repository's tag copies and `_tags.json` in line with its index: copies for tags it
 /// no longer has are deleted, copies that differ from the tagged manifest are rewritten.
+///
+/// `copies` comes from a listing made before the index is read here (in fact before any index
+/// was read): a copy for a tag the index lacks at this later point is an orphan, because a
+/// publish commits a tag before it writes the tag's copy. (Deleting a copy can at worst delete
+/// one that a racing publish just rewrote, which leaves a missing copy: a lag, not a dangle.)
 async fn repair_derived(
     store: &dyn Store,
     key: &str,
-    idx: &RepoIndex,
+    name: &RepoName,
+    copies: &[&ObjectMeta],
     dry_run: bool,
     report: &mut PruneReport,
 ) -> anyhow::Result<()> {
-    let name = &idx.name;
-    // Copies are listed before the index is read again: a copy for a tag the index lacks at
-    // that later point is an orphan (a publish commits the tag before writing its copy).
     let prefix = tag_copies_prefix(name);
-    let copies = store.list(&prefix).await?;
     let Some(obj) = store.get(key).await? else {
         return Ok(()); // Deleted meanwhile; its files are leftovers for a later prune.
     };
     let idx = RepoIndex::from_slice(&obj.bytes).with_context(|| format!("{key}: cannot parse"))?;
     let mut stale: Vec<Tag> = Vec::new();
     let mut have: HashSet<String> = HashSet::new();
-    for m in &copies {
+    for m in copies {
         let tag = &m.key[prefix.len()..];
         have.insert(tag.to_owned());
         let Some((t, desc)) = idx.tags.iter().find(|(t, _)| t.as_str() == tag) else {

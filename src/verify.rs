@@ -277,8 +277,26 @@ pub async fn verify(store: &dyn Store, opts: &VerifyOptions) -> anyhow::Result<R
     }
 
     // Every repository's derived files, fetched concurrently: on S3 each is a round trip.
+    // The tag copies come from the one listing above: a listing per repository costs a walk of
+    // the whole bucket on some S3 implementations.
+    let mut copy_keys: HashMap<String, Vec<String>> = HashMap::new();
+    for m in &listed {
+        if let Some(pos) = m.key.find("/_manifests/") {
+            let prefix = &m.key[..pos + "/_manifests/".len()];
+            copy_keys
+                .entry(prefix.to_owned())
+                .or_default()
+                .push(m.key.clone());
+        }
+    }
     let derived: Vec<Derived> = stream::iter(&repos)
-        .map(|(_, idx)| fetch_derived(store, &idx.name))
+        .map(|(_, idx)| {
+            let keys = copy_keys
+                .get(&tag_copies_prefix(&idx.name))
+                .cloned()
+                .unwrap_or_default();
+            fetch_derived(store, &idx.name, keys)
+        })
         .buffered(PARALLEL)
         .try_collect()
         .await?;
@@ -396,13 +414,15 @@ struct Derived {
     tags_list: Option<Bytes>,
 }
 
-async fn fetch_derived(store: &dyn Store, name: &RepoName) -> anyhow::Result<Derived> {
-    let prefix = tag_copies_prefix(name);
-    let listed = store.list(&prefix).await?;
-    let got: Vec<(String, Option<Bytes>)> = stream::iter(listed)
-        .map(|m| async move {
-            let o = store.get(&m.key).await?;
-            anyhow::Ok((m.key, o.map(|o| o.bytes)))
+async fn fetch_derived(
+    store: &dyn Store,
+    name: &RepoName,
+    copy_keys: Vec<String>,
+) -> anyhow::Result<Derived> {
+    let got: Vec<(String, Option<Bytes>)> = stream::iter(copy_keys)
+        .map(|key| async move {
+            let o = store.get(&key).await?;
+            anyhow::Ok((key, o.map(|o| o.bytes)))
         })
         .buffer_unordered(PARALLEL)
         .try_collect()

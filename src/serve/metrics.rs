@@ -50,7 +50,10 @@ pub fn install() {
                 upkeep.run_upkeep();
             });
         if let Err(e) = spawned {
-            tracing::warn!(error = %e, "cannot start the metrics upkeep thread; histograms drain on scrape only");
+            tracing::warn!(
+                error = %e,
+                "cannot start the metrics upkeep thread; histograms drain on scrape only"
+            );
         }
         handle
     });
@@ -72,14 +75,19 @@ fn label_key(s: &'static str) -> LabelKey {
 
 thread_local! {
     /// Per worker thread: (route, status class) -> handles.
-    static REQUESTS: RefCell<HashMap<(LabelKey, LabelKey), RequestHandles>> = RefCell::new(HashMap::new());
+    static REQUESTS: RefCell<HashMap<(LabelKey, LabelKey), RequestHandles>> =
+        RefCell::new(HashMap::new());
     static SIGNS: RefCell<HashMap<LabelKey, Histogram>> = RefCell::new(HashMap::new());
 }
 
 fn request_handles(route: &'static str, class: &'static str) -> RequestHandles {
     RequestHandles {
-        requests: metrics::counter!("static_registry_requests_total", "route" => route, "status" => class),
-        duration: metrics::histogram!("static_registry_request_duration_seconds", "route" => route),
+        requests: metrics::counter!(
+            "static_registry_requests_total", "route" => route, "status" => class
+        ),
+        duration: metrics::histogram!(
+            "static_registry_request_duration_seconds", "route" => route
+        ),
     }
 }
 

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method as HttpMethod, StatusCode};
-use bytes::Bytes;
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 
 use crate::index::{Catalog, ManifestEntry, RepoIndex};
 use crate::layout;
@@ -141,7 +141,12 @@ async fn manifest(
     if head {
         return Ok(local_head(media_type, size, digest));
     }
-    Ok(redirect(state, &layout::manifest(digest), media_type, digest))
+    Ok(redirect(
+        state,
+        &layout::manifest(digest),
+        media_type,
+        digest,
+    ))
 }
 
 async fn blob(
