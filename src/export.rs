@@ -93,7 +93,10 @@ pub enum Destination {
         tag: Option<TaggedName>,
     },
     /// `oci:DIR[:REF]`
-    Oci { dir: PathBuf, ref_name: Option<String> },
+    Oci {
+        dir: PathBuf,
+        ref_name: Option<String>,
+    },
 }
 
 impl std::str::FromStr for Destination {
@@ -160,7 +163,9 @@ impl std::str::FromStr for Platform {
                 arch: arch.into(),
                 variant: Some(v.into()),
             }),
-            _ => Err(format!("invalid platform {s:?}: expected os/arch[/variant]")),
+            _ => Err(format!(
+                "invalid platform {s:?}: expected os/arch[/variant]"
+            )),
         }
     }
 }
@@ -196,10 +201,7 @@ impl Platform {
         let get = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or("");
         get("os") == self.os
             && get("architecture") == self.arch
-            && self
-                .variant
-                .as_deref()
-                .is_none_or(|v| get("variant") == v)
+            && self.variant.as_deref().is_none_or(|v| get("variant") == v)
     }
 }
 
@@ -327,7 +329,10 @@ async fn fetch_manifest(
     }
     Ok(Fetched {
         digest: digest.clone(),
-        media_type: doc.media_type.clone().unwrap_or_else(|| media_type.to_owned()),
+        media_type: doc
+            .media_type
+            .clone()
+            .unwrap_or_else(|| media_type.to_owned()),
         bytes: obj.bytes,
         doc,
     })
@@ -643,13 +648,14 @@ fn write_tree<'a>(
 }
 
 fn oci_blob_path(dir: &Path, d: &Digest) -> PathBuf {
-    dir.join("blobs")
-        .join(d.algorithm().as_str())
-        .join(d.hex())
+    dir.join("blobs").join(d.algorithm().as_str()).join(d.hex())
 }
 
 fn file_size(p: &Path) -> Option<u64> {
-    std::fs::metadata(p).ok().filter(|m| m.is_file()).map(|m| m.len())
+    std::fs::metadata(p)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
 }
 
 /// Writes a whole file through a temporary file and a rename, so an interrupted export never
@@ -976,10 +982,7 @@ mod tests {
         };
         let kids = vec![child("arm64"), child("s390x")];
         let arm: Platform = "linux/arm64".parse().unwrap();
-        assert_eq!(
-            pick(&kids, Some(&arm), "x").unwrap().digest,
-            kids[0].digest
-        );
+        assert_eq!(pick(&kids, Some(&arm), "x").unwrap().digest, kids[0].digest);
         let err = pick(&kids, Some(&"linux/ppc64le".parse().unwrap()), "x")
             .unwrap_err()
             .to_string();
@@ -988,4 +991,3 @@ mod tests {
         assert_eq!(pick(&kids[1..], None, "x").unwrap().digest, kids[1].digest);
     }
 }
-

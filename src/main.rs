@@ -193,6 +193,7 @@ enum Command {
     /// DEST uses skopeo's syntax:
     ///   docker-archive:FILE[:REPO:TAG]  a `docker load`-able tarball (one platform)
     ///   oci:DIR[:TAG]                   an OCI image layout (an image index is kept whole)
+    #[command(verbatim_doc_comment)]
     Export {
         /// REPO:TAG or REPO@DIGEST.
         reference: static_registry::export::ExportRef,
@@ -411,7 +412,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::DeleteRepository { repository, store } => {
             let store = store::open_with(&store_location(store, &cfg)?, &cfg.s3)?;
-            let msg = static_registry::prune::delete_repository(store.as_ref(), &repository).await?;
+            let msg =
+                static_registry::prune::delete_repository(store.as_ref(), &repository).await?;
             println!("{msg}");
             Ok(ExitCode::SUCCESS)
         }

@@ -172,7 +172,11 @@ impl fmt::Display for PruneReport {
             )?;
         }
         for r in &self.repaired {
-            let verb = if self.dry_run { "would repair" } else { "repaired" };
+            let verb = if self.dry_run {
+                "would repair"
+            } else {
+                "repaired"
+            };
             writeln!(f, "{verb} {r}")?;
         }
         for n in &self.notes {
@@ -276,7 +280,12 @@ async fn fetch_refs(store: &dyn Store, d: &Digest) -> anyhow::Result<Fetched> {
     Ok(match serde_json::from_slice::<AnyManifest>(&obj.bytes) {
         Ok(m) => Fetched::Known(Refs {
             children: m.manifests.into_iter().map(|c| c.digest).collect(),
-            blobs: m.config.into_iter().chain(m.layers).map(|b| b.digest).collect(),
+            blobs: m
+                .config
+                .into_iter()
+                .chain(m.layers)
+                .map(|b| b.digest)
+                .collect(),
         }),
         Err(e) => Fetched::Unknown(format!("{key} is not a manifest: {e}")),
     })
@@ -288,7 +297,10 @@ async fn fetch_all(
     cache: &mut HashMap<Digest, Fetched>,
     want: impl IntoIterator<Item = Digest>,
 ) -> anyhow::Result<()> {
-    let todo: BTreeSet<Digest> = want.into_iter().filter(|d| !cache.contains_key(d)).collect();
+    let todo: BTreeSet<Digest> = want
+        .into_iter()
+        .filter(|d| !cache.contains_key(d))
+        .collect();
     let got: Vec<(Digest, Fetched)> = stream::iter(todo)
         .map(|d| async move {
             let f = fetch_refs(store, &d).await?;
@@ -412,7 +424,9 @@ pub async fn prune(store: &dyn Store, opts: &PruneOptions) -> anyhow::Result<Pru
         );
     }
     let now = SystemTime::now();
-    let cutoff = now.checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+    let cutoff = now
+        .checked_sub(opts.grace)
+        .unwrap_or(SystemTime::UNIX_EPOCH);
     let mut report = PruneReport {
         dry_run: opts.dry_run,
         grace: opts.grace,
@@ -453,6 +467,7 @@ pub async fn prune(store: &dyn Store, opts: &PruneOptions) -> anyhow::Result<Pru
     // 2. Then the indexes.
     let mut reach = Reach::default();
     reach.refresh(store).await?;
+    let mut last_check = Instant::now();
     report.repositories = reach.indexes.len();
 
     // Derived files first, so no copy keeps describing content deleted below.
@@ -490,7 +505,6 @@ pub async fn prune(store: &dyn Store, opts: &PruneOptions) -> anyhow::Result<Pru
     if opts.dry_run {
         report.deleted = victims.into_iter().map(|(_, v)| v).collect();
     } else {
-        let mut last_check = Instant::now();
         for chunk in victims.chunks(DELETE_CHUNK) {
             if last_check.elapsed() >= RECHECK_EVERY {
                 reach.refresh(store).await?;
@@ -588,7 +602,8 @@ fn clean_staging(
                 // Renamed into place by a publish that was still running after all.
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(err) => {
-                    return Err(err).with_context(|| format!("cannot delete {}", e.path().display()))
+                    return Err(err)
+                        .with_context(|| format!("cannot delete {}", e.path().display()))
                 }
             }
         }
@@ -652,10 +667,9 @@ async fn repair_derived(
     }
     for t in idx.tags.keys() {
         if !have.contains(t.as_str()) {
-            report.repaired.push(format!(
-                "{}: missing",
-                layout::tag_manifest(name, t)
-            ));
+            report
+                .repaired
+                .push(format!("{}: missing", layout::tag_manifest(name, t)));
             stale.push(t.clone());
         }
     }
@@ -822,7 +836,10 @@ pub async fn untag(
                 fetch_all(store, &mut fetched, ds).await?;
             }
             Some(GcBlocked::Unfetched(_)) => {
-                note = Some("the index kept changing; its unreferenced entries were left for a later untag".to_owned());
+                note = Some(
+                    "the index kept changing; its unreferenced entries were left for a later untag"
+                        .to_owned(),
+                );
                 break;
             }
             Some(GcBlocked::Unknown(d, why)) => {

@@ -34,8 +34,8 @@ use crate::publish::hashing::Hasher;
 use crate::reference::{Digest, RepoName};
 use crate::store::Store;
 
-/// Concurrent store requests while verifying.
-const PARALLEL: usize = 8;
+/// Concurrent store requests while verifying (each is small; on S3 latency dominates).
+const PARALLEL: usize = 16;
 
 /// What `verify` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -433,10 +433,7 @@ async fn fetch_derived(
             .into_iter()
             .filter_map(|(k, b)| b.map(|b| (k, b)))
             .collect(),
-        tags_list: store
-            .get(&layout::tags_list(name))
-            .await?
-            .map(|o| o.bytes),
+        tags_list: store.get(&layout::tags_list(name)).await?.map(|o| o.bytes),
     })
 }
 
@@ -673,7 +670,11 @@ impl RepoCheck<'_> {
             let ckey = layout::manifest(&c.digest);
             match self.store.head(&ckey).await? {
                 Some(meta) if meta.size == c.size => {}
-                _ => return Ok(Some(format!("it lists {ckey}, which is missing or partial"))),
+                _ => {
+                    return Ok(Some(format!(
+                        "it lists {ckey}, which is missing or partial"
+                    )))
+                }
             }
         }
         for b in m.config.iter().chain(m.layers.iter().flatten()) {

@@ -338,9 +338,12 @@ fn timed_publish(kind: &Kind, source: &str, tags: &[String]) -> Timing {
 /// Where a killed publish was, judged from what it left (`snap`) against what the completed
 /// publish references.
 fn phase(kind: &Kind, snap: &Snapshot, digest: &str, repos: &[(String, String)]) -> String {
-    let manifest: Value =
-        serde_json::from_slice(&kind.read(&format!("manifests/sha256/{}", hex_of(digest))).unwrap())
-            .unwrap();
+    let manifest: Value = serde_json::from_slice(
+        &kind
+            .read(&format!("manifests/sha256/{}", hex_of(digest)))
+            .unwrap(),
+    )
+    .unwrap();
     let blobs: Vec<String> = std::iter::once(&manifest["config"])
         .chain(manifest["layers"].as_array().unwrap())
         .map(|d| format!("blobs/sha256/{}", hex_of(d["digest"].as_str().unwrap())))
@@ -367,17 +370,26 @@ fn phase(kind: &Kind, snap: &Snapshot, digest: &str, repos: &[(String, String)])
             .get(repo)
             .is_some_and(|idx| idx["tags"].get(tag).is_some());
         if !committed {
-            return label(4 + 3 * n, &format!("before the index commit of repository #{}", n + 1));
+            return label(
+                4 + 3 * n,
+                &format!("before the index commit of repository #{}", n + 1),
+            );
         }
         let key = format!("{repo}:{tag}");
         if !snap.copies.contains(&key) || !snap.listed.contains(&key) {
-            return label(5 + 3 * n, &format!("derived files of repository #{}", n + 1));
+            return label(
+                5 + 3 * n,
+                &format!("derived files of repository #{}", n + 1),
+            );
         }
         if !snap.catalog.contains(repo) {
-            return label(6 + 3 * n, &format!("catalog entry of repository #{}", n + 1));
+            return label(
+                6 + 3 * n,
+                &format!("catalog entry of repository #{}", n + 1),
+            );
         }
     }
-    label(4 + 3 * repos.len(), "after the last commit (health canary, exit)")
+    label(10, "after the last commit (health canary, exit)")
 }
 
 /// What the store held right after a kill.
@@ -412,7 +424,10 @@ fn snapshot(kind: &Kind, before: HashSet<String>, repos: &[(String, String)]) ->
             s.copies.insert(format!("{repo}:{tag}"));
         }
         if let Some(l) = kind.json(&format!("repositories/{repo}/_tags.json")) {
-            if l["tags"].as_array().is_some_and(|a| a.iter().any(|t| t == tag)) {
+            if l["tags"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|t| t == tag))
+            {
                 s.listed.insert(format!("{repo}:{tag}"));
             }
         }
@@ -553,7 +568,12 @@ fn crash_trials(kind: &Kind, n: usize, seed: u64) -> Trials {
         // `verify` (run twice per trial) fast.
         let cold_trial = i % 4 == 3;
         let name = format!("t{i}");
-        let size = rng.random_range(256 * KIB..7 * MIB);
+        // Mostly small, so trials stay quick; one in five above the 5 MiB multipart threshold.
+        let size = if rng.random_bool(0.2) {
+            rng.random_range(5 * MIB..7 * MIB)
+        } else {
+            rng.random_range(128 * KIB..2 * MIB)
+        };
         with(&mut layout, &mut rng, &name, size);
         let repos: Vec<(String, String)> = if cold_trial {
             vec![(format!("crash/cold{i}"), "v1".into())]
@@ -611,7 +631,10 @@ fn crash_trials(kind: &Kind, n: usize, seed: u64) -> Trials {
         let t0 = Instant::now();
         assert_clean(
             kind,
-            &format!("[{}] trial {i} (seed {seed}) after the re-run", kind.label()),
+            &format!(
+                "[{}] trial {i} (seed {seed}) after the re-run",
+                kind.label()
+            ),
         );
         out.verify_time += t0.elapsed();
         let digest = summary_tags(&done)[&tags[0]].clone();
@@ -681,10 +704,7 @@ fn sigkill_during_publish_never_leaves_dangling_references_local() {
 
     // Killed publishes leave staging files behind; prune removes them (and nothing referenced).
     let staging = files_under(&kind.root().join(".staging")).len();
-    let out = kind.ok(
-        "prune",
-        kind.cmd("prune", "warn").args(["--grace", "0s"]),
-    );
+    let out = kind.ok("prune", kind.cmd("prune", "warn").args(["--grace", "0s"]));
     eprintln!(
         "[local] {staging} staging file(s) left by killed publishes; prune: {}",
         stdout(&out).lines().last().unwrap_or_default()
@@ -700,10 +720,7 @@ fn sigkill_during_publish_never_leaves_dangling_references_s3() {
     let t = crash_trials(&kind, TRIALS, seed);
     report(&kind, seed, TRIALS, &t);
     assert_spread(&kind, &t);
-    let out = kind.ok(
-        "prune",
-        kind.cmd("prune", "warn").args(["--grace", "0s"]),
-    );
+    let out = kind.ok("prune", kind.cmd("prune", "warn").args(["--grace", "0s"]));
     eprintln!(
         "[s3] prune: {}",
         stdout(&out).lines().last().unwrap_or_default()
@@ -726,11 +743,17 @@ fn sigkill_during_publish_never_leaves_dangling_references_s3() {
     let idx = kind.json("repositories/crash/app/_index.json").unwrap();
     let digest = idx["tags"]["seed"]["digest"].as_str().unwrap().to_owned();
     let copied = skopeo_copy(&format!("oci:{}:seed", oci.display()), false);
-    assert_eq!(sha256(&std::fs::read(copied.join("manifest.json")).unwrap()), digest);
+    assert_eq!(
+        sha256(&std::fs::read(copied.join("manifest.json")).unwrap()),
+        digest
+    );
     let copied = skopeo_copy(&format!("docker-archive:{}", archive.display()), false);
-    let store_manifest: Value =
-        serde_json::from_slice(&kind.read(&format!("manifests/sha256/{}", hex_of(&digest))).unwrap())
-            .unwrap();
+    let store_manifest: Value = serde_json::from_slice(
+        &kind
+            .read(&format!("manifests/sha256/{}", hex_of(&digest)))
+            .unwrap(),
+    )
+    .unwrap();
     let m: Value =
         serde_json::from_slice(&std::fs::read(copied.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(m["config"]["digest"], store_manifest["config"]["digest"]);
@@ -797,10 +820,17 @@ fn racing_publishers_keep_every_tag_local() {
             .filter_map(|t| t.strip_prefix("race/app:"))
             .map(str::to_owned)
             .collect();
-        assert!(want.is_subset(&have), "missing tags: {:?}", want.difference(&have));
+        assert!(
+            want.is_subset(&have),
+            "missing tags: {:?}",
+            want.difference(&have)
+        );
         for t in &want {
             let d = index["tags"][t]["digest"].as_str().unwrap();
-            assert!(published[&format!("race/app:{t}")].contains(d), "{t} -> {d}");
+            assert!(
+                published[&format!("race/app:{t}")].contains(d),
+                "{t} -> {d}"
+            );
             let copy = kind
                 .read(&format!("repositories/race/app/_manifests/{t}"))
                 .unwrap();
@@ -827,7 +857,11 @@ fn racing_publishers_keep_every_tag_local() {
         assert_clean(&kind, &format!("race round {round}"));
     }
     let out = kind.run("verify --deep", kind.cmd("verify", "warn").arg("--deep"));
-    assert!(stdout(&out).starts_with("OK: checked"), "{}", describe_output("verify --deep", &out));
+    assert!(
+        stdout(&out).starts_with("OK: checked"),
+        "{}",
+        describe_output("verify --deep", &out)
+    );
     eprintln!("racing_publishers_keep_every_tag_local: 3 rounds of 12 publishers, {retries} compare-and-swap retries");
 }
 
@@ -876,7 +910,11 @@ fn skopeo_copy(src: &str, all: bool) -> PathBuf {
         .arg(format!("dir:{}", dest.display()))
         .output()
         .expect("run skopeo");
-    assert!(out.status.success(), "{}", describe_output(&format!("skopeo copy {src}"), &out));
+    assert!(
+        out.status.success(),
+        "{}",
+        describe_output(&format!("skopeo copy {src}"), &out)
+    );
     dest
 }
 
@@ -888,7 +926,11 @@ fn all_tags(kind: &Kind) -> Vec<(String, String, String)> {
         let r = r.as_str().unwrap();
         let idx = kind.json(&format!("repositories/{r}/_index.json")).unwrap();
         for (t, d) in idx["tags"].as_object().unwrap() {
-            out.push((r.to_owned(), t.clone(), d["digest"].as_str().unwrap().to_owned()));
+            out.push((
+                r.to_owned(),
+                t.clone(),
+                d["digest"].as_str().unwrap().to_owned(),
+            ));
         }
     }
     out
@@ -908,9 +950,15 @@ fn prune_keeps_every_live_tag_pullable() {
         let own = layout.layer(&mut rng, 128 * KIB, v);
         layout.image(&[base.clone(), own], v);
     }
-    let out = kind.publish(&layout.source("v1"), &["syn/app:1".into(), "syn/gone:1".into()]);
+    let out = kind.publish(
+        &layout.source("v1"),
+        &["syn/app:1".into(), "syn/gone:1".into()],
+    );
     let v1 = summary_tags(&out)["syn/app:1"].clone();
-    kind.publish(&layout.source("v2"), &["syn/app:2".into(), "syn/app:latest".into()]);
+    kind.publish(
+        &layout.source("v2"),
+        &["syn/app:2".into(), "syn/app:latest".into()],
+    );
     let zstd_digest = all_tags(&kind)
         .into_iter()
         .find(|(r, t, _)| r == "fix/docker-legacy" && t == "zstd")
@@ -920,7 +968,11 @@ fn prune_keeps_every_live_tag_pullable() {
 
     // untag: the tag and its copy go; v1 stays referenced by syn/gone.
     let out = kind.ok("untag", kind.cmd("untag", "warn").arg("syn/app:1"));
-    assert!(stdout(&out).contains("untagged syn/app:1"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("untagged syn/app:1"),
+        "{}",
+        stdout(&out)
+    );
     assert!(kind.read("repositories/syn/app/_manifests/1").is_none());
     let idx = kind.json("repositories/syn/app/_index.json").unwrap();
     assert!(idx["manifests"].get(&v1).is_none(), "{idx}");
@@ -928,13 +980,20 @@ fn prune_keeps_every_live_tag_pullable() {
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("has no tag nope"));
     // The zstd variant of the legacy fixture: its layers are this tag's alone.
-    kind.ok("untag", kind.cmd("untag", "warn").arg("fix/docker-legacy:zstd"));
+    kind.ok(
+        "untag",
+        kind.cmd("untag", "warn").arg("fix/docker-legacy:zstd"),
+    );
     // delete-repository: index, copies, tag list and catalog entry.
     let out = kind.ok(
         "delete-repository",
         kind.cmd("delete-repository", "warn").arg("syn/gone"),
     );
-    assert!(stdout(&out).contains("deleted repository syn/gone"), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("deleted repository syn/gone"),
+        "{}",
+        stdout(&out)
+    );
     assert!(files_under(&root.join("repositories/syn/gone")).is_empty());
     assert!(!kind.json("_catalog.json").unwrap()["repositories"]
         .as_array()
@@ -951,7 +1010,10 @@ fn prune_keeps_every_live_tag_pullable() {
 
     // The default grace (24h) keeps what is younger: here only the in-flight blob.
     let before = files_under(&root);
-    let dry = kind.ok("prune --dry-run", kind.cmd("prune", "warn").arg("--dry-run"));
+    let dry = kind.ok(
+        "prune --dry-run",
+        kind.cmd("prune", "warn").arg("--dry-run"),
+    );
     let text = stdout(&dry);
     assert_eq!(files_under(&root), before, "--dry-run changed the store");
     let would: BTreeSet<String> = text
@@ -961,8 +1023,14 @@ fn prune_keeps_every_live_tag_pullable() {
         .filter(|k| k.contains('/'))
         .map(str::to_owned)
         .collect();
-    assert!(would.contains(&format!("manifests/sha256/{}", hex_of(&v1))), "{text}");
-    assert!(would.contains(&format!("manifests/sha256/{}", hex_of(&zstd_digest))), "{text}");
+    assert!(
+        would.contains(&format!("manifests/sha256/{}", hex_of(&v1))),
+        "{text}"
+    );
+    assert!(
+        would.contains(&format!("manifests/sha256/{}", hex_of(&zstd_digest))),
+        "{text}"
+    );
     assert!(!would.contains(&in_flight_blob), "{text}");
     let summary = text.lines().last().unwrap();
     assert!(summary.starts_with("dry run: would delete"), "{summary}");
@@ -988,7 +1056,10 @@ fn prune_keeps_every_live_tag_pullable() {
     for k in &deleted {
         assert!(!root.join(k).exists(), "{k} still there");
     }
-    assert!(root.join(&in_flight_blob).exists(), "prune deleted content younger than the grace period");
+    assert!(
+        root.join(&in_flight_blob).exists(),
+        "prune deleted content younger than the grace period"
+    );
     eprintln!("prune: {}", text.lines().last().unwrap());
     assert_clean(&kind, "after prune");
 
@@ -1005,7 +1076,10 @@ fn prune_keeps_every_live_tag_pullable() {
         assert_eq!(&got, d, "{r}:{t}");
         pulled.check_file_names().unwrap();
     }
-    eprintln!("prune: all {} remaining tags pulled with skopeo through serve", tags.len());
+    eprintln!(
+        "prune: all {} remaining tags pulled with skopeo through serve",
+        tags.len()
+    );
 }
 
 /// Writes a blob straight into a local store, as a publish in flight has, and returns its key.
@@ -1029,10 +1103,16 @@ fn prune_racing_publishes_breaks_none() {
     }
     // Old history: 8 tags, half of them untagged, all written two days ago.
     for i in 0..8 {
-        kind.publish(&layout.source(&format!("img{i}")), &[format!("old/app:{i}")]);
+        kind.publish(
+            &layout.source(&format!("img{i}")),
+            &[format!("old/app:{i}")],
+        );
     }
     for i in 0..4 {
-        kind.ok("untag", kind.cmd("untag", "warn").arg(format!("old/app:{i}")));
+        kind.ok(
+            "untag",
+            kind.cmd("untag", "warn").arg(format!("old/app:{i}")),
+        );
     }
     age_store(&root, Duration::from_secs(2 * 86400), &HashSet::new());
 
@@ -1041,19 +1121,30 @@ fn prune_racing_publishes_breaks_none() {
         let pruner = s.spawn(|| {
             let mut runs = Vec::new();
             for _ in 0..5 {
-                runs.push(kind.cmd("prune", "warn").args(["--grace", "1h"]).output().unwrap());
+                runs.push(
+                    kind.cmd("prune", "warn")
+                        .args(["--grace", "1h"])
+                        .output()
+                        .unwrap(),
+                );
             }
             runs
         });
         let publishers: Vec<_> = (8..16)
             .map(|i| {
-                let mut cmd = kind.publish_cmd(&layout.source(&format!("img{i}")), &[format!("new/app:{i}")]);
+                let mut cmd = kind.publish_cmd(
+                    &layout.source(&format!("img{i}")),
+                    &[format!("new/app:{i}")],
+                );
                 s.spawn(move || cmd.output().unwrap())
             })
             .collect();
         (
             pruner.join().unwrap(),
-            publishers.into_iter().map(|h| h.join().unwrap()).collect::<Vec<_>>(),
+            publishers
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect::<Vec<_>>(),
         )
     });
     let mut deleted = 0;
@@ -1079,7 +1170,8 @@ fn prune_racing_publishes_breaks_none() {
 
 /// The store's manifest for a digest, parsed.
 fn store_manifest(kind: &Kind, digest: &str) -> Value {
-    kind.json(&format!("manifests/sha256/{}", hex_of(digest))).unwrap()
+    kind.json(&format!("manifests/sha256/{}", hex_of(digest)))
+        .unwrap()
 }
 
 fn diff_ids(kind: &Kind, manifest: &Value) -> Vec<String> {
@@ -1160,7 +1252,10 @@ fn export_is_read_by_skopeo_and_loaded_by_podman() {
         let copied = skopeo_copy(&dest, false);
         let m: Value =
             serde_json::from_slice(&std::fs::read(copied.join("manifest.json")).unwrap()).unwrap();
-        assert_eq!(m["config"]["digest"], image["config"]["digest"], "{reference}");
+        assert_eq!(
+            m["config"]["digest"], image["config"]["digest"],
+            "{reference}"
+        );
         let got: Vec<String> = m["layers"]
             .as_array()
             .unwrap()
@@ -1179,18 +1274,28 @@ fn export_is_read_by_skopeo_and_loaded_by_podman() {
             got == want_diff_ids || got == stored,
             "{reference}: layers {got:?}, store has {stored:?} (diff_ids {want_diff_ids:?})"
         );
-        common::clients::PulledDir { path: copied.clone() }
-            .check_file_names()
-            .unwrap();
+        common::clients::PulledDir {
+            path: copied.clone(),
+        }
+        .check_file_names()
+        .unwrap();
 
         // podman loads it: the image ID is the config digest, the layers its diff_ids.
         let mut load = podman.cmd();
         load.args(["load", "-i"]).arg(&file);
         let out = load.output().unwrap();
-        assert!(out.status.success(), "{}", describe_output("podman load", &out));
+        assert!(
+            out.status.success(),
+            "{}",
+            describe_output("podman load", &out)
+        );
         let id = hex_of(image["config"]["digest"].as_str().unwrap()).to_owned();
         let inspected = podman.inspect(&id).unwrap();
-        assert_eq!(inspected["RootFS"]["Layers"], json!(want_diff_ids), "{reference}");
+        assert_eq!(
+            inspected["RootFS"]["Layers"],
+            json!(want_diff_ids),
+            "{reference}"
+        );
 
         // oci: byte-for-byte, the whole index for a multi-platform tag.
         let dir = out_dir.path().join(format!("oci-{n}"));
@@ -1211,13 +1316,25 @@ fn export_is_read_by_skopeo_and_loaded_by_podman() {
             // Converted to OCI media types, as skopeo does; config and layers unchanged.
             let got: Value = serde_json::from_slice(&top).unwrap();
             assert_eq!(got["mediaType"], OCI_MANIFEST, "{reference}");
-            assert_eq!(got["config"]["digest"], stored["config"]["digest"], "{reference}");
+            assert_eq!(
+                got["config"]["digest"], stored["config"]["digest"],
+                "{reference}"
+            );
             let digests = |m: &Value| -> Vec<Value> {
-                m["layers"].as_array().unwrap().iter().map(|l| l["digest"].clone()).collect()
+                m["layers"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| l["digest"].clone())
+                    .collect()
             };
             assert_eq!(digests(&got), digests(&stored), "{reference}");
         } else {
-            assert_eq!(sha256(&top), *digest, "{reference}: oci export keeps the manifest bytes");
+            assert_eq!(
+                sha256(&top),
+                *digest,
+                "{reference}: oci export keeps the manifest bytes"
+            );
         }
         let pulled = common::clients::PulledDir { path: copied };
         pulled.check_file_names().unwrap();
@@ -1261,7 +1378,10 @@ fn export_is_read_by_skopeo_and_loaded_by_podman() {
         ]),
     );
     let msg = String::from_utf8_lossy(&err.stderr);
-    assert!(!err.status.success() && msg.contains("available: linux/"), "{msg}");
+    assert!(
+        !err.status.success() && msg.contains("available: linux/"),
+        "{msg}"
+    );
     // REPO@DIGEST works, and is refused for a digest the repository does not reference.
     let single = &tags["fix/oci-single:1.0"];
     kind.ok(
@@ -1271,8 +1391,14 @@ fn export_is_read_by_skopeo_and_loaded_by_podman() {
             &format!("oci:{}:pinned", out_dir.path().join("by-digest").display()),
         ]),
     );
-    let copied = skopeo_copy(&format!("oci:{}:pinned", out_dir.path().join("by-digest").display()), false);
-    assert_eq!(sha256(&std::fs::read(copied.join("manifest.json")).unwrap()), *single);
+    let copied = skopeo_copy(
+        &format!("oci:{}:pinned", out_dir.path().join("by-digest").display()),
+        false,
+    );
+    assert_eq!(
+        sha256(&std::fs::read(copied.join("manifest.json")).unwrap()),
+        *single
+    );
     let err = kind.run(
         "export foreign digest",
         kind.cmd("export", "warn").args([
@@ -1282,5 +1408,8 @@ fn export_is_read_by_skopeo_and_loaded_by_podman() {
     );
     assert!(!err.status.success());
     assert!(String::from_utf8_lossy(&err.stderr).contains("does not reference"));
-    eprintln!("export: {} tags exported both ways, read by skopeo, loaded by podman", tags.len());
+    eprintln!(
+        "export: {} tags exported both ways, read by skopeo, loaded by podman",
+        tags.len()
+    );
 }

@@ -26,8 +26,9 @@ fn put_opts(ct: &str) -> PutOptions {
 /// An image in the store: config + the given layers + manifest. Returns (manifest descriptor,
 /// blob digests).
 async fn image(s: &dyn Store, layers: &[&[u8]], note: &str) -> (Descriptor, Vec<Digest>) {
-    let config = serde_json::to_vec(&json!({"note": note, "rootfs": {"type": "layers", "diff_ids": []}}))
-        .unwrap();
+    let config =
+        serde_json::to_vec(&json!({"note": note, "rootfs": {"type": "layers", "diff_ids": []}}))
+            .unwrap();
     let mut blobs = vec![Digest::sha256_of(&config)];
     s.put(
         &layout::blob(&blobs[0]),
@@ -57,9 +58,13 @@ async fn image(s: &dyn Store, layers: &[&[u8]], note: &str) -> (Descriptor, Vec<
     }))
     .unwrap();
     let d = Digest::sha256_of(&m);
-    s.put(&layout::manifest(&d), Bytes::from(m.clone()), &put_opts(MANIFEST))
-        .await
-        .unwrap();
+    s.put(
+        &layout::manifest(&d),
+        Bytes::from(m.clone()),
+        &put_opts(MANIFEST),
+    )
+    .await
+    .unwrap();
     (
         Descriptor {
             media_type: MANIFEST.into(),
@@ -182,7 +187,10 @@ async fn prune_respects_references_grace_and_dry_run() {
     assert_eq!(dry.staging.len(), 1, "{dry}");
     let text = dry.to_string();
     assert!(text.contains("would delete"), "{text}");
-    assert!(text.starts_with("would delete") || text.contains("dry run"), "{text}");
+    assert!(
+        text.starts_with("would delete") || text.contains("dry run"),
+        "{text}"
+    );
     // Nothing changed.
     for k in &want {
         assert!(exists(&s, k), "{k}");
@@ -221,10 +229,19 @@ async fn untag_drops_the_closure_and_prune_collects_it() {
     let r = untag(s.as_ref(), &name, &[Tag::parse("1").unwrap()])
         .await
         .unwrap();
-    assert!(r.to_string().contains("dropped 1 manifest(s) and 2 blob(s)"), "{r}");
-    let idx =
-        RepoIndex::from_slice(&s.get(&layout::repo_index(&name)).await.unwrap().unwrap().bytes)
-            .unwrap();
+    assert!(
+        r.to_string()
+            .contains("dropped 1 manifest(s) and 2 blob(s)"),
+        "{r}"
+    );
+    let idx = RepoIndex::from_slice(
+        &s.get(&layout::repo_index(&name))
+            .await
+            .unwrap()
+            .unwrap()
+            .bytes,
+    )
+    .unwrap();
     assert_eq!(idx.tags.len(), 2);
     assert!(!idx.manifests.contains_key(&v1.0.digest));
     assert!(idx.blobs.contains_key(&Digest::sha256_of(shared)));
@@ -345,4 +362,47 @@ async fn prune_repairs_lagging_derived_files_before_deleting() {
         "{r}"
     );
     clean(s.as_ref()).await;
+
+    // A copy describing content that is gone is an error, not a lag: a CDN serving blind would
+    // hand out a manifest whose blobs 404.
+    s.put(
+        &layout::tag_manifest(&name, &Tag::parse("ghost").unwrap()),
+        v1_bytes,
+        &put_opts(MANIFEST),
+    )
+    .await
+    .unwrap();
+    let r = verify(s.as_ref(), &VerifyOptions::default()).await.unwrap();
+    assert_eq!(r.problems.len(), 1, "{r}");
+    assert!(
+        r.problems[0].contains("_manifests/ghost") && r.problems[0].contains("missing or partial"),
+        "{r}"
+    );
+}
+
+/// The publisher's last line of defence against a concurrent prune: content that vanished
+/// between the upload phase and the commit fails the publish, and nothing is committed.
+#[tokio::test]
+async fn commit_refuses_content_that_disappeared() {
+    let (_dir, s) = store();
+    let layer: &[u8] = b"layer a prune deleted";
+    let img = image(s.as_ref(), &[layer], "x").await;
+    let name = RepoName::parse("a/app").unwrap();
+    let mut u = RepoIndex::new(name.clone());
+    u.tags.insert(Tag::parse("1").unwrap(), img.0.clone());
+    u.manifests.insert(
+        img.0.digest.clone(),
+        ManifestEntry {
+            media_type: MANIFEST.into(),
+            size: img.0.size,
+        },
+    );
+    for b in &img.1 {
+        let size = s.head(&layout::blob(b)).await.unwrap().unwrap().size;
+        u.blobs.insert(b.clone(), size);
+    }
+    s.delete(&layout::blob(&img.1[1])).await.unwrap();
+    let err = commit_repository(s.as_ref(), &u).await.unwrap_err();
+    assert!(err.to_string().contains("content disappeared"), "{err}");
+    assert!(s.get(&layout::repo_index(&name)).await.unwrap().is_none());
 }

@@ -63,7 +63,12 @@ async fn ensure_content_present(store: &dyn Store, update: &RepoIndex) -> anyhow
         .manifests
         .iter()
         .map(|(d, e)| (layout::manifest(d), e.size))
-        .chain(update.blobs.iter().map(|(d, size)| (layout::blob(d), *size)))
+        .chain(
+            update
+                .blobs
+                .iter()
+                .map(|(d, size)| (layout::blob(d), *size)),
+        )
         .collect();
     let mut missing = Vec::new();
     // Plain chunks of boxed futures: callers spawn this future, and closures returning borrowing
@@ -257,7 +262,11 @@ pub async fn remove_from_catalog(store: &dyn Store, name: &RepoName) -> anyhow::
         }
         let body = serde_json::to_vec_pretty(&catalog).expect("catalog serialises");
         match store
-            .put(key, Bytes::from(body), &index_options(PutMode::Update(obj.version)))
+            .put(
+                key,
+                Bytes::from(body),
+                &index_options(PutMode::Update(obj.version)),
+            )
             .await
         {
             Ok(()) => return Ok(()),

@@ -22,7 +22,7 @@ pub use s3::{ConditionalWrites, S3Settings, S3Store};
 pub struct ObjectMeta {
     pub key: String,
     pub size: u64,
-    #[allow(dead_code)] // read by `prune`'s grace period (issue #9)
+    /// When the object was last written; `prune`'s grace period is measured against it.
     pub last_modified: Option<SystemTime>,
 }
 
@@ -108,7 +108,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Every object under `prefix`.
     async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>>;
 
-    #[allow(dead_code)] // used by `prune` (issue #9)
+    /// Deletes an object; deleting a missing one is not an error (`prune`, `untag`,
+    /// `delete-repository`).
     async fn delete(&self, key: &str) -> StoreResult<()>;
 
     /// Where the publisher stages blobs before `put_file`; on the local store this is inside the
