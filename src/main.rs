@@ -3,9 +3,7 @@
 //! `verify`).
 
 // The modules live in the library crate (src/lib.rs); declare new ones there, not here.
-use static_registry::{
-    auth, federation, publish, reference, serve, store, verify,
-};
+use static_registry::{auth, federation, publish, reference, serve, store, verify};
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -108,6 +106,7 @@ enum Command {
     ///
     /// Only blobs missing from the store are written; uncompressed layers are compressed on the
     /// way. Re-publishing an unchanged image writes no blob bytes.
+    #[command(verbatim_doc_comment)]
     Publish {
         /// The image to publish (see above).
         source: String,
@@ -329,7 +328,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .max(1),
                 header_timeout: Duration::from_secs(cfg.serve.header_timeout.unwrap_or(10).max(1)),
                 shutdown_timeout: Duration::from_secs(
-                    shutdown_timeout.or(cfg.serve.shutdown_timeout).unwrap_or(30),
+                    shutdown_timeout
+                        .or(cfg.serve.shutdown_timeout)
+                        .unwrap_or(30),
                 ),
                 tls: tls.clone(),
             };
@@ -341,7 +342,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 trust_forwarded: cfg.serve.trusted_proxy_hops > 0,
                 tls: tls.is_some(),
                 access_log: access_log || cfg.serve.access_log,
-                request_timeout: Duration::from_secs(cfg.serve.request_timeout.unwrap_or(30).max(1)),
+                request_timeout: Duration::from_secs(
+                    cfg.serve.request_timeout.unwrap_or(30).max(1),
+                ),
             });
             serve::run(listen, state, listener_cfg).await?;
             Ok(ExitCode::SUCCESS)

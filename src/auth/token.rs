@@ -71,7 +71,10 @@ fn now() -> u64 {
 impl TokenIssuer {
     pub fn from_config(cfg: &AuthConfig) -> anyhow::Result<Self> {
         let key = std::fs::read(&cfg.token_key_file).with_context(|| {
-            format!("cannot read token key file {}", cfg.token_key_file.display())
+            format!(
+                "cannot read token key file {}",
+                cfg.token_key_file.display()
+            )
         })?;
         let key = key.trim_ascii();
         anyhow::ensure!(
@@ -102,8 +105,12 @@ impl TokenIssuer {
 
     /// Decodes `Authorization: Basic` into (user, password).
     pub fn basic(header: &str) -> Option<(String, String)> {
-        let b64 = header.strip_prefix("Basic ").or_else(|| header.strip_prefix("basic "))?;
-        let raw = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok()?;
+        let b64 = header
+            .strip_prefix("Basic ")
+            .or_else(|| header.strip_prefix("basic "))?;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .ok()?;
         let s = String::from_utf8(raw).ok()?;
         let (u, p) = s.split_once(':')?;
         Some((u.to_owned(), p.to_owned()))
@@ -173,9 +180,9 @@ impl TokenIssuer {
             return false;
         };
         self.verify(token.trim()).is_some_and(|(_, access)| {
-            access
-                .iter()
-                .any(|a| a.kind == "repository" && a.name == name && a.actions.iter().any(|x| x == "pull"))
+            access.iter().any(|a| {
+                a.kind == "repository" && a.name == name && a.actions.iter().any(|x| x == "pull")
+            })
         })
     }
 
@@ -249,7 +256,9 @@ mod tests {
     fn grants_follow_policy() {
         let t = issuer();
         let scope = vec!["repository:private/app:pull".to_string()];
-        let alice = t.issue(Some(("alice".into(), "pw".into())), &scope).unwrap();
+        let alice = t
+            .issue(Some(("alice".into(), "pw".into())), &scope)
+            .unwrap();
         let h = format!("Bearer {}", token_of(&alice));
         assert!(t.allows(Some(&h), "private/app"));
         assert!(!t.allows(Some(&h), "private/other"));
@@ -259,7 +268,8 @@ mod tests {
         assert!(!t.allows(Some(&format!("Bearer {}", token_of(&anon))), "private/app"));
         assert!(t.authenticated(Some(&format!("Bearer {}", token_of(&anon)))));
         assert_eq!(
-            t.issue(Some(("alice".into(), "nope".into())), &scope).unwrap_err(),
+            t.issue(Some(("alice".into(), "nope".into())), &scope)
+                .unwrap_err(),
             TokenError::BadCredentials
         );
     }
@@ -268,20 +278,27 @@ mod tests {
     fn tampered_or_foreign_tokens_fail() {
         let t = issuer();
         let scope = vec!["repository:private/app:pull".to_string()];
-        let tok = token_of(&t.issue(Some(("alice".into(), "pw".into())), &scope).unwrap());
+        let tok = token_of(
+            &t.issue(Some(("alice".into(), "pw".into())), &scope)
+                .unwrap(),
+        );
         let mut bad = tok.clone();
         let last = bad.pop().unwrap();
         bad.push(if last == 'A' { 'B' } else { 'A' });
         assert!(!t.allows(Some(&format!("Bearer {bad}")), "private/app"));
-        let other = TokenIssuer::new(&[8u8; 32], Htpasswd::default(), &AuthConfig {
-            htpasswd: "x".into(),
-            token_key_file: "x".into(),
-            token_ttl: 300,
-            service: "svc".into(),
-            realm: None,
-            private_url_ttl: 60,
-            rules: vec![],
-        });
+        let other = TokenIssuer::new(
+            &[8u8; 32],
+            Htpasswd::default(),
+            &AuthConfig {
+                htpasswd: "x".into(),
+                token_key_file: "x".into(),
+                token_ttl: 300,
+                service: "svc".into(),
+                realm: None,
+                private_url_ttl: 60,
+                rules: vec![],
+            },
+        );
         assert!(!other.allows(Some(&format!("Bearer {tok}")), "private/app"));
     }
 

@@ -10,7 +10,11 @@ use crate::sign::{Method, SignRequest};
 use super::{Federation, Origin};
 
 /// Probes one origin once.
-pub async fn probe(origin: &Origin, http: &reqwest::Client, url_ttl: Duration) -> Result<(), String> {
+pub async fn probe(
+    origin: &Origin,
+    http: &reqwest::Client,
+    url_ttl: Duration,
+) -> Result<(), String> {
     let url = origin.signer.sign(
         &SignRequest {
             method: Method::Head,

@@ -95,7 +95,9 @@ impl TlsState {
                 *self.loaded.write().expect("lock") = now;
                 tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
             }
-            Err(e) => tracing::error!(error = %format!("{e:#}"), "TLS reload failed; keeping the current certificate"),
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "TLS reload failed; keeping the current certificate")
+            }
         }
     }
 
@@ -141,7 +143,10 @@ pub async fn serve(listen: SocketAddr, app: Router, cfg: ListenerConfig) -> anyh
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_timeout)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(cfg.max_connections));
@@ -168,17 +173,19 @@ pub async fn serve(listen: SocketAddr, app: Router, cfg: ListenerConfig) -> anyh
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
-        let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-            req.extensions_mut()
-                .insert(axum::extract::ConnectInfo(peer));
-            app.clone().oneshot(req.map(axum::body::Body::new))
-        });
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            });
         let builder = builder.clone();
         let watcher = graceful.watcher();
         match &tls {
             None => {
                 tokio::spawn(async move {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     let _ = watcher.watch(conn.into_owned()).await;
                     drop(permit);
                 });
@@ -192,7 +199,8 @@ pub async fn serve(listen: SocketAddr, app: Router, cfg: ListenerConfig) -> anyh
                             Ok(Ok(s)) => s,
                             _ => return,
                         };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let conn =
+                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     let _ = watcher.watch(conn.into_owned()).await;
                     drop(permit);
                 });

@@ -151,12 +151,27 @@ pub fn render(state: &AppState) -> Response {
         let name = o.name.clone();
         metrics::gauge!("static_registry_origin_healthy", "origin" => name.clone())
             .set(if o.is_healthy() { 1.0 } else { 0.0 });
-        for (doc, cache) in [("repository", &o.repos.stats), ("catalog", &o.catalog.stats)] {
+        for (doc, cache) in [
+            ("repository", &o.repos.stats),
+            ("catalog", &o.catalog.stats),
+        ] {
             let pairs = [
-                ("static_registry_index_cache_hits_total", cache.hits.load(Ordering::Relaxed)),
-                ("static_registry_index_cache_misses_total", cache.loads.load(Ordering::Relaxed)),
-                ("static_registry_index_load_errors_total", cache.load_errors.load(Ordering::Relaxed)),
-                ("static_registry_index_stale_serves_total", cache.stale_serves.load(Ordering::Relaxed)),
+                (
+                    "static_registry_index_cache_hits_total",
+                    cache.hits.load(Ordering::Relaxed),
+                ),
+                (
+                    "static_registry_index_cache_misses_total",
+                    cache.loads.load(Ordering::Relaxed),
+                ),
+                (
+                    "static_registry_index_load_errors_total",
+                    cache.load_errors.load(Ordering::Relaxed),
+                ),
+                (
+                    "static_registry_index_stale_serves_total",
+                    cache.stale_serves.load(Ordering::Relaxed),
+                ),
             ];
             for (metric, v) in pairs {
                 metrics::counter!(metric, "origin" => name.clone(), "document" => doc).absolute(v);

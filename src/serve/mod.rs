@@ -143,7 +143,10 @@ async fn handle(state: &AppState, req: Request) -> (&'static str, Response) {
     let is_v2 = path == "/v2" || path.starts_with("/v2/");
     if is_v2 && method != HttpMethod::GET && method != HttpMethod::HEAD {
         // Every write (pushes, upload sessions, deletes) gets the same answer, whatever the path.
-        return ("write", with_api_version(OciError::unsupported(method.as_str()).into_response()));
+        return (
+            "write",
+            with_api_version(OciError::unsupported(method.as_str()).into_response()),
+        );
     }
     let route = match V2Route::parse(path) {
         Ok(Some(route)) => route,
@@ -151,7 +154,12 @@ async fn handle(state: &AppState, req: Request) -> (&'static str, Response) {
         Err(e) => return ("invalid", with_api_version(e.into_response())),
     };
     let label = route_label(&route);
-    let resp = match tokio::time::timeout(state.request_timeout, v2_request(state, &parts, &method, route)).await {
+    let resp = match tokio::time::timeout(
+        state.request_timeout,
+        v2_request(state, &parts, &method, route),
+    )
+    .await
+    {
         Ok(Ok(r) | Err(r)) => r,
         Err(_) => OciError::unavailable("the request timed out; try again").into_response(),
     };
@@ -193,7 +201,10 @@ async fn v2_request(
     let mut visible: Option<RepoFilter> = None;
     if let Some(auth) = state.auth.as_deref().filter(|a| a.policy.has_private()) {
         let name = match &route {
-            V2Route::Tags(n) | V2Route::Manifest(n, _) | V2Route::Blob(n, _) | V2Route::Referrers(n, _) => Some(n),
+            V2Route::Tags(n)
+            | V2Route::Manifest(n, _)
+            | V2Route::Blob(n, _)
+            | V2Route::Referrers(n, _) => Some(n),
             V2Route::Base | V2Route::Catalog => None,
         };
         match (&route, name) {
@@ -226,7 +237,9 @@ async fn v2_request(
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     let region = state.federation.regions.region(&req.headers, peer);
-    let catalog_visible = visible.as_deref().map(|f| f as &(dyn Fn(&str) -> bool + Sync));
+    let catalog_visible = visible
+        .as_deref()
+        .map(|f| f as &(dyn Fn(&str) -> bool + Sync));
     let r = v2::Request {
         query: req.uri.query(),
         region: region.as_deref(),
@@ -265,7 +278,12 @@ fn external_base(state: &AppState, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}")
 }
 
-fn challenge(state: &AppState, auth: &TokenIssuer, headers: &HeaderMap, scope: Option<&str>) -> Response {
+fn challenge(
+    state: &AppState,
+    auth: &TokenIssuer,
+    headers: &HeaderMap,
+    scope: Option<&str>,
+) -> Response {
     let realm = auth
         .realm
         .clone()
@@ -326,9 +344,16 @@ async fn token(state: &AppState, req: &Parts) -> Response {
     match issued {
         Ok(Ok(body)) => axum::Json(body).into_response(),
         Ok(Err(TokenError::BadCredentials)) => {
-            tracing::warn!(user = user.as_deref().unwrap_or(""), "token request with wrong credentials");
-            OciError::new(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "invalid username or password")
-                .into_response()
+            tracing::warn!(
+                user = user.as_deref().unwrap_or(""),
+                "token request with wrong credentials"
+            );
+            OciError::new(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "invalid username or password",
+            )
+            .into_response()
         }
         Err(_) => OciError::unavailable("token issuing failed").into_response(),
     }
@@ -366,8 +391,17 @@ pub async fn run(
 mod tests {
     #[test]
     fn request_ids_are_prefix_dash_counter_in_hex() {
-        for (p, n) in [(0, 0), (0xdead_beef, 1), (7, 15), (u32::MAX, 16), (1, u64::MAX)] {
-            assert_eq!(super::request_id(p, n).to_str().unwrap(), format!("{p:08x}-{n:x}"));
+        for (p, n) in [
+            (0, 0),
+            (0xdead_beef, 1),
+            (7, 15),
+            (u32::MAX, 16),
+            (1, u64::MAX),
+        ] {
+            assert_eq!(
+                super::request_id(p, n).to_str().unwrap(),
+                format!("{p:08x}-{n:x}")
+            );
         }
     }
 }

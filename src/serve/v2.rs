@@ -257,7 +257,10 @@ async fn catalog(
 ) -> Result<Response, OciError> {
     let mut page = Page::parse(query)?;
     if visible.is_some() && page.is_none() {
-        page = Some(Page { n: None, last: None });
+        page = Some(Page {
+            n: None,
+            last: None,
+        });
     }
     let doc = match state.origin.catalog.get(layout::CATALOG).await {
         Ok(Cached::Found(c)) => c,
