@@ -33,6 +33,8 @@ PACKAGES=(
     "nginx:nginx"
     "docker-registry:docker-registry"
     "wrk:wrk"
+    "curl:curl"
+    "openssl:openssl"
 )
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
