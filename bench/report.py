@@ -83,9 +83,11 @@ def main():
     print(f"{'scenario':<14} {'target':<22} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU µs/req':>11} {'bad':>5}")
     for key in order:
         bad = sum(r["non3xx"] + r["errors"] for r in runs[key])
+        # No latency at all: every request timed out.
+        lat = lambda f: f"{med(key, f):>8.2f}" if med(key, f) > 0 else f"{'-':>8}"
         print(
-            f"{key[0]:<14} {key[1]:<22} {med(key, 'rps'):>10.0f} {med(key, 'p50'):>8.2f} "
-            f"{med(key, 'p99'):>8.2f} {med(key, 'cpu_us'):>11.1f} {bad:>5}"
+            f"{key[0]:<14} {key[1]:<22} {med(key, 'rps'):>10.0f} {lat('p50')} "
+            f"{lat('p99')} {med(key, 'cpu_us'):>11.1f} {bad:>5}"
         )
     print()
     for scenario in dict.fromkeys(k[0] for k in order):
@@ -95,12 +97,13 @@ def main():
         parts = []
         for target in [k[1] for k in order if k[0] == scenario and k[1] != "serve"]:
             other = (scenario, target)
-            if med(other, "rps") <= 0 or med(other, "p99") <= 0:
+            if med(other, "rps") <= 0:
                 parts.append(f"serve/{target} n/a")
                 continue
             ratio = med(serve, "rps") / med(other, "rps")
-            p99 = med(serve, "p99") / med(other, "p99")
-            parts.append(f"serve/{target} req/s {ratio:.2f}x, p99 {p99:.2f}x")
+            # wrk reports no latency when every request timed out.
+            p99 = med(other, "p99") and f"{med(serve, 'p99') / med(other, 'p99'):.2f}x"
+            parts.append(f"serve/{target} req/s {ratio:.2f}x, p99 {p99 or 'n/a (timeouts)'}")
         print(f"{scenario}: " + "; ".join(parts))
 
 

@@ -27,12 +27,12 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
 use crate::index::RepoIndex;
 use crate::layout;
+use crate::manifest::{AnyManifest, Descriptor};
 use crate::publish::hashing::{Hasher, HashingReader};
 use crate::reference::{Digest, RepoName, TaggedName};
 use crate::store::Store;
@@ -245,51 +245,6 @@ impl fmt::Display for ExportSummary {
     }
 }
 
-/// A descriptor inside a manifest or image index.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Desc {
-    #[serde(default)]
-    media_type: String,
-    digest: Digest,
-    size: u64,
-    #[serde(default)]
-    urls: Option<Vec<String>>,
-    #[serde(default)]
-    platform: Option<Value>,
-}
-
-impl Desc {
-    fn foreign(&self) -> bool {
-        self.urls.as_ref().is_some_and(|u| !u.is_empty())
-    }
-
-    fn platform_label(&self) -> String {
-        let Some(p) = &self.platform else {
-            return "no platform".into();
-        };
-        let get = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or("");
-        let mut s = format!("{}/{}", get("os"), get("architecture"));
-        if !get("variant").is_empty() {
-            s = format!("{s}/{}", get("variant"));
-        }
-        s
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AnyManifest {
-    #[serde(default)]
-    media_type: Option<String>,
-    #[serde(default)]
-    manifests: Option<Vec<Desc>>,
-    #[serde(default)]
-    config: Option<Desc>,
-    #[serde(default)]
-    layers: Option<Vec<Desc>>,
-}
-
 /// A manifest read from the store, checked against its descriptor.
 struct Fetched {
     digest: Digest,
@@ -375,11 +330,11 @@ async fn resolve(store: &dyn Store, r: &ExportRef) -> anyhow::Result<(Digest, u6
 
 /// Picks the image for `platform` out of an index's children.
 fn pick<'a>(
-    children: &'a [Desc],
+    children: &'a [Descriptor],
     platform: Option<&Platform>,
     what: &str,
-) -> anyhow::Result<&'a Desc> {
-    let images: Vec<&Desc> = children
+) -> anyhow::Result<&'a Descriptor> {
+    let images: Vec<&Descriptor> = children
         .iter()
         .filter(|c| c.media_type != OCI_INDEX && c.media_type != DOCKER_LIST)
         // Attestations (buildkit) are `unknown/unknown` manifests, never an image to run.
@@ -674,7 +629,7 @@ fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// Streams a blob from the store into `dest`, checking digest and size before the rename.
-async fn copy_blob(store: &dyn Store, b: &Desc, dest: &Path) -> anyhow::Result<()> {
+async fn copy_blob(store: &dyn Store, b: &Descriptor, dest: &Path) -> anyhow::Result<()> {
     let key = layout::blob(&b.digest);
     let mut r = store
         .get_stream(&key)
@@ -902,7 +857,7 @@ fn append_decompressed<W: Write>(
     tar: &mut tar::Builder<W>,
     name: &str,
     reader: BlockingRead,
-    l: &Desc,
+    l: &Descriptor,
     diff_id: &Digest,
 ) -> anyhow::Result<u64> {
     let key = layout::blob(&l.digest);
@@ -973,7 +928,7 @@ mod tests {
 
     #[test]
     fn picks_a_platform_or_explains() {
-        let child = |arch: &str| Desc {
+        let child = |arch: &str| Descriptor {
             media_type: "application/vnd.oci.image.manifest.v1+json".into(),
             digest: Digest::sha256_of(arch.as_bytes()),
             size: 1,

@@ -10,6 +10,7 @@ pub mod export;
 pub mod federation;
 pub mod index;
 pub mod layout;
+pub mod manifest;
 pub mod prune;
 pub mod publish;
 pub mod reference;

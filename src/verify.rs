@@ -24,11 +24,11 @@ use std::fmt;
 use anyhow::Context;
 use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
-use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 
 use crate::index::{Catalog, RepoIndex, TagsList};
 use crate::layout;
+use crate::manifest::AnyManifest;
 use crate::publish::commit::tag_copies_prefix;
 use crate::publish::hashing::Hasher;
 use crate::reference::{Digest, RepoName};
@@ -90,32 +90,6 @@ impl fmt::Display for Report {
         }
         Ok(())
     }
-}
-
-/// A descriptor inside a manifest or index, as far as verification cares.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Desc {
-    #[serde(default)]
-    media_type: String,
-    digest: Digest,
-    size: u64,
-    #[serde(default)]
-    urls: Option<Vec<String>>,
-}
-
-/// Any manifest or index; which fields are present says which it is.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct AnyManifest {
-    #[serde(default)]
-    media_type: Option<String>,
-    #[serde(default)]
-    manifests: Option<Vec<Desc>>,
-    #[serde(default)]
-    config: Option<Desc>,
-    #[serde(default)]
-    layers: Option<Vec<Desc>>,
 }
 
 /// A manifest as found in the store.
@@ -561,7 +535,7 @@ impl RepoCheck<'_> {
         for b in blobs {
             let bkey = layout::blob(&b.digest);
             // Foreign layers are fetched from their URLs; the store need not have them.
-            let foreign = b.urls.as_ref().is_some_and(|u| !u.is_empty());
+            let foreign = b.foreign();
             match self.blobs.get(&b.digest) {
                 Some(Some(have)) if *have != b.size => self.problem(format!(
                     "{bkey}: size {have}, expected {} (per {mkey})",
@@ -678,7 +652,7 @@ impl RepoCheck<'_> {
             }
         }
         for b in m.config.iter().chain(m.layers.iter().flatten()) {
-            if b.urls.as_ref().is_some_and(|u| !u.is_empty()) {
+            if b.foreign() {
                 continue;
             }
             let have = match self.blobs.get(&b.digest) {

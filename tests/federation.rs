@@ -25,6 +25,10 @@ use base64::Engine as _;
 use md5::{Digest as _, Md5};
 use serde_json::Value;
 
+use common::checks::{
+    check_podman_id_and_layers, expected_top, skopeo_inspects_tag, skopeo_pulls_all,
+    skopeo_pulls_tag,
+};
 use common::clients::{Containerd, Podman, Skopeo};
 use common::fixtures::{self, check_pulled, Expect, Fixture, Platforms};
 use common::http::RawResponse;
@@ -327,49 +331,16 @@ fn for_each_fixture(
         .collect()
 }
 
-/// The digest the tag must resolve to: what the endpoint says, which must also be the fixture's
-/// own digest when publish keeps it.
-fn expected_top(server: &Server, f: &Fixture) -> Result<String, String> {
-    let served = server.tag_digest(f.repo(), f.tag());
-    let own = match &f.expect {
-        Expect::Index { digest, .. } => Some(digest.clone()),
-        Expect::Image(img) => img.manifest.clone(),
-    };
-    match own {
-        Some(d) if d != served => Err(format!("the endpoint says {served}, the fixture is {d}")),
-        _ => Ok(served),
-    }
-}
-
 fn skopeo_pulls(server: &Server, fixtures: &[Fixture]) -> Vec<String> {
     let mut skopeo = Skopeo::new();
     let host = server.host();
     for_each_fixture("skopeo", fixtures, |f| {
-        let top = expected_top(server, f)?;
-        let pulled = skopeo.copy(&host, f.pull_ref, false, Some("amd64"))?;
-        pulled.check_file_names()?;
-        let (got, _) = pulled.manifest()?;
-        let platforms = match f.expect {
-            Expect::Index { .. } => Platforms::Resolved("amd64"),
-            Expect::Image(_) => Platforms::All,
-        };
-        if platforms == Platforms::All && got != top {
-            return Err(format!("pulled {got}, the tag points at {top}"));
-        }
-        check_pulled(&f.expect, &got, platforms, &mut |d| pulled.get(d))?;
+        let top = expected_top(server.tag_digest(f.repo(), f.tag()), f)?;
+        skopeo_pulls_tag(&mut skopeo, &host, f, &top)?;
         if let Expect::Index { .. } = f.expect {
-            // The index itself and every platform.
-            let pulled = skopeo.copy(&host, f.pull_ref, true, None)?;
-            pulled.check_file_names()?;
-            let (got, _) = pulled.manifest()?;
-            check_pulled(&f.expect, &got, Platforms::All, &mut |d| pulled.get(d))
-                .map_err(|e| format!("--all: {e}"))?;
+            skopeo_pulls_all(&mut skopeo, &host, f)?;
         }
-        let raw = skopeo.inspect_raw(&host, f.pull_ref)?;
-        if sha256(&raw) != top {
-            return Err("skopeo inspect --raw: bytes do not hash to the tag's digest".into());
-        }
-        Ok(())
+        skopeo_inspects_tag(&mut skopeo, &host, f, &top)
     })
 }
 
@@ -377,26 +348,11 @@ fn podman_pulls(server: &Server, fixtures: &[Fixture]) -> Vec<String> {
     let podman = Podman::new();
     let host = server.host();
     for_each_fixture("podman", fixtures, |f| {
-        expected_top(server, f)?;
+        expected_top(server.tag_digest(f.repo(), f.tag()), f)?;
         let image = format!("{host}/{}", f.pull_ref);
         podman.pull(&image, &["--arch", "amd64"])?;
         let info = podman.inspect(&image)?;
-        let want = f.expect.amd64();
-        let id = info["Id"].as_str().unwrap_or("");
-        if id != hex_of(&want.config) {
-            return Err(format!("image ID {id}, want config {}", want.config));
-        }
-        let layers: Vec<&str> = info["RootFS"]["Layers"]
-            .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        if layers != want.diff_ids {
-            return Err(format!(
-                "rootfs layers {layers:?}, want {:?}",
-                want.diff_ids
-            ));
-        }
-        Ok(())
+        check_podman_id_and_layers(&info, f.expect.amd64())
     })
 }
 
@@ -404,7 +360,7 @@ fn ctr_pulls(server: &Server, fixtures: &[Fixture]) -> Vec<String> {
     let ctd = Containerd::start();
     let host = server.host();
     for_each_fixture("ctr", fixtures, |f| {
-        let top = expected_top(server, f)?;
+        let top = expected_top(server.tag_digest(f.repo(), f.tag()), f)?;
         let image = format!("{host}/{}", f.pull_ref);
         ctd.pull(&image, &["--platform", "linux/amd64"])?;
         let (digest, media_type) = ctd.image(&image)?;

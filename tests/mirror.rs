@@ -15,6 +15,7 @@ use std::process::{Command, Output, Stdio};
 use base64::Engine as _;
 use serde_json::Value;
 
+use common::checks::{check_podman_id_and_layers, image_for};
 use common::clients::{Containerd, Podman, Skopeo};
 use common::fixtures::{self, check_pulled, Expect, Platforms};
 use common::upstream::{TokenServer, Upstream, UpstreamAuth, TOKEN_ISSUER, TOKEN_SERVICE};
@@ -142,30 +143,8 @@ fn assert_no_secrets(store: &Path, outputs: &[&Output], secrets: &[String]) {
 fn podman_check(podman: &Podman, image: &str, expect: &Expect, arch: &str) -> Result<(), String> {
     podman.pull(image, &["--arch", arch])?;
     let info = podman.inspect(image)?;
-    let want = match expect {
-        Expect::Image(i) => i,
-        Expect::Index { images, .. } => images
-            .iter()
-            .find(|i| i.architecture == arch)
-            .ok_or("no such platform")?,
-    };
-    let id = info["Id"].as_str().unwrap_or("");
-    if id != hex_of(&want.config) {
-        return Err(format!(
-            "{image}: podman image ID {id}, want {}",
-            want.config
-        ));
-    }
-    let layers: Vec<&str> = info["RootFS"]["Layers"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-        .unwrap_or_default();
-    if layers != want.diff_ids {
-        return Err(format!(
-            "{image}: rootfs {layers:?}, want {:?}",
-            want.diff_ids
-        ));
-    }
+    let want = image_for(expect, arch)?;
+    check_podman_id_and_layers(&info, want).map_err(|e| format!("{image}: {e}"))?;
     if info["Architecture"].as_str() != Some(arch) {
         return Err(format!("{image}: architecture {}", info["Architecture"]));
     }

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
+use common::checks::check_podman_id_and_layers;
 use common::clients::{Containerd, Podman, Skopeo};
 use common::fixtures::{self, check_pulled, Expect, Platforms};
 use common::lb::{metric_sum, Balancer, Replica};
@@ -352,21 +353,7 @@ fn skopeo_pull(
 fn podman_pull(podman: &Podman, image: &str, args: &[&str], expect: &Expect) -> Result<(), String> {
     podman.pull_with(image, args)?;
     let info = podman.inspect(image)?;
-    let want = expect.amd64();
-    let id = info["Id"].as_str().unwrap_or("");
-    if id != common::hex_of(&want.config) {
-        return Err(format!("podman image ID {id}, want config {}", want.config));
-    }
-    let layers: Vec<&str> = info["RootFS"]["Layers"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-        .unwrap_or_default();
-    if layers != want.diff_ids {
-        return Err(format!(
-            "podman layers {layers:?}, want diff_ids {:?}",
-            want.diff_ids
-        ));
-    }
+    check_podman_id_and_layers(&info, expect.amd64())?;
     podman.remove_all()
 }
 

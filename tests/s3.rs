@@ -21,8 +21,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::checks::{
+    containerd_pulls_fixture, expected_top, for_each_fixture, podman_pulls_fixture,
+    skopeo_pulls_fixture,
+};
 use common::clients::{Containerd, Podman, Skopeo};
-use common::fixtures::{self, check_pulled, Expect, Fixture, Platforms, OCI_INDEX, OCI_MANIFEST};
+use common::fixtures::{self, Fixture, OCI_INDEX, OCI_MANIFEST};
 use common::s3::{
     fetch, ConfigExtra, CountingProxy, ProxiedRequest, RequestParser, S3Serve, S3World, ACCESS_KEY,
     BUCKET, PREFIX, SECRET_KEY,
@@ -31,95 +35,11 @@ use common::{describe_output, hex_of, manifest_dir, sha256, wait_for};
 use serde_json::Value;
 
 // ---------------------------------------------------------------------------------------------
-// Helpers (the pull checks are those of tests/pull.rs, whose helpers are private to it)
+// Helpers (the pull checks are those of tests/pull.rs, in tests/common/checks.rs)
 // ---------------------------------------------------------------------------------------------
 
-/// Runs `check` for every fixture, then fails listing every fixture that failed.
 /// `serve`'s default signed-URL lifetime (`--url-ttl`), in seconds: 10 minutes.
 const DEFAULT_URL_TTL: u64 = 600;
-
-fn for_each_fixture(fixtures: &[Fixture], mut check: impl FnMut(&Fixture) -> Result<(), String>) {
-    let mut failures = Vec::new();
-    for f in fixtures {
-        if let Err(e) = check(f) {
-            failures.push(format!("[{}] {}: {e}", f.name, f.pull_ref));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} fixtures failed:\n\n{}",
-        failures.len(),
-        fixtures.len(),
-        failures.join("\n\n")
-    );
-}
-
-/// The digest a client must end up with for `f` (as in tests/pull.rs).
-fn expected_top(server: &S3Serve, f: &Fixture) -> Result<String, String> {
-    let served = server.tag_digest(f.repo(), f.tag());
-    let own = match &f.expect {
-        Expect::Index { digest, .. } => Some(digest.clone()),
-        Expect::Image(img) => img.manifest.clone(),
-    };
-    match own {
-        Some(d) if d != served => Err(format!(
-            "the endpoint says {} is {served}, but the fixture's digest is {d}",
-            f.pull_ref
-        )),
-        _ => Ok(served),
-    }
-}
-
-/// The same checks as tests/pull.rs on `podman image inspect` of a pulled image.
-fn check_podman_image(
-    podman: &Podman,
-    image: &str,
-    expect: &Expect,
-    arch: &str,
-    repo_digest: &str,
-) -> Result<(), String> {
-    let info = podman.inspect(image)?;
-    let want = match expect {
-        Expect::Image(img) => img,
-        Expect::Index { images, .. } => images
-            .iter()
-            .find(|i| i.architecture == arch)
-            .ok_or_else(|| format!("fixture has no {arch} image"))?,
-    };
-    let repo_digests: Vec<&str> = info["RepoDigests"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-        .unwrap_or_default();
-    if !repo_digests.contains(&repo_digest) {
-        return Err(format!(
-            "podman's RepoDigests {repo_digests:?} lack {repo_digest}"
-        ));
-    }
-    let id = info["Id"].as_str().unwrap_or("");
-    if id != hex_of(&want.config) {
-        return Err(format!(
-            "podman image ID {id}, want the fixture's config {}",
-            want.config
-        ));
-    }
-    let layers: Vec<&str> = info["RootFS"]["Layers"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
-        .unwrap_or_default();
-    if layers != want.diff_ids {
-        return Err(format!(
-            "podman rootfs layers {layers:?}, want diff_ids {:?}",
-            want.diff_ids
-        ));
-    }
-    let got_arch = info["Architecture"].as_str().unwrap_or("");
-    if got_arch != arch {
-        return Err(format!(
-            "podman pulled architecture {got_arch}, want {arch}"
-        ));
-    }
-    Ok(())
-}
 
 /// Every fixture published into a fresh bucket, checked with `verify --deep`, and served.
 struct Published {
@@ -242,50 +162,8 @@ fn skopeo_pulls_every_fixture_from_s3() {
     } = published();
     let host = serve.host();
     for_each_fixture(&fixtures, |f| {
-        let top = expected_top(&serve, f)?;
-        let pulled = skopeo.copy(&host, f.pull_ref, false, Some("amd64"))?;
-        pulled.check_file_names()?;
-        let (got, _) = pulled.manifest()?;
-        let platforms = match f.expect {
-            Expect::Index { .. } => Platforms::Resolved("amd64"),
-            Expect::Image(_) => Platforms::All,
-        };
-        if platforms == Platforms::All && got != top {
-            return Err(format!("skopeo pulled {got}, the tag points at {top}"));
-        }
-        check_pulled(&f.expect, &got, platforms, &mut |d| pulled.get(d))?;
-
-        let by_digest = format!("{}@{top}", f.repo());
-        let pulled = skopeo.copy(&host, &by_digest, true, None)?;
-        pulled.check_file_names()?;
-        let (got, _) = pulled.manifest()?;
-        if got != top {
-            return Err(format!("skopeo pulled {got} for {by_digest}"));
-        }
-        check_pulled(&f.expect, &got, Platforms::All, &mut |d| pulled.get(d))
-            .map_err(|e| format!("{by_digest}: {e}"))?;
-
-        if let Expect::Index { .. } = f.expect {
-            let pulled = skopeo.copy(&host, f.pull_ref, true, None)?;
-            pulled.check_file_names()?;
-            let (got, _) = pulled.manifest()?;
-            check_pulled(&f.expect, &got, Platforms::All, &mut |d| pulled.get(d))
-                .map_err(|e| format!("--all: {e}"))?;
-            let pulled = skopeo.copy(&host, f.pull_ref, false, Some("arm64"))?;
-            pulled.check_file_names()?;
-            let (got, _) = pulled.manifest()?;
-            check_pulled(&f.expect, &got, Platforms::Resolved("arm64"), &mut |d| {
-                pulled.get(d)
-            })
-            .map_err(|e| format!("--override-arch arm64: {e}"))?;
-        }
-        let raw = skopeo.inspect_raw(&host, f.pull_ref)?;
-        if sha256(&raw) != top {
-            return Err(
-                "skopeo inspect --raw: the manifest bytes do not hash to the tag's digest".into(),
-            );
-        }
-        Ok(())
+        let top = expected_top(serve.tag_digest(f.repo(), f.tag()), f)?;
+        skopeo_pulls_fixture(&mut skopeo, &host, f, &top)
     });
     drop(serve);
     world.assert_no_secret_leaked();
@@ -301,20 +179,8 @@ fn podman_pulls_every_fixture_from_s3() {
     } = published();
     let host = serve.host();
     for_each_fixture(&fixtures, |f| {
-        let top = expected_top(&serve, f)?;
-        let image = format!("{host}/{}", f.pull_ref);
-        let by_digest = format!("{host}/{}@{top}", f.repo());
-        podman.pull(&image, &["--arch", "amd64"])?;
-        check_podman_image(&podman, &image, &f.expect, "amd64", &by_digest)?;
-        if let Expect::Index { .. } = f.expect {
-            podman.pull(&image, &["--arch", "arm64"])?;
-            check_podman_image(&podman, &image, &f.expect, "arm64", &by_digest)
-                .map_err(|e| format!("--arch arm64: {e}"))?;
-        }
-        podman.pull(&by_digest, &["--arch", "amd64"])?;
-        check_podman_image(&podman, &by_digest, &f.expect, "amd64", &by_digest)
-            .map_err(|e| format!("{by_digest}: {e}"))?;
-        Ok(())
+        let top = expected_top(serve.tag_digest(f.repo(), f.tag()), f)?;
+        podman_pulls_fixture(&podman, &host, f, &top)
     });
     drop(serve);
     world.assert_no_secret_leaked();
@@ -330,26 +196,10 @@ fn containerd_pulls_every_fixture_from_s3() {
     } = published();
     let host = serve.host();
     for_each_fixture(&fixtures, |f| {
-        let top = expected_top(&serve, f)?;
-        let image = format!("{host}/{}", f.pull_ref);
+        let top = expected_top(serve.tag_digest(f.repo(), f.tag()), f)?;
         // ctr starts with a HEAD on the tag, answered locally (a HEAD on a GET-presigned URL
         // would get 403 from S3, which containerd treats as fatal).
-        ctd.pull(&image, &["--platform", "linux/amd64"])?;
-        let (digest, media_type) = ctd.image(&image)?;
-        if digest != top {
-            return Err(format!(
-                "containerd recorded {digest} ({media_type}), want {top}"
-            ));
-        }
-        check_pulled(&f.expect, &digest, Platforms::Amd64, &mut |d| {
-            ctd.content(d)
-        })?;
-        if let Expect::Index { .. } = f.expect {
-            ctd.pull(&image, &["--all-platforms"])?;
-            check_pulled(&f.expect, &digest, Platforms::All, &mut |d| ctd.content(d))
-                .map_err(|e| format!("--all-platforms: {e}"))?;
-        }
-        Ok(())
+        containerd_pulls_fixture(&ctd, &host, f, &top)
     });
     drop(serve);
     world.assert_no_secret_leaked();

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+use common::checks::assert_no_failures;
 use common::clients::Skopeo;
 use common::fixtures::{self, check_pulled, decompress, tar_members, Expect, Platforms};
 use common::http::{client, raw};
@@ -105,13 +106,7 @@ fn for_each(fixtures: &[V1Fixture], mut check: impl FnMut(&V1Fixture) -> Result<
         .iter()
         .filter_map(|f| check(f).err().map(|e| format!("[{}] {e}", f.name)))
         .collect();
-    assert!(
-        failures.is_empty(),
-        "{} of {} fixtures failed:\n\n{}",
-        failures.len(),
-        fixtures.len(),
-        failures.join("\n\n")
-    );
+    assert_no_failures(&failures, fixtures.len());
 }
 
 /// Checks a pulled v1 chain: `ancestry` is top first and as long as the image has layers, each

@@ -39,7 +39,7 @@ use crate::reference::{RepoName, TaggedName};
 use crate::store::{PutMode, PutOptions, Store};
 use files::Files;
 use image::Node;
-use source::SourceSpec;
+use source::{Selector, SourceSpec};
 
 /// How uncompressed layers are compressed on the way into the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -142,30 +142,28 @@ pub(crate) struct Loaded {
     pub default_tags: Vec<TaggedName>,
 }
 
+/// Loads the image `select` picks from an OCI layout in `files` (a directory or an archive).
+fn load_oci(files: Files, select: Option<&Selector>, label: &str) -> anyhow::Result<Loaded> {
+    let layout = oci::Layout::open(files)?;
+    let desc = layout.select(select, label)?;
+    let root = layout.load(&desc)?;
+    Ok(Loaded {
+        files: layout.files,
+        root,
+        default_tags: Vec::new(),
+    })
+}
+
 fn load(spec: &SourceSpec, label: &str) -> anyhow::Result<Loaded> {
     match spec {
         SourceSpec::Oci { dir, select } => {
             if !dir.is_dir() {
                 bail!("{label}: {} is not a directory", dir.display());
             }
-            let layout = oci::Layout::open(Files::Dir(dir.clone()))?;
-            let desc = layout.select(select.as_ref(), label)?;
-            let root = layout.load(&desc)?;
-            Ok(Loaded {
-                files: layout.files,
-                root,
-                default_tags: Vec::new(),
-            })
+            load_oci(Files::Dir(dir.clone()), select.as_ref(), label)
         }
         SourceSpec::OciArchive { file, select } => {
-            let layout = oci::Layout::open(Files::open_tar(file)?)?;
-            let desc = layout.select(select.as_ref(), label)?;
-            let root = layout.load(&desc)?;
-            Ok(Loaded {
-                files: layout.files,
-                root,
-                default_tags: Vec::new(),
-            })
+            load_oci(Files::open_tar(file)?, select.as_ref(), label)
         }
         SourceSpec::DockerArchive { file, select } => {
             docker_archive::load(Files::open_tar(file)?, select.as_ref(), label)

@@ -10,10 +10,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use serde::Deserialize;
-
 use crate::index::RepoIndex;
 use crate::layout;
+use crate::manifest::AnyManifest;
 use crate::publish::image::media;
 use crate::publish::oci::diff_ids;
 use crate::publish::render::Produced;
@@ -23,25 +22,6 @@ use crate::store::Store;
 
 /// Bounds the look-up for repositories with very many tags: it is an optimisation only.
 const MAX_MANIFESTS: usize = 64;
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Desc {
-    #[serde(default)]
-    media_type: String,
-    digest: Digest,
-    size: u64,
-}
-
-#[derive(Deserialize)]
-struct AnyManifest {
-    #[serde(default)]
-    manifests: Vec<Desc>,
-    #[serde(default)]
-    config: Option<Desc>,
-    #[serde(default)]
-    layers: Vec<Desc>,
-}
 
 fn wanted(media_type: &str, c: Compression) -> bool {
     match c {
@@ -83,11 +63,12 @@ pub async fn known_layers(
         let Ok(m) = serde_json::from_slice::<AnyManifest>(&obj.bytes) else {
             continue;
         };
-        todo.extend(m.manifests.into_iter().map(|c| c.digest));
+        todo.extend(m.manifests.into_iter().flatten().map(|c| c.digest));
         let Some(config) = m.config else {
             continue;
         };
-        if !m.layers.iter().any(|l| wanted(&l.media_type, compression)) {
+        let layers = m.layers.unwrap_or_default();
+        if !layers.iter().any(|l| wanted(&l.media_type, compression)) {
             continue;
         }
         let Ok(Some(cfg)) = store.get(&layout::blob(&config.digest)).await else {
@@ -96,10 +77,10 @@ pub async fn known_layers(
         let Ok(ids) = diff_ids(&cfg.bytes) else {
             continue;
         };
-        if ids.len() != m.layers.len() {
+        if ids.len() != layers.len() {
             continue;
         }
-        for (id, l) in ids.into_iter().zip(m.layers) {
+        for (id, l) in ids.into_iter().zip(layers) {
             if wanted(&l.media_type, compression) {
                 out.entry(id).or_insert(Produced {
                     digest: l.digest,

@@ -203,6 +203,16 @@ fn is_transient_error(e: &reqwest::Error) -> bool {
     e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
 }
 
+/// The challenges in every `WWW-Authenticate` header of `resp`.
+fn challenges_of(resp: &Response) -> Vec<Challenge> {
+    resp.headers()
+        .get_all(reqwest::header::WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(parse_challenges)
+        .collect()
+}
+
 impl RegistryClient {
     /// Pings the registry (`GET /v2/`), learns how it authenticates, and authenticates once, so
     /// wrong credentials fail before anything is copied.
@@ -300,13 +310,7 @@ impl RegistryClient {
         *auth = match status.as_u16() {
             200..=299 => Auth::None,
             401 => {
-                let challenges: Vec<Challenge> = resp
-                    .headers()
-                    .get_all(reqwest::header::WWW_AUTHENTICATE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(parse_challenges)
-                    .collect();
+                let challenges = challenges_of(&resp);
                 if let Some(c) = challenges.iter().find(|c| c.scheme == "bearer") {
                     Auth::Bearer {
                         challenge: c.clone(),
@@ -453,12 +457,8 @@ impl RegistryClient {
                 {
                     return Ok(true);
                 }
-                if let Some(c) = resp
-                    .headers()
-                    .get_all(reqwest::header::WWW_AUTHENTICATE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(parse_challenges)
+                if let Some(c) = challenges_of(resp)
+                    .into_iter()
                     .find(|c| c.scheme == "bearer")
                 {
                     *challenge = c;
@@ -468,13 +468,7 @@ impl RegistryClient {
             }
             Auth::None | Auth::Basic => {
                 // `/v2/` was open but this repository is not: adopt its challenge.
-                let challenges: Vec<Challenge> = resp
-                    .headers()
-                    .get_all(reqwest::header::WWW_AUTHENTICATE)
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .flat_map(parse_challenges)
-                    .collect();
+                let challenges = challenges_of(resp);
                 if let Some(c) = challenges.iter().find(|c| c.scheme == "bearer") {
                     *auth = Auth::Bearer {
                         challenge: c.clone(),

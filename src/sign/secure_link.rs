@@ -339,6 +339,7 @@ impl Signer for SecureLinkSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sign::public::print_cost_per_url;
     use crate::sign::Method;
     use std::time::Duration;
 
@@ -558,16 +559,6 @@ mod tests {
     #[test]
     #[ignore]
     fn cost_per_url() {
-        let s = signer(&cfg());
-        let keys: Vec<String> = (0..1000)
-            .map(|i| format!("blobs/sha256/{i:064x}"))
-            .collect();
-        let n = 100_000;
-        let start = std::time::Instant::now();
-        for i in 0..n {
-            std::hint::black_box(s.sign(&req(&keys[i % keys.len()]), now()));
-        }
-        let per = start.elapsed().as_nanos() as f64 / n as f64;
-        println!("secure-link: {per:.0} ns/URL over {n} URLs");
+        print_cost_per_url("secure-link", &signer(&cfg()), req, now());
     }
 }

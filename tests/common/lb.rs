@@ -10,10 +10,13 @@
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::nginx::nginx_bin;
-use super::{bin, blocking_get_status, blocking_request, free_port, manifest_dir, wait_for};
+use super::nginx::{nginx_prefix, spawn_nginx, tail};
+use super::{
+    bin, blocking_get_status, blocking_request, free_port, manifest_dir, wait_for, wait_started,
+    Startup,
+};
 
 // ---------------------------------------------------------------------------------------------
 // serve replicas
@@ -91,34 +94,28 @@ impl Replica {
             .stderr(log)
             .spawn()
             .expect("spawn static-registry serve");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().expect("poll serve") {
-                return Err(format!(
-                    "static-registry serve on port {} exited early ({status}):\n{}",
-                    self.port,
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                ));
-            }
-            let ready = if self.tls {
-                TcpStream::connect_timeout(&self.addr(), Duration::from_millis(200)).is_ok()
+        let (addr, tls) = (self.addr(), self.tls);
+        match wait_started(&mut child, "serve", || {
+            if tls {
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
             } else {
-                blocking_get_status(self.addr(), "/healthz") == Some(200)
-            };
-            if ready {
+                blocking_get_status(addr, "/healthz") == Some(200)
+            }
+        }) {
+            Startup::Ready => {
                 self.child = Some(child);
-                return Ok(());
+                Ok(())
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "static-registry serve did not become ready on port {} within 30 s:\n{}",
-                    self.port,
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            Startup::Exited(status) => Err(format!(
+                "static-registry serve on port {} exited early ({status}):\n{}",
+                self.port,
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            )),
+            Startup::TimedOut => Err(format!(
+                "static-registry serve did not become ready on port {} within 30 s:\n{}",
+                self.port,
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            )),
         }
     }
 
@@ -295,13 +292,7 @@ impl Balancer {
     }
 
     fn start_with(conf: impl Fn(&Balancer) -> String) -> Balancer {
-        let prefix = tempfile::Builder::new()
-            .prefix("sr-lb-")
-            .tempdir()
-            .expect("balancer temp prefix");
-        for d in ["tmp", "logs"] {
-            std::fs::create_dir_all(prefix.path().join(d)).expect("balancer dirs");
-        }
+        let prefix = nginx_prefix("sr-lb-");
         let mut lb = Balancer {
             child: None,
             prefix,
@@ -371,48 +362,26 @@ http {{
     }
 
     fn spawn(&mut self, conf: &str) -> Result<(), String> {
-        let conf_path = self.prefix.path().join("nginx.conf");
-        std::fs::write(&conf_path, conf).expect("write nginx.conf");
         let log = std::fs::File::create(self.error_log_path()).expect("balancer error log");
-        let pid = self.prefix.path().join("nginx.pid");
-        let mut child = Command::new(nginx_bin())
-            .arg("-p")
-            .arg(self.prefix.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-g")
-            .arg(format!(
-                "daemon off; pid {}; error_log stderr;",
-                pid.display()
-            ))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn nginx");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().expect("poll nginx") {
-                return Err(format!(
-                    "the nginx balancer exited early ({status}) on port {}:\n{}",
-                    self.port,
-                    self.error_log()
-                ));
-            }
-            if blocking_get_status(self.addr(), "/healthz").is_some() {
+        let mut child = spawn_nginx(self.prefix.path(), conf, log);
+        let addr = self.addr();
+        match wait_started(&mut child, "nginx", || {
+            blocking_get_status(addr, "/healthz").is_some()
+        }) {
+            Startup::Ready => {
                 self.child = Some(child);
-                return Ok(());
+                Ok(())
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "the nginx balancer did not answer on port {} within 30 s:\n{}",
-                    self.port,
-                    self.error_log()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            Startup::Exited(status) => Err(format!(
+                "the nginx balancer exited early ({status}) on port {}:\n{}",
+                self.port,
+                self.error_log()
+            )),
+            Startup::TimedOut => Err(format!(
+                "the nginx balancer did not answer on port {} within 30 s:\n{}",
+                self.port,
+                self.error_log()
+            )),
         }
     }
 
@@ -450,10 +419,6 @@ impl Drop for Balancer {
             let _ = c.wait();
         }
         if std::thread::panicking() {
-            let tail = |s: String| {
-                let lines: Vec<String> = s.lines().map(str::to_owned).collect();
-                lines[lines.len().saturating_sub(30)..].join("\n")
-            };
             eprintln!(
                 "--- nginx balancer :{} error log ---\n{}\n--- access log (tail) ---\n{}",
                 self.port,

@@ -8,6 +8,7 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod checks;
 pub mod clients;
 pub mod fixtures;
 pub mod http;
@@ -177,6 +178,39 @@ pub fn blocking_get_status(addr: SocketAddr, path: &str) -> Option<u16> {
     blocking_request(addr, "GET", path).map(|r| r.status)
 }
 
+/// How a just-spawned process came up (see [`wait_started`]).
+pub enum Startup {
+    /// It answered as ready.
+    Ready,
+    /// It exited first.
+    Exited(std::process::ExitStatus),
+    /// It was not ready within 30 s, and has been killed.
+    TimedOut,
+}
+
+/// Polls a just-spawned `child` every 20 ms until `ready` says it is ready, it exits, or 30 s
+/// pass (it is then killed). `what` names it in a failed poll's panic.
+pub fn wait_started(child: &mut Child, what: &str, mut ready: impl FnMut() -> bool) -> Startup {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .unwrap_or_else(|e| panic!("poll {what}: {e:?}"))
+        {
+            return Startup::Exited(status);
+        }
+        if ready() {
+            return Startup::Ready;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Startup::TimedOut;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A running `static-registry serve` on a free loopback port; killed on drop.
 pub struct Server {
     child: Child,
@@ -213,33 +247,29 @@ impl Server {
                 .stderr(log)
                 .spawn()
                 .expect("spawn static-registry serve");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Some(status) = child.try_wait().expect("poll server") {
-                    last_log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    if last_log.contains("cannot listen") {
-                        // Someone took the port between our probe and the bind: try another.
-                        break;
-                    }
-                    panic!("static-registry serve exited early ({status}):\n{last_log}");
-                }
-                if blocking_get_status(addr, "/v2/") == Some(200) {
+            match wait_started(&mut child, "server", || {
+                blocking_get_status(addr, "/v2/") == Some(200)
+            }) {
+                Startup::Ready => {
                     return Server {
                         child,
                         addr,
                         log_path,
                         _dir: dir,
-                    };
+                    }
                 }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "static-registry serve did not answer GET /v2/ with 200 within 30 s:\n{}",
-                        std::fs::read_to_string(&log_path).unwrap_or_default()
-                    );
+                Startup::Exited(status) => {
+                    last_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    if last_log.contains("cannot listen") {
+                        // Someone took the port between our probe and the bind: try another.
+                        continue;
+                    }
+                    panic!("static-registry serve exited early ({status}):\n{last_log}");
                 }
-                std::thread::sleep(Duration::from_millis(20));
+                Startup::TimedOut => panic!(
+                    "static-registry serve did not answer GET /v2/ with 200 within 30 s:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                ),
             }
         }
         panic!("could not start static-registry serve on a free port:\n{last_log}");

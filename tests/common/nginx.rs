@@ -15,9 +15,9 @@
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{free_port, require_tool};
+use super::{free_port, require_tool, wait_started, Startup};
 
 /// The nginx binary (Debian installs it in `/usr/sbin`, which is not always on `PATH`).
 pub fn nginx_bin() -> PathBuf {
@@ -27,6 +27,47 @@ pub fn nginx_bin() -> PathBuf {
     }
     require_tool("nginx");
     PathBuf::from("nginx")
+}
+
+/// A fresh temporary nginx prefix (`tmp/` and `logs/` created), named `name_prefix…`.
+pub fn nginx_prefix(name_prefix: &str) -> tempfile::TempDir {
+    let prefix = tempfile::Builder::new()
+        .prefix(name_prefix)
+        .tempdir()
+        .expect("nginx temp prefix");
+    for d in ["tmp", "logs"] {
+        std::fs::create_dir_all(prefix.path().join(d)).expect("nginx dirs");
+    }
+    prefix
+}
+
+/// Writes `conf` as `PREFIX/nginx.conf` and starts nginx on it in the foreground, its pid file
+/// under `prefix` and its error log (and any output) in `log`.
+pub fn spawn_nginx(prefix: &Path, conf: &str, log: std::fs::File) -> Child {
+    let conf_path = prefix.join("nginx.conf");
+    std::fs::write(&conf_path, conf).expect("write nginx.conf");
+    let pid = prefix.join("nginx.pid");
+    Command::new(nginx_bin())
+        .arg("-p")
+        .arg(prefix)
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-g")
+        .arg(format!(
+            "daemon off; pid {}; error_log stderr;",
+            pid.display()
+        ))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log"))
+        .stderr(log)
+        .spawn()
+        .expect("spawn nginx")
+}
+
+/// The last 30 lines of `s`.
+pub fn tail(s: String) -> String {
+    let lines: Vec<String> = s.lines().map(str::to_owned).collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
 /// The `secure_link_md5` expression the edge checks (with the secret in place of `SECRET`), and
@@ -74,13 +115,7 @@ impl Nginx {
     }
 
     fn start(root: &Path, mode: Mode) -> Nginx {
-        let prefix = tempfile::Builder::new()
-            .prefix("sr-nginx-")
-            .tempdir()
-            .expect("nginx temp prefix");
-        for d in ["tmp", "logs"] {
-            std::fs::create_dir_all(prefix.path().join(d)).expect("nginx dirs");
-        }
+        let prefix = nginx_prefix("sr-nginx-");
         let mut nginx = Nginx {
             child: None,
             prefix,
@@ -161,57 +196,33 @@ http {{
 
     /// Writes the config for the current port and starts nginx; waits until it answers HTTP.
     fn spawn(&mut self) -> Result<(), String> {
-        let conf_path = self.prefix.path().join("nginx.conf");
-        std::fs::write(&conf_path, self.conf()).expect("write nginx.conf");
         self.starts += 1;
         let log_path = self.error_log_path_for(self.starts);
         let log = std::fs::File::create(&log_path).expect("nginx error log");
-        let pid = self.prefix.path().join("nginx.pid");
-        let mut child = Command::new(nginx_bin())
-            .arg("-p")
-            .arg(self.prefix.path())
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-g")
-            .arg(format!(
-                "daemon off; pid {}; error_log stderr;",
-                pid.display()
-            ))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn nginx");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().expect("poll nginx") {
-                return Err(format!(
-                    "nginx exited early ({status}) on port {}:\n{}",
-                    self.port,
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                ));
-            }
-            // Any answer from nginx will do (a 403 from secure_link included); an answer from
-            // another server means someone else holds the port, and nginx is about to exit.
-            let answer = super::blocking_request(self.addr(), "GET", "/");
-            if answer
+        let mut child = spawn_nginx(self.prefix.path(), &self.conf(), log);
+        // Any answer from nginx will do (a 403 from secure_link included); an answer from another
+        // server means someone else holds the port, and nginx is about to exit.
+        let addr = self.addr();
+        match wait_started(&mut child, "nginx", || {
+            super::blocking_request(addr, "GET", "/")
                 .as_ref()
                 .and_then(|r| r.header("server"))
                 .is_some_and(|s| s.starts_with("nginx"))
-            {
+        }) {
+            Startup::Ready => {
                 self.child = Some(child);
-                return Ok(());
+                Ok(())
             }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!(
-                    "nginx did not answer on port {} within 30 s:\n{}",
-                    self.port,
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(20));
+            Startup::Exited(status) => Err(format!(
+                "nginx exited early ({status}) on port {}:\n{}",
+                self.port,
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            )),
+            Startup::TimedOut => Err(format!(
+                "nginx did not answer on port {} within 30 s:\n{}",
+                self.port,
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            )),
         }
     }
 
@@ -277,10 +288,6 @@ impl Drop for Nginx {
             let _ = child.wait();
         }
         if std::thread::panicking() {
-            let tail = |s: String| {
-                let lines: Vec<String> = s.lines().map(str::to_owned).collect();
-                lines[lines.len().saturating_sub(30)..].join("\n")
-            };
             eprintln!(
                 "--- nginx :{} error log ---\n{}\n--- nginx :{} access log (tail) ---\n{}",
                 self.port,

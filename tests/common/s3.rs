@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::http::RawResponse;
-use super::{bin, blocking_get_status, blocking_request, describe_output, free_port};
+use super::{
+    bin, blocking_get_status, blocking_request, describe_output, free_port, wait_started, Startup,
+};
 
 /// The access key id every test server accepts.
 pub const ACCESS_KEY: &str = "AKIDSTATICREGISTRYTEST";
@@ -97,30 +99,23 @@ impl S3sFs {
                 .stderr(log)
                 .spawn()
                 .expect("spawn s3s-fs");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Some(status) = child.try_wait().expect("poll s3s-fs") {
+            // Any HTTP answer from our own child (an unsigned request gets 403) means it
+            // listens; the exit check rules out a stranger on the port.
+            match wait_started(&mut child, "s3s-fs", || {
+                blocking_get_status(addr, "/").is_some()
+            }) {
+                Startup::Ready => return S3sFs { child, addr, dir },
+                Startup::Exited(status) => {
                     // Most likely someone took the port between the probe and the bind.
                     last_log = format!(
                         "exited {status}: {}",
                         std::fs::read_to_string(&log_path).unwrap_or_default()
                     );
-                    break;
                 }
-                // Any HTTP answer from our own child (an unsigned request gets 403) means it
-                // listens; the exit check above rules out a stranger on the port.
-                if blocking_get_status(addr, "/").is_some() {
-                    return S3sFs { child, addr, dir };
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "s3s-fs did not answer on {addr} within 30 s:\n{}",
-                        std::fs::read_to_string(&log_path).unwrap_or_default()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(20));
+                Startup::TimedOut => panic!(
+                    "s3s-fs did not answer on {addr} within 30 s:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                ),
             }
         }
         panic!("could not start s3s-fs on a free port: {last_log}");

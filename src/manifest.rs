@@ -1,0 +1,58 @@
+//! The parts of a manifest or image index that the code walking a store reads (export, verify,
+//! layer reuse on publish): its descriptors, and the children it lists.
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::reference::Digest;
+
+/// A descriptor inside a manifest or image index.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    #[serde(default)]
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default)]
+    pub urls: Option<Vec<String>>,
+    #[serde(default)]
+    pub platform: Option<Value>,
+}
+
+impl Descriptor {
+    /// A foreign (non-distributable) blob: one with `urls`, which the store may not hold.
+    pub fn foreign(&self) -> bool {
+        self.urls.as_ref().is_some_and(|u| !u.is_empty())
+    }
+
+    /// `os/architecture[/variant]` of an index entry, or `no platform`.
+    pub fn platform_label(&self) -> String {
+        let Some(p) = &self.platform else {
+            return "no platform".into();
+        };
+        let get = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        let mut s = format!("{}/{}", get("os"), get("architecture"));
+        if !get("variant").is_empty() {
+            s = format!("{s}/{}", get("variant"));
+        }
+        s
+    }
+}
+
+/// Any manifest or index; which fields are present says which it is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AnyManifest {
+    #[serde(default)]
+    pub media_type: Option<String>,
+    /// An index's entries.
+    #[serde(default)]
+    pub manifests: Option<Vec<Descriptor>>,
+    /// An image manifest's config.
+    #[serde(default)]
+    pub config: Option<Descriptor>,
+    /// An image manifest's layers.
+    #[serde(default)]
+    pub layers: Option<Vec<Descriptor>>,
+}
