@@ -120,6 +120,8 @@ impl Stores {
                 return Ok(Opened::S3(s.clone()));
             }
             let s = Arc::new(S3Store::open(location, s3)?);
+            // Which identity, never the keys themselves.
+            tracing::info!(store = %s.describe(), credentials = s.credentials_origin(), "S3 store opened");
             self.s3.insert(location.to_owned(), s.clone());
             return Ok(Opened::S3(s));
         }

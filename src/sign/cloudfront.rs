@@ -289,7 +289,6 @@ impl CloudFrontSigner {
     }
 
     /// How many signatures this signer has computed (for metrics and tests).
-    #[allow(dead_code)] // Not exported as a metric yet.
     pub fn signatures_made(&self) -> u64 {
         self.signatures.load(Ordering::Relaxed)
     }

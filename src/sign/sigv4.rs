@@ -135,7 +135,6 @@ impl SigV4Signer {
 
     /// A signer with fixed credentials (tests, and keys given in configuration).
     // Configuration goes through a `CredentialSource` today, so only tests call this.
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn with_credentials(cfg: SigV4Config, creds: Credentials) -> anyhow::Result<Self> {
         let creds = Arc::new(creds);
         Self::build(cfg, Arc::new(StaticCredentials(creds.clone())), creds)
@@ -213,7 +212,6 @@ impl SigV4Signer {
     }
 
     /// How many signing keys have been derived so far (tests; worth a metric: ~1 a day).
-    #[cfg_attr(not(test), allow(dead_code))]
     pub fn key_derivations(&self) -> u64 {
         self.derivations.load(Ordering::Relaxed)
     }

@@ -257,7 +257,6 @@ impl S3Store {
 
     /// Opens `s3://BUCKET[/PREFIX]` with the given keys, skipping the chain (tests, and callers
     /// that obtained credentials some other way).
-    #[allow(dead_code)] // Tests today; kept public for callers holding keys from elsewhere.
     pub fn with_credentials(
         location: &str,
         settings: &S3Settings,
@@ -361,30 +360,25 @@ impl S3Store {
 
     /// The identity this store writes with, for the SigV4 signer: static keys as they are, rotating
     /// ones through `object_store`'s cached provider.
-    #[allow(dead_code)] // Used by the SigV4 signer once `serve` is wired to S3.
     pub fn credential_source(&self) -> Arc<dyn CredentialSource> {
         self.credentials.clone()
     }
 
     /// Where the credentials came from (`environment`, `profile ci`, `container`, ...), for logs.
-    #[allow(dead_code)] // Used by `serve`/`publish` startup logs once wired.
     pub fn credentials_origin(&self) -> &str {
         &self.credentials_origin
     }
 
-    #[allow(dead_code)] // Used by the SigV4 signer once `serve` is wired to S3.
     pub fn region(&self) -> &str {
         &self.region
     }
 
-    #[allow(dead_code)] // Used by the SigV4 signer once `serve` is wired to S3.
     pub fn location(&self) -> &S3Location {
         &self.location
     }
 
     /// The bucket's base URL as this store addresses it (`https://bucket.host` or
     /// `https://host/bucket`), for the signer to build object URLs on.
-    #[allow(dead_code)] // Used by the SigV4 signer once `serve` is wired to S3.
     pub fn bucket_url(&self) -> &str {
         &self.bucket_url
     }
