@@ -10,9 +10,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use axum::body::Body;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method as HttpMethod, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,8 +21,9 @@ use crate::index::{RepoIndex, V1ImageShard, V1ShardEntry};
 use crate::layout;
 use crate::reference::{RepoName, Tag, V1ImageId};
 use crate::serve::cache::{CacheConfig, Cached, DocCache};
-use crate::sign::{Method, SignRequest};
+use crate::sign::Method;
 
+use super::v2::signed_redirect;
 use super::AppState;
 
 /// What `X-Docker-Registry-Version` says (the v1 ping answers the same).
@@ -387,24 +387,10 @@ fn redirect(
     content_type: &str,
     size: Option<u64>,
 ) -> Response {
+    let method = if ctx.head { Method::Head } else { Method::Get };
     let origin = ctx.origin(Some(name));
-    let url = origin.signer.sign(
-        &SignRequest {
-            method: if ctx.head { Method::Head } else { Method::Get },
-            key,
-            content_type,
-            ttl: ctx.url_ttl(name),
-        },
-        SystemTime::now(),
-    );
-    // The key, never the URL: its query string is a credential.
-    tracing::debug!(key, origin = %origin.name, "v1 redirect");
-    let mut resp = Response::new(Body::empty());
-    *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
+    let mut resp = signed_redirect(origin, method, key, content_type, ctx.url_ttl(name));
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&url) {
-        h.insert(header::LOCATION, v);
-    }
     if let Some(size) = size {
         h.insert("x-docker-size", HeaderValue::from(size));
     }

@@ -74,29 +74,42 @@ async fn repo(state: &Ctx<'_>, name: &RepoName) -> Result<Arc<RepoIndex>, OciErr
     }
 }
 
-fn redirect(state: &Ctx<'_>, key: &str, content_type: &str, digest: &Digest) -> Response {
+/// A 307 to the URL `origin` signs for `key`: the one place a redirect is signed, timed and logged
+/// (v2 and v1 add their own headers to it).
+pub(super) fn signed_redirect(
+    origin: &Origin,
+    method: Method,
+    key: &str,
+    content_type: &str,
+    ttl: Duration,
+) -> Response {
     let started = Instant::now();
-    let url = state.origin.signer.sign(
+    let url = origin.signer.sign(
         &SignRequest {
-            method: Method::Get,
+            method,
             key,
             content_type,
-            ttl: state.url_ttl,
+            ttl,
         },
         SystemTime::now(),
     );
-    super::metrics::record_sign(state.origin.signer.kind(), started.elapsed().as_secs_f64());
+    super::metrics::record_sign(origin.signer.kind(), started.elapsed().as_secs_f64());
     // The key, never the URL: its query string is a credential.
-    tracing::debug!(key, origin = %state.origin.name, "redirect");
+    tracing::debug!(key, origin = %origin.name, "redirect");
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
-    let h = resp.headers_mut();
     // The URL's own buffer becomes the header value (validated, not copied).
     if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(url)) {
-        h.insert(header::LOCATION, v);
+        resp.headers_mut().insert(header::LOCATION, v);
     }
-    if let Ok(v) = HeaderValue::from_str(digest.as_str()) {
-        h.insert(DOCKER_CONTENT_DIGEST, v);
+    resp
+}
+
+/// A GET redirect for `key`; content-addressed objects also name their digest.
+fn redirect(state: &Ctx<'_>, key: &str, content_type: &str, digest: Option<&Digest>) -> Response {
+    let mut resp = signed_redirect(state.origin, Method::Get, key, content_type, state.url_ttl);
+    if let Some(v) = digest.and_then(|d| HeaderValue::from_str(d.as_str()).ok()) {
+        resp.headers_mut().insert(DOCKER_CONTENT_DIGEST, v);
     }
     resp
 }
@@ -145,7 +158,7 @@ async fn manifest(
         state,
         &layout::manifest(digest),
         media_type,
-        digest,
+        Some(digest),
     ))
 }
 
@@ -164,7 +177,7 @@ async fn blob(
             state,
             &layout::blob(d),
             layout::BLOB_CONTENT_TYPE,
-            d,
+            Some(d),
         ));
     }
     // Manifests are content too; some clients fetch them through the blobs route.
@@ -172,7 +185,12 @@ async fn blob(
         if head {
             return Ok(local_head(&m.media_type, m.size, d));
         }
-        return Ok(redirect(state, &layout::manifest(d), &m.media_type, d));
+        return Ok(redirect(
+            state,
+            &layout::manifest(d),
+            &m.media_type,
+            Some(d),
+        ));
     }
     Err(OciError::blob_unknown(d))
 }
@@ -231,10 +249,7 @@ async fn tags(state: &Ctx<'_>, name: &RepoName, query: Option<&str>) -> Result<R
     let idx = repo(state, name).await?;
     let Some(page) = Page::parse(query)? else {
         let key = layout::tags_list(name);
-        let d = Digest::sha256_of(key.as_bytes());
-        let mut resp = redirect(state, &key, layout::JSON_CONTENT_TYPE, &d);
-        resp.headers_mut().remove(DOCKER_CONTENT_DIGEST);
-        return Ok(resp);
+        return Ok(redirect(state, &key, layout::JSON_CONTENT_TYPE, None));
     };
     let (tags, next) = page.apply(idx.tags.keys().map(|t| t.as_str()));
     let link = next.map(|last| {
@@ -275,10 +290,12 @@ async fn catalog(
         if doc.repositories.is_empty() {
             return Ok(paged(serde_json::json!({ "repositories": [] }), None));
         }
-        let d = Digest::sha256_of(layout::CATALOG.as_bytes());
-        let mut resp = redirect(state, layout::CATALOG, layout::JSON_CONTENT_TYPE, &d);
-        resp.headers_mut().remove(DOCKER_CONTENT_DIGEST);
-        return Ok(resp);
+        return Ok(redirect(
+            state,
+            layout::CATALOG,
+            layout::JSON_CONTENT_TYPE,
+            None,
+        ));
     };
     let (repos, next) = page.apply(
         doc.repositories
@@ -312,9 +329,7 @@ async fn referrers(
     match (list, artifact_type) {
         (Some(_), None) => {
             let key = layout::referrers(name, subject);
-            let mut resp = redirect(state, &key, OCI_INDEX, subject);
-            resp.headers_mut().remove(DOCKER_CONTENT_DIGEST);
-            Ok(resp)
+            Ok(redirect(state, &key, OCI_INDEX, None))
         }
         (list, filter) => {
             let manifests: Vec<_> = list
