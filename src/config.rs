@@ -55,6 +55,8 @@ pub struct ServeSection {
     pub tls_key: Option<PathBuf>,
     /// Maximum concurrent connections (default 10000).
     pub max_connections: Option<usize>,
+    /// Serving threads (default: one per available core).
+    pub workers: Option<usize>,
     /// Seconds a registry API request may take, index load included, before a 503 (default 30).
     /// Downloads from the embedded origin are not limited.
     pub request_timeout: Option<u64>,

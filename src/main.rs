@@ -87,6 +87,9 @@ enum Command {
         /// [default: 10000].
         #[arg(long)]
         max_connections: Option<usize>,
+        /// Serving threads, each accepting and answering on its own [default: one per core].
+        #[arg(long, env = "STATIC_REGISTRY_WORKERS")]
+        workers: Option<usize>,
         /// Seconds in-flight requests get to finish after SIGTERM/SIGINT [default: 30].
         #[arg(long)]
         shutdown_timeout: Option<u64>,
@@ -253,6 +256,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             tls_cert,
             tls_key,
             max_connections,
+            workers,
             shutdown_timeout,
             access_log,
         } => {
@@ -325,6 +329,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_connections: max_connections
                     .or(cfg.serve.max_connections)
                     .unwrap_or(10_000)
+                    .max(1),
+                workers: workers
+                    .or(cfg.serve.workers)
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
                     .max(1),
                 header_timeout: Duration::from_secs(cfg.serve.header_timeout.unwrap_or(10).max(1)),
                 shutdown_timeout: Duration::from_secs(

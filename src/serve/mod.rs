@@ -57,9 +57,10 @@ pub struct AppState {
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The whole HTTP surface.
+/// The whole HTTP surface as an axum `Router`, for in-process callers (benches, embedding); the
+/// listener calls [`dispatch`] itself.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new().fallback(dispatch).with_state(state)
+    Router::new().fallback(dispatch_route).with_state(state)
 }
 
 /// Process-unique request ids: a random prefix per process plus a counter (cheap, and unique
@@ -87,7 +88,12 @@ fn request_id(p: u32, n: u64) -> HeaderValue {
     HeaderValue::from_bytes(&buf[..9 + digits]).expect("hex is a valid header")
 }
 
-async fn dispatch(State(state): State<Arc<AppState>>, req: Request) -> Response {
+async fn dispatch_route(State(state): State<Arc<AppState>>, req: Request) -> Response {
+    dispatch(state, req).await
+}
+
+/// Answers one request: the listener calls this directly (no router in between).
+async fn dispatch(state: Arc<AppState>, req: Request) -> Response {
     let started = Instant::now();
     let id = next_request_id();
     let log = state.access_log || tracing::enabled!(tracing::Level::DEBUG);
@@ -154,14 +160,16 @@ async fn handle(state: &AppState, req: Request) -> (&'static str, Response) {
         Err(e) => return ("invalid", with_api_version(e.into_response())),
     };
     let label = route_label(&route);
-    let resp = match tokio::time::timeout(
-        state.request_timeout,
-        v2_request(state, &parts, &method, route),
-    )
-    .await
-    {
-        Ok(Ok(r) | Err(r)) => r,
-        Err(_) => OciError::unavailable("the request timed out; try again").into_response(),
+    // Answered from the cached index, a request completes on its first poll: only one that
+    // waits (an index load) pays for a timer.
+    let mut answer = std::pin::pin!(v2_request(state, &parts, &method, route));
+    let resp = match futures::poll!(answer.as_mut()) {
+        std::task::Poll::Ready(Ok(r) | Err(r)) => r,
+        std::task::Poll::Pending => match tokio::time::timeout(state.request_timeout, answer).await
+        {
+            Ok(Ok(r) | Err(r)) => r,
+            Err(_) => OciError::unavailable("the request timed out; try again").into_response(),
+        },
     };
     (label, with_api_version(resp))
 }
@@ -384,7 +392,7 @@ pub async fn run(
         tracing::info!(origin = %o.name, signer = o.signer.kind(), store = %o.store.describe(), "origin");
     }
     metrics::install();
-    listener::serve(listen, router(state), cfg).await
+    listener::serve(listen, state, cfg).await
 }
 
 #[cfg(test)]
