@@ -270,12 +270,13 @@ async fn accept_loop(
             hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
-                let state = state.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(
-                        super::dispatch(state, req.map(axum::body::Body::new)).await,
-                    )
-                }
+                // Boxed: inline, the request's future would sit in every connection's task,
+                // idle ones included (+5.6 KiB each, docs/performance.md).
+                let answer = Box::pin(super::dispatch(
+                    state.clone(),
+                    req.map(axum::body::Body::new),
+                ));
+                async move { Ok::<_, std::convert::Infallible>(answer.await) }
             });
         let watcher = graceful.watcher();
         let shared = shared.clone();
