@@ -2201,3 +2201,93 @@ fn connection_limit_header_timeout_and_h2c() {
         describe_output("curl", &out)
     );
 }
+
+/// Names of a process's serving threads (`serve-N`), sorted.
+fn serving_threads(pid: u32) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_owned())
+        .filter(|n| n.starts_with("serve-"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// `workers` sets the serving threads; together they answer every connection of a burst, with
+/// the signed redirect each one needs, and SIGTERM still drains and exits cleanly with idle
+/// keep-alive connections open on all of them.
+#[test]
+fn serving_threads_answer_every_connection_and_drain() {
+    let store = new_store();
+    publish(
+        store.path(),
+        "oci:fixtures/oci-single:1.0",
+        &["public/app:1.0"],
+    );
+    let secrets = Secrets::new();
+    let config = secrets.write_config(
+        "workers.toml",
+        &format!(
+            "store = \"{}\"\n\n[serve]\nworkers = 3\n",
+            store.path().display()
+        ),
+    );
+    let mut three = Replica::start(&["--config", &config], &[]);
+    assert_eq!(
+        serving_threads(three.pid()),
+        ["serve-0", "serve-1", "serve-2"]
+    );
+    let one = Replica::start(&["--store", path_str(store.path()), "--workers", "1"], &[]);
+    assert_eq!(serving_threads(one.pid()), ["serve-0"]);
+
+    let config_digest = fixtures::oci_single().amd64().config.clone();
+    let addr = three.addr();
+    let mut conns: Vec<TcpStream> = (0..32)
+        .map(|_| {
+            let s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s
+        })
+        .collect();
+    // Two rounds on every connection: a fresh one, then the same one kept alive.
+    for round in 0..2 {
+        for s in &mut conns {
+            write!(
+                s,
+                "GET /v2/public/app/blobs/{config_digest} HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+            )
+            .unwrap();
+        }
+        for (i, s) in conns.iter_mut().enumerate() {
+            let mut head = String::new();
+            while !head.contains("\r\n\r\n") {
+                let mut buf = [0u8; 4096];
+                let n = s.read(&mut buf).unwrap();
+                assert!(
+                    n > 0,
+                    "round {round}, connection {i}: closed after {head:?}"
+                );
+                head.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+            assert!(
+                head.starts_with("HTTP/1.1 307")
+                    && head
+                        .to_ascii_lowercase()
+                        .contains("\r\nlocation: /_origin/"),
+                "round {round}, connection {i}: {head}"
+            );
+        }
+    }
+    three.terminate();
+    let status = three.wait_exit(Duration::from_secs(20));
+    assert!(status.success(), "serve exited with {status}");
+    for s in &mut conns {
+        let mut buf = [0u8; 16];
+        assert_eq!(
+            s.read(&mut buf).unwrap_or(0),
+            0,
+            "idle connection closed on drain"
+        );
+    }
+}
