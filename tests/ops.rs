@@ -2279,7 +2279,25 @@ fn serving_threads_answer_every_connection_and_drain() {
             );
         }
     }
+    // A connection still sending its request head keeps the drain going (until header_timeout);
+    // meanwhile the port must refuse new connections, so that a balancer retries elsewhere.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    write!(slow, "GET /v2/ HTTP/1.1\r\nHost: {addr}\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
     three.terminate();
+    wait_for("the drain to start", Duration::from_secs(20), || {
+        three.log().contains("no longer accepting").then_some(())
+    });
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_err(),
+        "a new connection was let in while draining"
+    );
+    assert!(
+        three.is_running(),
+        "serve exited before the connection in flight was done:\n{}",
+        three.log()
+    );
+    drop(slow);
     let status = three.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "serve exited with {status}");
     for s in &mut conns {

@@ -118,9 +118,8 @@ async fn shutdown_signal() {
     }
 }
 
-/// What every serving thread shares: the listening socket, the limits, TLS, the drain.
+/// What every serving thread and connection shares: the limits, TLS, the application.
 struct Shared {
-    listener: std::net::TcpListener,
     state: Arc<AppState>,
     builder: Builder<TokioExecutor>,
     permits: Arc<Semaphore>,
@@ -175,7 +174,6 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_concurrent_streams(256);
     let shared = Arc::new(Shared {
-        listener,
         state,
         builder,
         permits: Arc::new(Semaphore::new(cfg.max_connections)),
@@ -195,17 +193,22 @@ pub async fn serve(
             .build()
             .context("cannot start a serving runtime")?;
         let (shared, graceful) = (shared.clone(), graceful.clone());
+        // Each thread owns a descriptor of the socket, closed when its accept loop ends: once
+        // all have, the port refuses connections (connections hold `shared`, not the socket).
+        let socket = listener
+            .try_clone()
+            .context("cannot share the listening socket")?;
         let (mut stop, mut done) = (stop.subscribe(), done.subscribe());
         let stopped = stopped_tx.clone();
         let thread = std::thread::Builder::new()
             .name(format!("serve-{i}"))
             .spawn(move || {
                 rt.block_on(async move {
-                    let accepted = accept_loop(&shared, &graceful, &mut stop).await;
+                    let accepted = accept_loop(socket, &shared, &graceful, &mut stop).await;
                     if let Err(e) = accepted {
                         tracing::error!(error = %format!("{e:#}"), "serving thread failed");
                     }
-                    // Let go of the listener and the drain handle before the drain starts.
+                    // Let go of the drain handle before the drain starts.
                     drop((shared, graceful, stopped));
                     let _ = done.wait_for(|d| *d).await;
                 })
@@ -213,11 +216,11 @@ pub async fn serve(
             .context("cannot start a serving thread")?;
         threads.push(thread);
     }
-    drop(stopped_tx);
+    drop((stopped_tx, listener));
 
     shutdown_signal().await;
     let _ = stop.send(true);
-    // Every accept loop has dropped its socket (and its clone of it) when the channel closes.
+    // Every accept loop has closed its socket descriptor when the channel closes.
     let _ = stopped_rx.recv().await;
     drop(shared);
     let graceful = Arc::into_inner(graceful).expect("serving threads let go of the drain");
@@ -239,11 +242,12 @@ pub async fn serve(
 
 /// One serving thread's accept loop, until `stop` turns true.
 async fn accept_loop(
+    socket: std::net::TcpListener,
     shared: &Arc<Shared>,
     graceful: &GracefulShutdown,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::from_std(shared.listener.try_clone()?)?;
+    let listener = tokio::net::TcpListener::from_std(socket)?;
     let stopping = stop.wait_for(|s| *s);
     tokio::pin!(stopping);
     loop {
