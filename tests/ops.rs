@@ -1661,12 +1661,12 @@ fn readiness_and_metrics_follow_a_stopped_origin() {
             &[r#"route="manifest""#, r#"le="+Inf""#]
         ) >= 10.0
     );
-    assert!(
-        sample(
-            "static_registry_sign_duration_seconds_count",
-            &[r#"signer="public""#]
-        ) >= 7.0
+    // Two distinct URLs per round; a repeat within the same second re-uses its URL unsigned.
+    let signatures = sample(
+        "static_registry_sign_duration_seconds_count",
+        &[r#"signer="public""#],
     );
+    assert!(signatures >= 2.0, "{signatures} signatures");
     assert!(
         sample(
             "static_registry_index_cache_misses_total",

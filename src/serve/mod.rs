@@ -11,6 +11,7 @@ pub mod listener;
 pub mod metrics;
 pub mod ops;
 pub mod origin;
+pub mod recent_urls;
 pub mod route;
 pub mod v1;
 pub mod v2;

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant, SystemTime};
 use axum::body::Body;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method as HttpMethod, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 
 use crate::index::{Catalog, ManifestEntry, RepoIndex};
 use crate::layout;
@@ -18,6 +17,7 @@ use crate::federation::Origin;
 
 use super::cache::Cached;
 use super::error::OciError;
+use super::recent_urls::{self, UrlFor};
 use super::route::V2Route;
 use super::AppState;
 
@@ -83,23 +83,36 @@ pub(super) fn signed_redirect(
     content_type: &str,
     ttl: Duration,
 ) -> Response {
-    let started = Instant::now();
-    let url = origin.signer.sign(
-        &SignRequest {
-            method,
-            key,
-            content_type,
-            ttl,
-        },
-        SystemTime::now(),
-    );
-    super::metrics::record_sign(origin.signer.kind(), started.elapsed().as_secs_f64());
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let wanted = UrlFor {
+        origin: origin as *const Origin as usize,
+        method,
+        key,
+        content_type,
+        ttl,
+    };
+    let url = recent_urls::url(&wanted, second, || {
+        let started = Instant::now();
+        let url = origin.signer.sign(
+            &SignRequest {
+                method,
+                key,
+                content_type,
+                ttl,
+            },
+            now,
+        );
+        super::metrics::record_sign(origin.signer.kind(), started.elapsed().as_secs_f64());
+        url
+    });
     // The key, never the URL: its query string is a credential.
     tracing::debug!(key, origin = %origin.name, "redirect");
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = StatusCode::TEMPORARY_REDIRECT;
-    // The URL's own buffer becomes the header value (validated, not copied).
-    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(url)) {
+    if let Some(v) = url {
         resp.headers_mut().insert(header::LOCATION, v);
     }
     resp
