@@ -933,6 +933,7 @@ mod tests {
             digest: Digest::sha256_of(arch.as_bytes()),
             size: 1,
             urls: None,
+            annotations: None,
             platform: Some(json!({"os": "linux", "architecture": arch})),
         };
         let kids = vec![child("arm64"), child("s390x")];

@@ -1,6 +1,8 @@
 //! The parts of a manifest or image index that the code walking a store reads (export, verify,
 //! layer reuse on publish): its descriptors, and the children it lists.
 
+use std::collections::BTreeMap;
+
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -17,6 +19,8 @@ pub struct Descriptor {
     #[serde(default)]
     pub urls: Option<Vec<String>>,
     #[serde(default)]
+    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde(default)]
     pub platform: Option<Value>,
 }
 
@@ -26,17 +30,21 @@ impl Descriptor {
         self.urls.as_ref().is_some_and(|u| !u.is_empty())
     }
 
-    /// `os/architecture[/variant]` of an index entry, or `no platform`.
-    pub fn platform_label(&self) -> String {
-        let Some(p) = &self.platform else {
-            return "no platform".into();
-        };
+    /// `os/architecture[/variant]` of an index entry, if it names a platform.
+    pub fn platform_str(&self) -> Option<String> {
+        let p = self.platform.as_ref()?;
         let get = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or("");
         let mut s = format!("{}/{}", get("os"), get("architecture"));
         if !get("variant").is_empty() {
-            s = format!("{s}/{}", get("variant"));
+            s.push('/');
+            s.push_str(get("variant"));
         }
-        s
+        Some(s)
+    }
+
+    /// [`Descriptor::platform_str`], or `no platform`.
+    pub fn platform_label(&self) -> String {
+        self.platform_str().unwrap_or_else(|| "no platform".into())
     }
 }
 

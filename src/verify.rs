@@ -97,7 +97,7 @@ enum Fetched {
     Missing,
     /// Present but not a usable manifest (the problem is already recorded).
     Broken(Bytes),
-    Ok(Bytes, AnyManifest),
+    Ok(Bytes, Box<AnyManifest>),
 }
 
 /// A blob as found in the store: its size, if present.
@@ -332,7 +332,7 @@ async fn fetch_manifest(
     }
     match serde_json::from_slice::<AnyManifest>(&obj.bytes) {
         Ok(m) if m.manifests.is_some() || m.config.is_some() => {
-            Ok((Fetched::Ok(obj.bytes, m), None))
+            Ok((Fetched::Ok(obj.bytes, Box::new(m)), None))
         }
         Ok(_) => Ok((
             Fetched::Broken(obj.bytes),

@@ -5,10 +5,6 @@
 //! (render.rs) then writes manifests bottom-up, because a manifest whose layers get compressed
 //! only has a digest once its layers do.
 
-use std::collections::BTreeMap;
-
-use serde::Deserialize;
-
 use crate::reference::Digest;
 
 /// Media types the publisher has to tell apart.
@@ -50,35 +46,10 @@ pub mod media {
     }
 }
 
-/// A content descriptor as sources write them; lenient where sources differ.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SourceDescriptor {
-    #[serde(default)]
-    pub media_type: String,
-    pub digest: Digest,
-    pub size: u64,
-    #[serde(default)]
-    pub urls: Option<Vec<String>>,
-    #[serde(default)]
-    pub annotations: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    pub platform: Option<serde_json::Value>,
-}
-
-impl SourceDescriptor {
-    /// `os/arch[/variant]`, for messages.
-    pub fn platform_label(&self) -> Option<String> {
-        let p = self.platform.as_ref()?;
-        let get = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or("");
-        let mut s = format!("{}/{}", get("os"), get("architecture"));
-        if !get("variant").is_empty() {
-            s.push('/');
-            s.push_str(get("variant"));
-        }
-        Some(s)
-    }
-}
+/// A content descriptor as sources write them: the store walker's lenient [`Descriptor`].
+///
+/// [`Descriptor`]: crate::manifest::Descriptor
+pub use crate::manifest::Descriptor as SourceDescriptor;
 
 /// How to get one blob into the store.
 #[derive(Debug, Clone, PartialEq, Eq)]

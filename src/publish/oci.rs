@@ -150,7 +150,7 @@ impl Layout {
 
     /// Loads the manifest or index `desc` names, and everything below it.
     pub fn load(&self, desc: &SourceDescriptor) -> anyhow::Result<Node> {
-        self.load_at(desc, 0, &desc.platform_label())
+        self.load_at(desc, 0, &desc.platform_str())
     }
 
     fn read_verified(&self, desc: &SourceDescriptor, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -213,7 +213,7 @@ impl Layout {
             let mut children = Vec::with_capacity(idx.manifests.len());
             for child in &idx.manifests {
                 if self.files.exists(&blob_path(&child.digest)) {
-                    let p = child.platform_label().or_else(|| platform.clone());
+                    let p = child.platform_str().or_else(|| platform.clone());
                     children.push(Some(self.load_at(child, depth + 1, &p)?));
                 } else {
                     children.push(None);

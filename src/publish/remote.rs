@@ -812,7 +812,7 @@ impl Loader<'_> {
                     self.label, m.digest
                 )
             })?;
-            let label = e.platform_label();
+            let label = e.platform_str();
             if let Some(l) = &label {
                 available.push(l.clone());
             }

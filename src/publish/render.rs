@@ -268,7 +268,7 @@ impl Renderer<'_> {
             .zip(&children)
             .filter(|(_, c)| c.is_none())
             .map(|(e, _)| {
-                e.platform_label()
+                e.platform_str()
                     .unwrap_or_else(|| format!("{} {}", e.media_type, short(&e.digest)))
             })
             .collect();
