@@ -80,6 +80,17 @@ async fn image(s: &dyn Store, layers: &[&[u8]], note: &str) -> (Descriptor, Vec<
 
 /// Tags the image in `repo` as publish would.
 async fn tag(s: &dyn Store, repo: &str, t: &str, img: &(Descriptor, Vec<Digest>)) {
+    let u = tagged_index(s, repo, t, img).await;
+    commit_repository(s, &u).await.unwrap();
+}
+
+/// The index update that tags the image in `repo` (blob sizes read from the store).
+async fn tagged_index(
+    s: &dyn Store,
+    repo: &str,
+    t: &str,
+    img: &(Descriptor, Vec<Digest>),
+) -> RepoIndex {
     let name = RepoName::parse(repo).unwrap();
     let mut u = RepoIndex::new(name);
     u.tags.insert(Tag::parse(t).unwrap(), img.0.clone());
@@ -94,7 +105,7 @@ async fn tag(s: &dyn Store, repo: &str, t: &str, img: &(Descriptor, Vec<Digest>)
         let size = s.head(&layout::blob(b)).await.unwrap().unwrap().size;
         u.blobs.insert(b.clone(), size);
     }
-    commit_repository(s, &u).await.unwrap();
+    u
 }
 
 fn store() -> (tempfile::TempDir, Arc<LocalStore>) {
@@ -388,19 +399,7 @@ async fn commit_refuses_content_that_disappeared() {
     let layer: &[u8] = b"layer a prune deleted";
     let img = image(s.as_ref(), &[layer], "x").await;
     let name = RepoName::parse("a/app").unwrap();
-    let mut u = RepoIndex::new(name.clone());
-    u.tags.insert(Tag::parse("1").unwrap(), img.0.clone());
-    u.manifests.insert(
-        img.0.digest.clone(),
-        ManifestEntry {
-            media_type: MANIFEST.into(),
-            size: img.0.size,
-        },
-    );
-    for b in &img.1 {
-        let size = s.head(&layout::blob(b)).await.unwrap().unwrap().size;
-        u.blobs.insert(b.clone(), size);
-    }
+    let u = tagged_index(s.as_ref(), "a/app", "1", &img).await;
     s.delete(&layout::blob(&img.1[1])).await.unwrap();
     let err = commit_repository(s.as_ref(), &u).await.unwrap_err();
     assert!(err.to_string().contains("content disappeared"), "{err}");

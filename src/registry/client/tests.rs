@@ -44,6 +44,19 @@ fn bearer(uses: usize) -> FakeAuth {
 }
 
 /// Reads every blob of the fixture's tagged manifest, as a copy would.
+/// An open fake registry serving `oci-single`, and an anonymous client to it.
+async fn open_single() -> (testing::Fake, RegistryClient) {
+    let fake = testing::start("oci-single", "fix/single", FakeAuth::Open).await;
+    let c = RegistryClient::connect(
+        &remote(fake.addr, "fix/single:1.0"),
+        Resolved::anonymous(),
+        &fast(),
+    )
+    .await
+    .unwrap();
+    (fake, c)
+}
+
 async fn pull_all(c: &RegistryClient, tag: &str) -> usize {
     let m = c.manifest(tag, None).await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
@@ -201,14 +214,7 @@ async fn redirected_blobs_do_not_carry_authorization_to_another_host() {
 
 #[tokio::test]
 async fn transient_failures_are_retried_and_retry_after_is_honoured() {
-    let fake = testing::start("oci-single", "fix/single", FakeAuth::Open).await;
-    let c = RegistryClient::connect(
-        &remote(fake.addr, "fix/single:1.0"),
-        Resolved::anonymous(),
-        &fast(),
-    )
-    .await
-    .unwrap();
+    let (fake, c) = open_single().await;
     fake.state
         .fail_503
         .store(2, std::sync::atomic::Ordering::SeqCst);
@@ -237,14 +243,7 @@ async fn transient_failures_are_retried_and_retry_after_is_honoured() {
 
 #[tokio::test]
 async fn manifests_are_checked_against_their_digest() {
-    let fake = testing::start("oci-single", "fix/single", FakeAuth::Open).await;
-    let c = RegistryClient::connect(
-        &remote(fake.addr, "fix/single:1.0"),
-        Resolved::anonymous(),
-        &fast(),
-    )
-    .await
-    .unwrap();
+    let (_fake, c) = open_single().await;
     let m = c.manifest("1.0", None).await.unwrap();
     assert_eq!(Digest::sha256_of(&m.bytes), m.digest);
     assert_eq!(m.media_type, "application/vnd.oci.image.manifest.v1+json");
