@@ -1336,6 +1336,28 @@ impl TlsConn {
     }
 }
 
+/// New handshakes, every `every` for up to 60 s, until the server presents `want`;
+/// `between` runs before each one.
+async fn until_presented(
+    addr: SocketAddr,
+    ca: &Path,
+    want: &[u8],
+    every: Duration,
+    timed_out: &str,
+    mut between: impl AsyncFnMut(),
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        between().await;
+        let fresh = TlsConn::connect(addr, ca, &[b"http/1.1"]).await;
+        if fresh.peer_cert() == want {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{timed_out}");
+        tokio::time::sleep(every).await;
+    }
+}
+
 fn curl_version(url: &str, ca: &Path, flag: &str) -> String {
     require_tool("curl");
     let out = Command::new("curl")
@@ -1444,24 +1466,21 @@ fn tls_pulls_http2_and_certificate_reload() {
         // restart; the kept connection keeps answering meanwhile.
         let (crt2, key2) = pki.issue("server-2", "0x2002");
         pki.install(&crt2, &key2);
-        let want = der_of(&crt2);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            assert_eq!(
-                kept.get("/v2/").await,
-                Ok(200),
-                "the kept connection during the swap"
-            );
-            let fresh = TlsConn::connect(r.addr(), &ca, &[b"http/1.1"]).await;
-            if fresh.peer_cert() == want {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the new certificate was not picked up within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        until_presented(
+            r.addr(),
+            &ca,
+            &der_of(&crt2),
+            Duration::from_millis(250),
+            "the new certificate was not picked up within 60 s",
+            async || {
+                assert_eq!(
+                    kept.get("/v2/").await,
+                    Ok(200),
+                    "the kept connection during the swap"
+                );
+            },
+        )
+        .await;
         assert_eq!(
             kept.get("/v2/").await,
             Ok(200),
@@ -1487,19 +1506,15 @@ fn tls_pulls_http2_and_certificate_reload() {
                 .unwrap();
         }
         r.signal("HUP");
-        let want = der_of(&crt3);
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        loop {
-            let fresh = TlsConn::connect(r.addr(), &ca, &[b"http/1.1"]).await;
-            if fresh.peer_cert() == want {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "SIGHUP did not reload the certificate within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        until_presented(
+            r.addr(),
+            &ca,
+            &der_of(&crt3),
+            Duration::from_millis(100),
+            "SIGHUP did not reload the certificate within 60 s",
+            async || {},
+        )
+        .await;
         assert_eq!(
             kept.get("/v2/").await,
             Ok(200),
