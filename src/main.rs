@@ -224,10 +224,12 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
-fn store_location(flag: Option<String>, cfg: &Config) -> anyhow::Result<String> {
-    flag.or_else(|| cfg.store.clone()).context(
+/// The store a command works on: `--store` (or its variable), else the config file's `store`.
+fn open_store(flag: Option<String>, cfg: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
+    let location = flag.or_else(|| cfg.store.clone()).context(
         "no store given: pass --store DIR (or file:///path), set STATIC_REGISTRY_STORE, or set `store` in the config file",
-    )
+    )?;
+    store::open_with(&location, &cfg.s3)
 }
 
 #[tokio::main]
@@ -368,7 +370,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             mirror,
             pin,
         } => {
-            let store = store::open_with(&store_location(store, &cfg)?, &cfg.s3)?;
+            let store = open_store(store, &cfg)?;
             let opts = publish::PublishOptions {
                 source,
                 tags,
@@ -389,7 +391,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { store, deep } => {
-            let store = store::open_with(&store_location(store, &cfg)?, &cfg.s3)?;
+            let store = open_store(store, &cfg)?;
             let report = verify::verify(store.as_ref(), &verify::VerifyOptions { deep }).await?;
             println!("{report}");
             Ok(if report.problems.is_empty() {
@@ -403,14 +405,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             grace,
             dry_run,
         } => {
-            let store = store::open_with(&store_location(store, &cfg)?, &cfg.s3)?;
+            let store = open_store(store, &cfg)?;
             let opts = static_registry::prune::PruneOptions { grace, dry_run };
             let report = static_registry::prune::prune(store.as_ref(), &opts).await?;
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Untag { tags, store } => {
-            let store = store::open_with(&store_location(store, &cfg)?, &cfg.s3)?;
+            let store = open_store(store, &cfg)?;
             let mut by_repo: std::collections::BTreeMap<_, Vec<_>> = Default::default();
             for t in tags {
                 by_repo.entry(t.name).or_default().push(t.tag);
@@ -422,7 +424,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::DeleteRepository { repository, store } => {
-            let store = store::open_with(&store_location(store, &cfg)?, &cfg.s3)?;
+            let store = open_store(store, &cfg)?;
             let msg =
                 static_registry::prune::delete_repository(store.as_ref(), &repository).await?;
             println!("{msg}");
@@ -434,7 +436,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store,
             platform,
         } => {
-            let store = store::open_with(&store_location(store, &cfg)?, &cfg.s3)?;
+            let store = open_store(store, &cfg)?;
             let opts = static_registry::export::ExportOptions {
                 reference,
                 destination,
