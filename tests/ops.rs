@@ -1702,36 +1702,29 @@ fn readiness_and_metrics_follow_a_stopped_origin() {
     // The origin goes away: the health probe marks it down and the gauge drops to 0. /readyz
     // says `degraded` but stays 200: every replica shares the origin, so failing readiness
     // for it would take all of them out of the balancer at once.
+    // Waits for /readyz to show the origin's health, checks the gauge, returns /readyz.
+    let origin_health = |healthy: bool, what: &str| {
+        let v = wait_for(what, Duration::from_secs(60), || {
+            ready(StatusCode::OK).filter(|v| v["origins"][0]["healthy"] == healthy)
+        });
+        let m = r.metrics();
+        assert_eq!(
+            metric_sum(&m, "static_registry_origin_healthy", &[r#"origin="edge""#]),
+            Some(if healthy { 1.0 } else { 0.0 }),
+            "{m}"
+        );
+        v
+    };
     edge.stop();
-    let v = wait_for(
-        "/readyz to report the stopped origin",
-        Duration::from_secs(60),
-        || ready(StatusCode::OK).filter(|v| v["origins"][0]["healthy"] == false),
-    );
+    let v = origin_health(false, "/readyz to report the stopped origin");
     assert_eq!(v["ready"], true, "{v}");
     assert_eq!(v["degraded"], true, "{v}");
-    let m = r.metrics();
-    assert_eq!(
-        metric_sum(&m, "static_registry_origin_healthy", &[r#"origin="edge""#]),
-        Some(0.0),
-        "{m}"
-    );
     assert!(r.log().contains("origin marked unhealthy"), "{}", r.log());
 
     // And it comes back.
     edge.restart();
-    let v = wait_for(
-        "/readyz to report the origin back",
-        Duration::from_secs(60),
-        || ready(StatusCode::OK).filter(|v| v["origins"][0]["healthy"] == true),
-    );
+    let v = origin_health(true, "/readyz to report the origin back");
     assert_eq!(v["degraded"], false, "{v}");
-    let m = r.metrics();
-    assert_eq!(
-        metric_sum(&m, "static_registry_origin_healthy", &[r#"origin="edge""#]),
-        Some(1.0),
-        "{m}"
-    );
 
     // Readiness fails when this replica cannot load indexes from its store (here: an index
     // file that cannot be read), and recovers with the next good load.
