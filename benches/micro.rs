@@ -271,23 +271,27 @@ fn index(c: &mut Criterion) {
 }
 
 /// A whole request through the router, as the listener hands it over: routing, the index,
-/// signing, headers, metrics (the Prometheus recorder installed, as `serve` does).
+/// signing, headers, metrics (the Prometheus recorder installed, as `serve` does). Measured with
+/// every answer made afresh, and with repeats within a second re-used (`recent_answers`).
 fn request_path(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let state = Arc::new(AppState {
-        federation: federation(dir.path()),
-        url_ttl: Duration::from_secs(300),
-        embedded: None,
-        auth: None,
-        trust_forwarded: false,
-        tls: false,
-        access_log: false,
-        request_timeout: Duration::from_secs(30),
-    });
+    let federation = federation(dir.path());
+    let app = |reuse_answers: bool| {
+        serve::router(Arc::new(AppState {
+            federation: federation.clone(),
+            url_ttl: Duration::from_secs(300),
+            embedded: None,
+            auth: None,
+            trust_forwarded: false,
+            tls: false,
+            access_log: false,
+            request_timeout: Duration::from_secs(30),
+            reuse_answers,
+        }))
+    };
     serve::metrics::install();
-    let app = serve::router(state);
     let rt = runtime();
-    let call = |method: HttpMethod, path: &str| {
+    let call = |app: &axum::Router, method: HttpMethod, path: &str| {
         let req = Request::builder()
             .method(method)
             .uri(path)
@@ -300,12 +304,17 @@ fn request_path(c: &mut Criterion) {
     };
     let blob = format!("/v2/{REPO}/blobs/{DIGEST}");
     let manifest = format!("/v2/{REPO}/manifests/1.42");
-    call(HttpMethod::GET, &blob); // loads the index
     let mut g = c.benchmark_group("request");
-    g.bench_function("blob_get_307", |b| b.iter(|| call(HttpMethod::GET, &blob)));
-    g.bench_function("manifest_head_200", |b| {
-        b.iter(|| call(HttpMethod::HEAD, &manifest))
-    });
+    for (reuse, suffix) in [(false, ""), (true, "_reused")] {
+        let app = app(reuse);
+        call(&app, HttpMethod::GET, &blob); // loads the index
+        g.bench_function(format!("blob_get_307{suffix}"), |b| {
+            b.iter(|| call(&app, HttpMethod::GET, &blob))
+        });
+        g.bench_function(format!("manifest_head_200{suffix}"), |b| {
+            b.iter(|| call(&app, HttpMethod::HEAD, &manifest))
+        });
+    }
     g.finish();
 }
 

@@ -355,6 +355,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 request_timeout: Duration::from_secs(
                     cfg.serve.request_timeout.unwrap_or(30).max(1),
                 ),
+                reuse_answers: index_ttl > 0,
             });
             serve::run(listen, state, listener_cfg).await?;
             Ok(ExitCode::SUCCESS)

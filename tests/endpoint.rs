@@ -669,6 +669,48 @@ async fn tag_moves_and_new_repositories_become_visible() {
     env.redirect_of(&latest).await;
 }
 
+/// Repeats within a second re-use this thread's answer (counted at /metrics); with the index
+/// uncached (`--index-ttl 0`) every answer is made afresh. Either way each answer is right.
+#[tokio::test]
+async fn repeats_reuse_their_answer_unless_the_index_is_uncached() {
+    for (args, reused) in [(&[][..], true), (&["--index-ttl", "0"][..], false)] {
+        let env = Env::start(args);
+        let (digest, bytes) = env.layer(0);
+        let blob = format!("/v2/{SINGLE}/blobs/{digest}");
+        let tag = format!("/v2/{SINGLE}/manifests/1.0");
+        for _ in 0..5 {
+            let loc = env.redirect_of(&blob).await;
+            assert!(
+                loc.contains(hex_of(&digest)),
+                "{blob} redirected to {loc}"
+            );
+            let r = env.head(&blob).await;
+            assert_eq!(r.status(), StatusCode::OK, "HEAD {blob}");
+            assert_eq!(
+                header(&r, "content-length"),
+                Some(bytes.len().to_string().as_str())
+            );
+            assert_eq!(
+                head_digest(&env, &tag).await,
+                (StatusCode::OK, Some(env.manifest_digest().to_owned()))
+            );
+        }
+        let metrics = env.get("/metrics").await.text().await.unwrap();
+        let n = common::lb::metric_sum(
+            &metrics,
+            "static_registry_reused_total",
+            &[r#"kind="answer""#],
+        )
+        .unwrap_or_else(|| panic!("no reused answers counter in:\n{metrics}"));
+        if reused {
+            // 15 requests, 3 distinct: at least one repeat fell in its first answer's second.
+            assert!(n >= 1.0, "{args:?}: {n} answers reused");
+        } else {
+            assert_eq!(n, 0.0, "{args:?}: answers reused with the index uncached");
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_unreadable_store_keeps_serving_the_last_good_index() {
     let env = Env::start(&["--index-ttl", "1"]);

@@ -701,6 +701,13 @@ fn private_repositories_are_never_redirected_without_a_valid_token() {
             let head = send(&http, Method::HEAD, &format!("{base}/v2/{PRIVATE}/manifests/1.0"), &[("authorization", &bearer)]).await;
             assert_eq!(head.status, StatusCode::OK);
             assert_eq!(head.header("docker-content-digest"), Some(sha256(&got.body).as_str()));
+            // The same requests right after, without the token: a private answer is never
+            // re-used for another client (recent answers keep public content only).
+            for method in [Method::HEAD, Method::GET] {
+                let r = send(&http, method.clone(), &format!("{base}/v2/{PRIVATE}/manifests/1.0"), &[]).await;
+                assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{what}: {method} right after without a token");
+                assert!(r.header("location").is_none() && r.header("docker-content-digest").is_none());
+            }
         }
         // Public content: anonymous, long-lived URLs, no Authorization needed anywhere.
         let r = send(&http, Method::GET, &format!("{lb}/v2/{PUBLIC}/manifests/1.0"), &[]).await;
@@ -1682,6 +1689,8 @@ fn readiness_and_metrics_follow_a_stopped_origin() {
         &[r#"signer="public""#],
     );
     assert!(signatures >= 2.0, "{signatures} signatures");
+    // Three rounds of the same calls: repeats within a second re-use their answer.
+    assert!(sample("static_registry_reused_total", &[r#"kind="answer""#]) >= 1.0);
     assert!(
         sample(
             "static_registry_index_cache_misses_total",

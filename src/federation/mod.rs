@@ -142,6 +142,20 @@ impl Federation {
         })
     }
 
+    /// Which origins are healthy, one bit each: [`Federation::pick`] is a function of this, the
+    /// name and the region. `None` past 64 origins.
+    pub fn health_mask(&self) -> Option<u64> {
+        if self.origins.len() > 64 {
+            return None;
+        }
+        Some(
+            self.origins
+                .iter()
+                .enumerate()
+                .fold(0, |mask, (i, o)| mask | (u64::from(o.is_healthy()) << i)),
+        )
+    }
+
     fn route(&self, name: &str) -> &Route {
         self.routes
             .iter()
@@ -256,12 +270,17 @@ mod tests {
         // Region preference among healthy origins of the route.
         assert_eq!(f.pick(Some(&n("other")), Some("eu")).name, "b");
         assert_eq!(f.pick(Some(&n("other")), Some("mars")).name, "a");
-        // Failover, then "last known good" when everything is down.
+        // Failover, then "last known good" when everything is down; the health mask (part of
+        // what a re-used answer is for) follows every change.
+        assert_eq!(f.health_mask(), Some(0b111));
         f.origins[0].set_healthy(false, "test");
+        assert_eq!(f.health_mask(), Some(0b110));
         assert_eq!(f.pick(Some(&n("other")), None).name, "b");
         f.origins[1].set_healthy(false, "test");
+        assert_eq!(f.health_mask(), Some(0b100));
         assert_eq!(f.pick(Some(&n("other")), None).name, "b");
         f.origins[0].set_healthy(true, "test");
+        assert_eq!(f.health_mask(), Some(0b101));
         assert_eq!(f.pick(Some(&n("other")), Some("eu")).name, "a");
     }
 

@@ -178,6 +178,12 @@ pub fn render(state: &AppState) -> Response {
             }
         }
     }
+    for (kind, tally) in [
+        ("answer", &super::recent_answers::REUSED),
+        ("url", &super::recent_urls::REUSED),
+    ] {
+        metrics::counter!("static_registry_reused_total", "kind" => kind).absolute(tally.total());
+    }
     let mut resp = handle.render().into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -9,19 +9,16 @@
 //! one second earlier than a freshly signed one would, never later.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use std::time::Duration;
 
 use axum::http::HeaderValue;
 
 use crate::sign::Method;
 
-/// URLs kept per thread and second; past it, further URLs are signed every time.
-const CAPACITY: usize = 4096;
+use super::per_second::{PerSecond, Tally};
 
 /// What a signed URL depends on, besides the second.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Hash)]
 pub struct UrlFor<'a> {
     /// Identifies the origin (and so its signer) for the life of the process.
     pub origin: usize,
@@ -29,18 +26,6 @@ pub struct UrlFor<'a> {
     pub key: &'a str,
     pub content_type: &'a str,
     pub ttl: Duration,
-}
-
-impl UrlFor<'_> {
-    fn hash_with(&self, state: &RandomState) -> u64 {
-        let mut h = state.build_hasher();
-        self.origin.hash(&mut h);
-        (self.method == Method::Head).hash(&mut h);
-        self.key.hash(&mut h);
-        self.content_type.hash(&mut h);
-        self.ttl.hash(&mut h);
-        h.finish()
-    }
 }
 
 /// One kept URL, with everything it was signed for (a hash match alone is not trusted).
@@ -63,33 +48,22 @@ impl Kept {
     }
 }
 
-/// This thread's URLs of the current second.
-struct Recent {
-    second: u64,
-    state: RandomState,
-    urls: HashMap<u64, Kept>,
+thread_local! {
+    /// This thread's URLs of the current second.
+    static RECENT: RefCell<PerSecond<Kept>> = RefCell::new(PerSecond::new(&REUSED));
 }
 
-thread_local! {
-    static RECENT: RefCell<Recent> = RefCell::new(Recent {
-        second: 0,
-        state: RandomState::new(),
-        urls: HashMap::new(),
-    });
-}
+/// How many signed URLs were re-used, for `/metrics`.
+pub static REUSED: Tally = Tally::new();
 
 /// The URL for `u` signed in `second` (unix seconds): this thread's earlier one, or `sign()`'s.
 /// `None` when the signature is not a valid header value (it is then not kept).
 pub fn url(u: &UrlFor<'_>, second: u64, sign: impl FnOnce() -> String) -> Option<HeaderValue> {
     let hash = RECENT.with_borrow_mut(|r| {
-        if r.second != second {
-            r.second = second;
-            r.urls.clear();
-        }
-        let hash = u.hash_with(&r.state);
-        match r.urls.get(&hash) {
-            Some(k) if k.is_for(u) => Err(k.url.clone()),
-            _ => Ok(hash),
+        let hash = r.hash(u);
+        match r.get(second, hash, |k| k.is_for(u)) {
+            Some(k) => Err(k.url.clone()),
+            None => Ok(hash),
         }
     });
     let hash = match hash {
@@ -98,27 +72,22 @@ pub fn url(u: &UrlFor<'_>, second: u64, sign: impl FnOnce() -> String) -> Option
     };
     // Signed outside the borrow: a signer may take its time (a credential refresh).
     let url = HeaderValue::from_maybe_shared(bytes::Bytes::from(sign())).ok()?;
-    RECENT.with_borrow_mut(|r| {
-        if r.second == second && (r.urls.len() < CAPACITY || r.urls.contains_key(&hash)) {
-            r.urls.insert(
-                hash,
-                Kept {
-                    origin: u.origin,
-                    method: u.method,
-                    ttl: u.ttl,
-                    key: u.key.into(),
-                    content_type: u.content_type.into(),
-                    url: url.clone(),
-                },
-            );
-        }
-    });
+    let kept = Kept {
+        origin: u.origin,
+        method: u.method,
+        ttl: u.ttl,
+        key: u.key.into(),
+        content_type: u.content_type.into(),
+        url: url.clone(),
+    };
+    RECENT.with_borrow_mut(|r| r.keep(second, hash, kept));
     Some(url)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::serve::per_second::CAPACITY;
     use std::cell::Cell;
 
     fn url_for(key: &str) -> UrlFor<'_> {
@@ -187,7 +156,7 @@ mod tests {
         for k in &keys {
             url(&url_for(k), 300, || format!("https://x/{k}")).unwrap();
         }
-        RECENT.with_borrow(|r| assert_eq!(r.urls.len(), CAPACITY));
+        RECENT.with_borrow(|r| assert_eq!(r.kept(), CAPACITY));
         // A key past the bound is still answered, signed every time.
         let last = url_for(keys.last().unwrap());
         let n = Cell::new(0);

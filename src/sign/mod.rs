@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 pub use embedded::EmbeddedSigner;
 
 /// The HTTP method a URL is signed for. Some origins (S3) refuse a HEAD on a GET-signed URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
     Get,
     Head,
