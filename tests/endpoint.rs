@@ -680,10 +680,7 @@ async fn repeats_reuse_their_answer_unless_the_index_is_uncached() {
         let tag = format!("/v2/{SINGLE}/manifests/1.0");
         for _ in 0..5 {
             let loc = env.redirect_of(&blob).await;
-            assert!(
-                loc.contains(hex_of(&digest)),
-                "{blob} redirected to {loc}"
-            );
+            assert!(loc.contains(hex_of(&digest)), "{blob} redirected to {loc}");
             let r = env.head(&blob).await;
             assert_eq!(r.status(), StatusCode::OK, "HEAD {blob}");
             assert_eq!(

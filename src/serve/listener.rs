@@ -11,9 +11,9 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
@@ -121,7 +121,8 @@ async fn shutdown_signal() {
 /// What every serving thread and connection shares: the limits, TLS, the application.
 struct Shared {
     state: Arc<AppState>,
-    builder: Builder<TokioExecutor>,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
     permits: Arc<Semaphore>,
     tls: Option<Arc<TlsState>>,
     header_timeout: Duration,
@@ -163,19 +164,17 @@ pub async fn serve(
         "serving"
     );
 
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_timeout)
         .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2.timer(TokioTimer::new()).max_concurrent_streams(256);
     let shared = Arc::new(Shared {
         state,
-        builder,
+        http1,
+        http2,
         permits: Arc::new(Semaphore::new(cfg.max_connections)),
         tls,
         header_timeout: cfg.header_timeout,
@@ -271,14 +270,14 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let state = shared.state.clone();
         let service =
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-                req.extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 // Boxed: inline, the request's future would sit in every connection's task,
-                // idle ones included (+5.6 KiB each, docs/performance.md).
+                // idle ones included (+5.6 KiB each, docs/performance.md). The peer is passed
+                // along, not put in the request's extensions: that map costs two allocations.
                 let answer = Box::pin(super::dispatch(
                     state.clone(),
                     req.map(axum::body::Body::new),
+                    Some(peer),
                 ));
                 async move { Ok::<_, std::convert::Infallible>(answer.await) }
             });
@@ -287,10 +286,10 @@ async fn accept_loop(
         match shared.tls.as_ref().map(|t| t.acceptor()) {
             None => {
                 tokio::spawn(async move {
-                    let conn = shared
-                        .builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let _ = watcher.watch(conn.into_owned()).await;
+                    let sniffed = tokio::time::timeout(shared.header_timeout, sniff(&stream)).await;
+                    if let Ok(Some(protocol)) = sniffed {
+                        serve_connection(&shared, stream, protocol, service, watcher).await;
+                    }
                     drop(permit);
                 });
             }
@@ -298,16 +297,81 @@ async fn accept_loop(
                 tokio::spawn(async move {
                     let accepted =
                         tokio::time::timeout(shared.header_timeout, acceptor.accept(stream)).await;
-                    let Ok(Ok(stream)) = accepted else { return };
-                    let conn = shared
-                        .builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    let _ = watcher.watch(conn.into_owned()).await;
+                    if let Ok(Ok(stream)) = accepted {
+                        let protocol = match stream.get_ref().1.alpn_protocol() {
+                            Some(b"h2") => Protocol::Http2,
+                            _ => Protocol::Http1,
+                        };
+                        serve_connection(&shared, stream, protocol, service, watcher).await;
+                    }
                     drop(permit);
                 });
             }
         }
     }
+}
+
+/// Which HTTP a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    /// HTTP/2: negotiated by ALPN over TLS, or with prior knowledge (h2c) in the clear.
+    Http2,
+}
+
+/// The HTTP/2 connection preface a prior-knowledge (h2c) client opens with.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Tells HTTP/1 from h2c by peeking at a cleartext connection's first bytes, before any buffer
+/// is allocated for it. hyper-util's `auto` builder reads them instead and hands hyper the
+/// connection behind a re-play wrapper: hyper's read buffer then holds the 24 sniffed bytes when
+/// it first reserves, and doubles to 16 KiB for every connection (docs/performance.md). `None`
+/// when the client closes first.
+async fn sniff(stream: &tokio::net::TcpStream) -> Option<Protocol> {
+    let mut head = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut head).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if head[..n] != H2_PREFACE[..n] {
+            return Some(Protocol::Http1);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(Protocol::Http2);
+        }
+        // Part of the preface so far: a peek would see the same bytes again at once.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Serves one connection with hyper until it closes or the drain ends it.
+async fn serve_connection<I, S, B>(
+    shared: &Shared,
+    io: I,
+    protocol: Protocol,
+    service: S,
+    watcher: Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let io = TokioIo::new(io);
+    let _ = match protocol {
+        Protocol::Http1 => watcher
+            .watch(shared.http1.serve_connection(io, service))
+            .await
+            .map_err(|_| ()),
+        Protocol::Http2 => watcher
+            .watch(shared.http2.serve_connection(io, service))
+            .await
+            .map_err(|_| ()),
+    };
 }
 
 fn spawn_tls_reloader(tls: Arc<TlsState>) {

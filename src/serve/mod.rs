@@ -95,11 +95,16 @@ fn request_id(p: u32, n: u64) -> HeaderValue {
 }
 
 async fn dispatch_route(State(state): State<Arc<AppState>>, req: Request) -> Response {
-    dispatch(state, req).await
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    dispatch(state, req, peer).await
 }
 
 /// Answers one request: the listener calls this directly (no router in between).
-async fn dispatch(state: Arc<AppState>, req: Request) -> Response {
+/// `peer` is the client's address (the balancer's, behind one), for region lookup.
+async fn dispatch(state: Arc<AppState>, req: Request, peer: Option<SocketAddr>) -> Response {
     let started = Instant::now();
     let id = next_request_id();
     let log = state.access_log || tracing::enabled!(tracing::Level::DEBUG);
@@ -108,7 +113,7 @@ async fn dispatch(state: Arc<AppState>, req: Request) -> Response {
     } else {
         (HttpMethod::GET, String::new())
     };
-    let (route, mut resp) = handle(&state, req).await;
+    let (route, mut resp) = handle(&state, req, peer).await;
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
     metrics::record(route, status, elapsed.as_secs_f64());
@@ -126,7 +131,11 @@ async fn dispatch(state: Arc<AppState>, req: Request) -> Response {
 }
 
 /// Routes a request; returns a low-cardinality route label for metrics with the response.
-async fn handle(state: &AppState, req: Request) -> (&'static str, Response) {
+async fn handle(
+    state: &AppState,
+    req: Request,
+    peer: Option<SocketAddr>,
+) -> (&'static str, Response) {
     let path = req.uri().path();
     if path.starts_with(ORIGIN_PREFIX) {
         let resp = match &state.embedded {
@@ -149,7 +158,7 @@ async fn handle(state: &AppState, req: Request) -> (&'static str, Response) {
         return ("token", token(state, &parts).await);
     }
     if path.starts_with("/v1/") {
-        return ("v1", v1::handle(state, &parts).await);
+        return ("v1", v1::handle(state, &parts, peer).await);
     }
     let method = parts.method.clone();
     let is_v2 = path == "/v2" || path.starts_with("/v2/");
@@ -160,10 +169,6 @@ async fn handle(state: &AppState, req: Request) -> (&'static str, Response) {
             with_api_version(OciError::unsupported(method.as_str()).into_response()),
         );
     }
-    let peer = parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
     let region = state.federation.regions.region(&parts.headers, peer);
     let second = unix_second();
     let reuse = state

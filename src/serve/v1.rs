@@ -171,7 +171,7 @@ fn v1_headers(h: &mut HeaderMap) {
 }
 
 /// Answers one `/v1/` request (other than `/v1/_ping`).
-pub async fn handle(state: &AppState, req: &Parts) -> Response {
+pub async fn handle(state: &AppState, req: &Parts, peer: Option<SocketAddr>) -> Response {
     let method = req.method.clone();
     let mut resp = if method != HttpMethod::GET && method != HttpMethod::HEAD {
         V1Error::new(
@@ -186,7 +186,9 @@ pub async fn handle(state: &AppState, req: &Parts) -> Response {
             Ok(None) => V1Error::not_found("no such endpoint").into_response(),
             Err(e) => e.into_response(),
             Ok(Some(route)) => {
-                match tokio::time::timeout(state.request_timeout, answer(state, req, route)).await {
+                match tokio::time::timeout(state.request_timeout, answer(state, req, peer, route))
+                    .await
+                {
                     Ok(Ok(r)) => r,
                     Ok(Err(e)) => e.into_response(),
                     Err(_) => V1Error::new(
@@ -245,11 +247,12 @@ impl Ctx<'_> {
     }
 }
 
-async fn answer(state: &AppState, req: &Parts, route: V1Route) -> Result<Response, V1Error> {
-    let peer = req
-        .extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
+async fn answer(
+    state: &AppState,
+    req: &Parts,
+    peer: Option<SocketAddr>,
+    route: V1Route,
+) -> Result<Response, V1Error> {
     let ctx = Ctx {
         state,
         region: state.federation.regions.region(&req.headers, peer),
