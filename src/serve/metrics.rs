@@ -1,28 +1,35 @@
 //! Prometheus metrics, rendered at `/metrics`.
 //!
-//! Request counters and latency are recorded per request through the `metrics` facade; cache and
-//! origin figures are read from their own counters when scraped, so the hot path pays nothing
-//! extra for them.
-//!
-//! The per-request handles are looked up once per worker thread and label set, then reused: a
-//! request costs an atomic add and a histogram sample, not a key build and a registry lookup
-//! (docs/performance.md). Histogram samples are drained every few seconds by an upkeep thread,
-//! so memory stays flat when nobody scrapes `/metrics`.
+//! Request counts and latencies are kept per thread, in that thread's own table, and summed when
+//! `/metrics` is scraped: the `metrics` exporter's counters and histograms are shared between
+//! threads, so recording every request in them moved their cache lines between the serving
+//! threads and queued a sample per request for its upkeep thread to sort (0.3–0.6 µs of CPU per
+//! request, docs/performance.md). Cache and origin figures are read from their own counters when
+//! scraped; signature costs go through the exporter (a signature is rare: URLs are re-used).
+//! Histogram samples are drained every few seconds by an upkeep thread, so memory stays flat when
+//! nobody scrapes `/metrics`.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use metrics::{Counter, Histogram};
+use metrics::Histogram;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use super::AppState;
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Latency histogram buckets (upper bounds, seconds).
+const BUCKETS: [f64; 15] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5,
+];
 
 /// How often histogram samples are folded into their buckets.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
@@ -31,10 +38,7 @@ const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 pub fn install() {
     HANDLE.get_or_init(|| {
         let handle = PrometheusBuilder::new()
-            .set_buckets(&[
-                0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05,
-                0.1, 0.25, 0.5, 1.0, 2.5,
-            ])
+            .set_buckets(&BUCKETS)
             .expect("static buckets")
             .install_recorder()
             .expect("only one metrics recorder is installed");
@@ -59,56 +63,103 @@ pub fn install() {
     });
 }
 
-/// Handles of one label set, registered with the installed recorder.
-struct RequestHandles {
-    requests: Counter,
-    duration: Histogram,
+/// One (route, status class)'s requests on one thread: a count, latency bucket counts (the last
+/// one is +Inf) and the latency sum.
+struct Series {
+    route: &'static str,
+    class: &'static str,
+    count: u64,
+    buckets: [u64; BUCKETS.len() + 1],
+    sum: f64,
 }
 
 /// A `&'static str` label by address and length: equal keys are equal strings (two equal
-/// literals at two addresses only cost one more entry for the same series).
+/// literals at two addresses only cost one more entry, merged when rendered).
 type LabelKey = (usize, usize);
 
 fn label_key(s: &'static str) -> LabelKey {
     (s.as_ptr() as usize, s.len())
 }
 
-thread_local! {
-    /// Per worker thread: (route, status class) -> handles.
-    static REQUESTS: RefCell<HashMap<(LabelKey, LabelKey), RequestHandles>> =
-        RefCell::new(HashMap::new());
-    static SIGNS: RefCell<HashMap<LabelKey, Histogram>> = RefCell::new(HashMap::new());
-}
+/// One thread's request table: locked by its thread per request (uncontended) and by a scrape.
+type Table = Mutex<HashMap<(LabelKey, LabelKey), Series, foldhash::fast::RandomState>>;
 
-fn request_handles(route: &'static str, class: &'static str) -> RequestHandles {
-    RequestHandles {
-        requests: metrics::counter!(
-            "static_registry_requests_total", "route" => route, "status" => class
-        ),
-        duration: metrics::histogram!(
-            "static_registry_request_duration_seconds", "route" => route
-        ),
-    }
+/// Every thread's table that ever recorded a request; kept after the thread ends, so the counts
+/// never go down.
+static TABLES: Mutex<Vec<Arc<Table>>> = Mutex::new(Vec::new());
+
+thread_local! {
+    static REQUESTS: Arc<Table> = {
+        let table = Arc::new(Table::default());
+        TABLES.lock().unwrap_or_else(|e| e.into_inner()).push(table.clone());
+        table
+    };
+    static SIGNS: RefCell<HashMap<LabelKey, Histogram>> = RefCell::new(HashMap::new());
 }
 
 /// Records one finished request.
 pub fn record(route: &'static str, status: u16, seconds: f64) {
     let class = status_class(status);
-    let record = |h: &RequestHandles| {
-        h.requests.increment(1);
-        h.duration.record(seconds);
-    };
-    // Before `install` (tests, tools) handles would be no-ops forever: don't cache those.
-    if HANDLE.get().is_none() {
-        return record(&request_handles(route, class));
-    }
-    REQUESTS.with(|m| {
-        let mut m = m.borrow_mut();
-        record(
-            m.entry((label_key(route), label_key(class)))
-                .or_insert_with(|| request_handles(route, class)),
-        )
+    REQUESTS.with(|t| {
+        let mut t = t.lock().unwrap_or_else(|e| e.into_inner());
+        let s = t
+            .entry((label_key(route), label_key(class)))
+            .or_insert_with(|| Series {
+                route,
+                class,
+                count: 0,
+                buckets: [0; BUCKETS.len() + 1],
+                sum: 0.0,
+            });
+        s.count += 1;
+        s.buckets[BUCKETS.partition_point(|&le| le < seconds)] += 1;
+        s.sum += seconds;
     });
+}
+
+/// The request counter and latency histogram in Prometheus' text format, summed over threads.
+fn render_requests(out: &mut String) {
+    // route -> (buckets, sum, count); (route, class) -> count
+    let mut latency: BTreeMap<&str, ([u64; BUCKETS.len() + 1], f64, u64)> = BTreeMap::new();
+    let mut counts: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let tables = TABLES.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    for table in &tables {
+        let t = table.lock().unwrap_or_else(|e| e.into_inner());
+        for s in t.values() {
+            *counts.entry((s.route, s.class)).or_default() += s.count;
+            let l = latency.entry(s.route).or_default();
+            for (sum, n) in l.0.iter_mut().zip(s.buckets) {
+                *sum += n;
+            }
+            l.1 += s.sum;
+            l.2 += s.count;
+        }
+    }
+    out.push_str("# TYPE static_registry_requests_total counter\n");
+    for ((route, class), n) in &counts {
+        let _ = writeln!(
+            out,
+            "static_registry_requests_total{{route=\"{route}\",status=\"{class}\"}} {n}"
+        );
+    }
+    out.push_str("# TYPE static_registry_request_duration_seconds histogram\n");
+    for (route, (buckets, sum, count)) in &latency {
+        let name = "static_registry_request_duration_seconds";
+        let mut cumulative = 0;
+        for (le, n) in BUCKETS.iter().zip(buckets) {
+            cumulative += n;
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{route=\"{route}\",le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(out, "{name}_sum{{route=\"{route}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {count}");
+    }
 }
 
 /// Records the cost of one URL signature.
@@ -184,10 +235,74 @@ pub fn render(state: &AppState) -> Response {
     ] {
         metrics::counter!("static_registry_reused_total", "kind" => kind).absolute(tally.total());
     }
-    let mut resp = handle.render().into_response();
+    let mut text = handle.render();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    render_requests(&mut text);
+    let mut resp = text.into_response();
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_from_every_thread_are_summed_into_counters_and_cumulative_buckets() {
+        let route = "test-route-sum";
+        record(route, 307, 0.000_3);
+        std::thread::spawn(move || {
+            record(route, 307, 0.000_3);
+            record(route, 404, 3.0);
+        })
+        .join()
+        .unwrap();
+        let mut out = String::new();
+        render_requests(&mut out);
+        let line = |prefix: &str| {
+            out.lines()
+                .find(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in:\n{out}"))
+                .rsplit(' ')
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        let h = "static_registry_request_duration_seconds";
+        let c = "static_registry_requests_total";
+        assert_eq!(
+            line(&format!("{c}{{route=\"{route}\",status=\"307\"}}")),
+            "2"
+        );
+        assert_eq!(
+            line(&format!("{c}{{route=\"{route}\",status=\"404\"}}")),
+            "1"
+        );
+        assert_eq!(
+            line(&format!("{h}_bucket{{route=\"{route}\",le=\"0.00025\"}}")),
+            "0"
+        );
+        assert_eq!(
+            line(&format!("{h}_bucket{{route=\"{route}\",le=\"0.0005\"}}")),
+            "2"
+        );
+        assert_eq!(
+            line(&format!("{h}_bucket{{route=\"{route}\",le=\"2.5\"}}")),
+            "2"
+        );
+        assert_eq!(
+            line(&format!("{h}_bucket{{route=\"{route}\",le=\"+Inf\"}}")),
+            "3"
+        );
+        assert_eq!(line(&format!("{h}_count{{route=\"{route}\"}}")), "3");
+        let sum: f64 = line(&format!("{h}_sum{{route=\"{route}\"}}"))
+            .parse()
+            .unwrap();
+        assert!((sum - 3.000_6).abs() < 1e-9, "{sum}");
+    }
 }
