@@ -220,7 +220,7 @@ async fn handle(
 }
 
 /// The current unix second: the unit signed URLs and answers are re-used in.
-pub(crate) fn unix_second() -> u64 {
+fn unix_second() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
