@@ -13,19 +13,22 @@ pub const LAYOUT_VERSION: u32 = 1;
 /// An object key relative to the store root, e.g. `blobs/sha256/<hex>`.
 pub type Key = String;
 
+// The three keys `serve` builds for every request that is not a repeat are concatenated, not
+// formatted: `format!` costs ~600 instructions each (docs/performance.md).
+
 /// Layers and configs (immutable).
 pub fn blob(digest: &Digest) -> Key {
-    format!("blobs/{}/{}", digest.algorithm().as_str(), digest.hex())
+    ["blobs/", digest.algorithm().as_str(), "/", digest.hex()].concat()
 }
 
 /// Manifests and image indexes by digest (immutable).
 pub fn manifest(digest: &Digest) -> Key {
-    format!("manifests/{}/{}", digest.algorithm().as_str(), digest.hex())
+    ["manifests/", digest.algorithm().as_str(), "/", digest.hex()].concat()
 }
 
 /// Everything one repository references: the serving index.
 pub fn repo_index(name: &RepoName) -> Key {
-    format!("repositories/{name}/_index.json")
+    ["repositories/", name.as_str(), "/_index.json"].concat()
 }
 
 /// The body of `GET /v2/<name>/tags/list`.
