@@ -2300,6 +2300,8 @@ fn serving_threads_answer_every_connection_and_drain() {
     // meanwhile the port must refuse new connections, so that a balancer retries elsewhere.
     let mut slow = TcpStream::connect(addr).unwrap();
     write!(slow, "GET /v2/ HTTP/1.1\r\nHost: {addr}\r\n").unwrap();
+    // ...but one that has sent nothing at all is closed as soon as the drain starts.
+    let mut silent = TcpStream::connect(addr).unwrap();
     std::thread::sleep(Duration::from_millis(200));
     three.terminate();
     wait_for("the drain to start", Duration::from_secs(20), || {
@@ -2313,6 +2315,15 @@ fn serving_threads_answer_every_connection_and_drain() {
         three.is_running(),
         "serve exited before the connection in flight was done:\n{}",
         three.log()
+    );
+    // Well under header_timeout (10 s), after which an idle socket is closed anyway.
+    silent
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    assert_eq!(
+        silent.read(&mut [0u8; 1]).map_err(|e| e.kind()),
+        Ok(0),
+        "a connection that sent nothing was kept open during the drain"
     );
     drop(slow);
     let status = three.wait_exit(Duration::from_secs(20));

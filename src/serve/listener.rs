@@ -247,6 +247,7 @@ async fn accept_loop(
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::from_std(socket)?;
+    let stop_for_connections = stop.clone();
     let stopping = stop.wait_for(|s| *s);
     tokio::pin!(stopping);
     loop {
@@ -285,8 +286,13 @@ async fn accept_loop(
         let shared = shared.clone();
         match shared.tls.as_ref().map(|t| t.acceptor()) {
             None => {
+                // A connection that has sent nothing yet is not hyper's: the drain closes it here.
+                let mut drain = stop_for_connections.clone();
                 tokio::spawn(async move {
-                    let sniffed = tokio::time::timeout(shared.header_timeout, sniff(&stream)).await;
+                    let sniffed = tokio::select! {
+                        s = tokio::time::timeout(shared.header_timeout, sniff(&stream)) => s,
+                        _ = drain.wait_for(|s| *s) => Ok(None),
+                    };
                     if let Ok(Some(protocol)) = sniffed {
                         serve_connection(&shared, stream, protocol, service, watcher).await;
                     }
