@@ -43,20 +43,24 @@ fn bearer(uses: usize) -> FakeAuth {
     }
 }
 
-/// Reads every blob of the fixture's tagged manifest, as a copy would.
+/// A client for `fix/single:1.0` on the fake registry at `addr`, with `creds`.
+async fn connect_single(
+    addr: std::net::SocketAddr,
+    creds: Resolved,
+) -> anyhow::Result<RegistryClient> {
+    RegistryClient::connect(&remote(addr, "fix/single:1.0"), creds, &fast()).await
+}
+
 /// An open fake registry serving `oci-single`, and an anonymous client to it.
 async fn open_single() -> (testing::Fake, RegistryClient) {
     let fake = testing::start("oci-single", "fix/single", FakeAuth::Open).await;
-    let c = RegistryClient::connect(
-        &remote(fake.addr, "fix/single:1.0"),
-        Resolved::anonymous(),
-        &fast(),
-    )
-    .await
-    .unwrap();
+    let c = connect_single(fake.addr, Resolved::anonymous())
+        .await
+        .unwrap();
     (fake, c)
 }
 
+/// Reads every blob of the fixture's tagged manifest, as a copy would.
 async fn pull_all(c: &RegistryClient, tag: &str) -> usize {
     let m = c.manifest(tag, None).await.unwrap();
     let v: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
@@ -76,13 +80,9 @@ async fn pull_all(c: &RegistryClient, tag: &str) -> usize {
 async fn bearer_tokens_are_fetched_and_refreshed_on_401() {
     // Each token is good for two requests: a four-request copy needs fresh tokens mid-way.
     let fake = testing::start("oci-single", "fix/single", bearer(2)).await;
-    let c = RegistryClient::connect(
-        &remote(fake.addr, "fix/single:1.0"),
-        creds("alice", "s3cret"),
-        &fast(),
-    )
-    .await
-    .unwrap();
+    let c = connect_single(fake.addr, creds("alice", "s3cret"))
+        .await
+        .unwrap();
     assert_eq!(pull_all(&c, "1.0").await, 3);
     let tokens = fake
         .state
@@ -118,13 +118,9 @@ async fn refused_credentials_name_the_registry_and_user_never_the_password() {
         },
     ] {
         let fake = testing::start("oci-single", "fix/single", auth.clone()).await;
-        let err = RegistryClient::connect(
-            &remote(fake.addr, "fix/single:1.0"),
-            creds("alice", "wrong-pass"),
-            &fast(),
-        )
-        .await
-        .unwrap_err();
+        let err = connect_single(fake.addr, creds("alice", "wrong-pass"))
+            .await
+            .unwrap_err();
         let msg = format!("{err:#}");
         assert!(
             msg.contains(&format!(
@@ -135,13 +131,9 @@ async fn refused_credentials_name_the_registry_and_user_never_the_password() {
         );
         assert!(!msg.contains("wrong-pass"), "{msg}");
         // Anonymous: "requires authentication", with the ways to give credentials.
-        let err = RegistryClient::connect(
-            &remote(fake.addr, "fix/single:1.0"),
-            Resolved::anonymous(),
-            &fast(),
-        )
-        .await
-        .unwrap_err();
+        let err = connect_single(fake.addr, Resolved::anonymous())
+            .await
+            .unwrap_err();
         let msg = format!("{err:#}");
         assert!(
             msg.contains("requires authentication to pull fix/single") && msg.contains("--creds"),
@@ -163,13 +155,9 @@ async fn anonymous_bearer_tokens_work() {
         },
     )
     .await;
-    let c = RegistryClient::connect(
-        &remote(fake.addr, "fix/single:1.0"),
-        Resolved::anonymous(),
-        &fast(),
-    )
-    .await
-    .unwrap();
+    let c = connect_single(fake.addr, Resolved::anonymous())
+        .await
+        .unwrap();
     assert_eq!(pull_all(&c, "1.0").await, 3);
     assert!(fake
         .state
@@ -192,13 +180,9 @@ async fn redirected_blobs_do_not_carry_authorization_to_another_host() {
     let (cdn, seen) = testing::start_cdn(fake.state.clone()).await;
     // Same IP, other port: another origin for the purposes of credentials.
     *fake.state.redirect_blobs.lock().unwrap() = Some(format!("http://{cdn}"));
-    let c = RegistryClient::connect(
-        &remote(fake.addr, "fix/single:1.0"),
-        creds("alice", "s3cret"),
-        &fast(),
-    )
-    .await
-    .unwrap();
+    let c = connect_single(fake.addr, creds("alice", "s3cret"))
+        .await
+        .unwrap();
     assert_eq!(pull_all(&c, "1.0").await, 3);
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 3, "every blob came from the CDN");
