@@ -275,31 +275,19 @@ mod tests {
         };
         let h = "static_registry_request_duration_seconds";
         let c = "static_registry_requests_total";
-        assert_eq!(
-            line(&format!("{c}{{route=\"{route}\",status=\"307\"}}")),
-            "2"
-        );
-        assert_eq!(
-            line(&format!("{c}{{route=\"{route}\",status=\"404\"}}")),
-            "1"
-        );
-        assert_eq!(
-            line(&format!("{h}_bucket{{route=\"{route}\",le=\"0.00025\"}}")),
-            "0"
-        );
-        assert_eq!(
-            line(&format!("{h}_bucket{{route=\"{route}\",le=\"0.0005\"}}")),
-            "2"
-        );
-        assert_eq!(
-            line(&format!("{h}_bucket{{route=\"{route}\",le=\"2.5\"}}")),
-            "2"
-        );
-        assert_eq!(
-            line(&format!("{h}_bucket{{route=\"{route}\",le=\"+Inf\"}}")),
-            "3"
-        );
-        assert_eq!(line(&format!("{h}_count{{route=\"{route}\"}}")), "3");
+        let r = format!("route=\"{route}\"");
+        let wanted = [
+            (format!("{c}{{{r},status=\"307\"}}"), "2"),
+            (format!("{c}{{{r},status=\"404\"}}"), "1"),
+            (format!("{h}_bucket{{{r},le=\"0.00025\"}}"), "0"),
+            (format!("{h}_bucket{{{r},le=\"0.0005\"}}"), "2"),
+            (format!("{h}_bucket{{{r},le=\"2.5\"}}"), "2"),
+            (format!("{h}_bucket{{{r},le=\"+Inf\"}}"), "3"),
+            (format!("{h}_count{{{r}}}"), "3"),
+        ];
+        for (series, value) in &wanted {
+            assert_eq!(line(series), *value, "{series}");
+        }
         let sum: f64 = line(&format!("{h}_sum{{route=\"{route}\"}}"))
             .parse()
             .unwrap();
