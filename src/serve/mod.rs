@@ -170,11 +170,11 @@ async fn handle(
         );
     }
     let region = state.federation.regions.region(&parts.headers, peer);
-    let second = unix_second();
+    let second = unix_second(std::time::SystemTime::now());
     let reuse = state
-        .federation
-        .health_mask()
-        .filter(|_| state.reuse_answers)
+        .reuse_answers
+        .then(|| state.federation.health_mask())
+        .flatten()
         .map(|health| recent_answers::AnswerFor {
             head: method == HttpMethod::HEAD,
             path,
@@ -197,16 +197,10 @@ async fn handle(
             .is_some_and(|a| a.policy.has_private() && a.policy.is_private(name)),
         _ => false,
     };
-    // Answered from the cached index, a request completes on its first poll: only one that
-    // waits (an index load) pays for a timer.
-    let mut answer = std::pin::pin!(v2_request(state, &parts, &method, route, region.as_deref()));
-    let resp = match futures::poll!(answer.as_mut()) {
-        std::task::Poll::Ready(Ok(r) | Err(r)) => r,
-        std::task::Poll::Pending => match tokio::time::timeout(state.request_timeout, answer).await
-        {
-            Ok(Ok(r) | Err(r)) => r,
-            Err(_) => OciError::unavailable("the request timed out; try again").into_response(),
-        },
+    let answer = v2_request(state, &parts, &method, route, region.as_deref());
+    let resp = match within(state.request_timeout, answer).await {
+        Some(Ok(r) | Err(r)) => r,
+        None => OciError::unavailable("the request timed out; try again").into_response(),
     };
     let resp = with_api_version(resp);
     let answered = matches!(
@@ -219,11 +213,20 @@ async fn handle(
     (label, resp)
 }
 
-/// The current unix second: the unit signed URLs and answers are re-used in.
-fn unix_second() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+/// The unix second of `t`: the unit signed URLs and answers are re-used in.
+fn unix_second(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// `answer`'s output, or `None` past `limit`. Answered from the cached index, a request completes
+/// on its first poll: only one that waits (an index load) pays for a timer.
+async fn within<T>(limit: Duration, answer: impl std::future::Future<Output = T>) -> Option<T> {
+    let mut answer = std::pin::pin!(answer);
+    match futures::poll!(answer.as_mut()) {
+        std::task::Poll::Ready(out) => Some(out),
+        std::task::Poll::Pending => tokio::time::timeout(limit, answer).await.ok(),
+    }
 }
 
 fn with_api_version(mut resp: Response) -> Response {

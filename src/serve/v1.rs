@@ -186,12 +186,10 @@ pub async fn handle(state: &AppState, req: &Parts, peer: Option<SocketAddr>) -> 
             Ok(None) => V1Error::not_found("no such endpoint").into_response(),
             Err(e) => e.into_response(),
             Ok(Some(route)) => {
-                match tokio::time::timeout(state.request_timeout, answer(state, req, peer, route))
-                    .await
-                {
-                    Ok(Ok(r)) => r,
-                    Ok(Err(e)) => e.into_response(),
-                    Err(_) => V1Error::new(
+                match super::within(state.request_timeout, answer(state, req, peer, route)).await {
+                    Some(Ok(r)) => r,
+                    Some(Err(e)) => e.into_response(),
+                    None => V1Error::new(
                         StatusCode::SERVICE_UNAVAILABLE,
                         "the request timed out; try again",
                     )

@@ -84,9 +84,7 @@ pub(super) fn signed_redirect(
     ttl: Duration,
 ) -> Response {
     let now = SystemTime::now();
-    let second = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
+    let second = super::unix_second(now);
     let wanted = UrlFor {
         origin: origin as *const Origin as usize,
         method,
