@@ -150,6 +150,9 @@ pub async fn write_derived(
     touched: &[Tag],
 ) -> anyhow::Result<()> {
     let key = layout::repo_index(name);
+    // Copies written from an index that then moved: rewritten on the next attempt even when
+    // their size looks right (two images' manifests can be the same size).
+    let mut written: Vec<Tag> = Vec::new();
     for attempt in 0..MAX_ATTEMPTS {
         let Some(obj) = store.get(&key).await? else {
             bail!("{key}: disappeared while writing its derived files");
@@ -165,12 +168,16 @@ pub async fn write_derived(
             .into_iter()
             .map(|m| (m.key[prefix.len()..].to_owned(), m.size))
             .collect();
-        let stale = idx
-            .tags
+        let stale = idx.tags.iter().filter(|(t, d)| {
+            !touched.contains(t) && !written.contains(t) && copies.get(t.as_str()) != Some(&d.size)
+        });
+        let todo: Vec<Tag> = touched
             .iter()
-            .filter(|(t, d)| !touched.contains(t) && copies.get(t.as_str()) != Some(&d.size));
-        let todo: Vec<&Tag> = touched.iter().chain(stale.map(|(t, _)| t)).collect();
-        for tag in todo {
+            .chain(written.iter().filter(|t| !touched.contains(t)))
+            .chain(stale.map(|(t, _)| t))
+            .cloned()
+            .collect();
+        for tag in &todo {
             let Some(desc) = idx.tags.get(tag) else {
                 // Untagged concurrently: the copy is stale, not dangerous; `serve` uses the index.
                 continue;
@@ -189,6 +196,9 @@ pub async fn write_derived(
                 .put(&tkey, manifest.bytes, &opts)
                 .await
                 .with_context(|| format!("cannot write {tkey}"))?;
+            if !written.contains(tag) {
+                written.push(tag.clone());
+            }
         }
         let tkey = layout::tags_list(name);
         let body = serde_json::to_vec_pretty(&idx.tags_list()).expect("tags list serialises");
