@@ -2110,11 +2110,11 @@ fn the_example_replica_and_balancer_configs_run() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Listener limits: the connection limit, the header timeout, h2c
+// Listener limits: the connection limit, the header timeout, half-closed clients, h2c
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn connection_limit_header_timeout_and_h2c() {
+fn connection_limit_header_timeout_half_close_and_h2c() {
     let store = new_store();
     publish(
         store.path(),
@@ -2195,6 +2195,26 @@ fn connection_limit_header_timeout_and_h2c() {
         None => {}
         Some(line) if line.starts_with("HTTP/1.1 408") => {}
         Some(line) => panic!("an unfinished request head got {line}"),
+    }
+
+    // A client that sends its request and then shuts its sending side (`nc -N`, HTTP/1.0
+    // style) still gets the whole answer: an uncached index load and a repeat.
+    for _ in 0..2 {
+        let mut once = TcpStream::connect(addr).unwrap();
+        once.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        write!(
+            once,
+            "GET /v2/public/app/manifests/1.0 HTTP/1.1\r\nHost: {addr}\r\n\r\n"
+        )
+        .unwrap();
+        once.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        let read = once.read_to_string(&mut answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 307") && answer.contains("\r\nlocation: "),
+            "a half-closed request got {read:?}: {answer:?}"
+        );
     }
 
     // HTTP/2 without TLS, with prior knowledge (h2c), on the same port.

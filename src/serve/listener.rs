@@ -168,7 +168,12 @@ pub async fn serve(
     http1
         .timer(TokioTimer::new())
         .header_read_timeout(cfg.header_timeout)
-        .keep_alive(true);
+        .keep_alive(true)
+        // Otherwise hyper tries a read while each request is in flight, to notice a client
+        // gone mid-request; the request still holds the read buffer then, so every request
+        // cost a fresh 8 KiB buffer (docs/performance.md). Requests here finish within
+        // `request_timeout` anyway, and a client that half-closes still gets its answer.
+        .half_close(true);
     let mut http2 = http2::Builder::new(TokioExecutor::new());
     http2.timer(TokioTimer::new()).max_concurrent_streams(256);
     let shared = Arc::new(Shared {
@@ -272,15 +277,12 @@ async fn accept_loop(
         let state = shared.state.clone();
         let service =
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                // Boxed: inline, the request's future would sit in every connection's task,
-                // idle ones included (+5.6 KiB each, docs/performance.md). The peer is passed
-                // along, not put in the request's extensions: that map costs two allocations.
-                let answer = Box::pin(super::dispatch(
-                    state.clone(),
-                    req.map(axum::body::Body::new),
-                    Some(peer),
-                ));
-                async move { Ok::<_, std::convert::Infallible>(answer.await) }
+                use futures::FutureExt;
+                // No route reads a body (writes are refused), and an empty one costs no
+                // allocation. The peer is passed along, not put in the request's extensions:
+                // that map costs two allocations.
+                let req = req.map(|_| axum::body::Body::empty());
+                super::dispatch(&state, req, Some(peer)).map(Ok::<_, std::convert::Infallible>)
             });
         let watcher = graceful.watcher();
         let shared = shared.clone();

@@ -61,7 +61,7 @@ pub struct AppState {
 }
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The whole HTTP surface as an axum `Router`, for in-process callers (benches, embedding); the
 /// listener calls [`dispatch`] itself.
@@ -70,12 +70,26 @@ pub fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Process-unique request ids: a random prefix per process plus a counter (cheap, and unique
-/// across replicas for log correlation).
+/// across replicas for log correlation). Each serving thread takes the counter in blocks, so
+/// threads do not pull one cache line back and forth on every request.
 fn next_request_id() -> HeaderValue {
+    const BLOCK: u64 = 1024;
     static PREFIX: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static NEXT_BLOCK: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        /// This thread's next id and the end of its block.
+        static NEXT: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+    }
     let p = *PREFIX.get_or_init(rand::random);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let n = NEXT.with(|next| {
+        let (mut n, mut end) = next.get();
+        if n == end {
+            n = NEXT_BLOCK.fetch_add(BLOCK, Ordering::Relaxed);
+            end = n + BLOCK;
+        }
+        next.set((n + 1, end));
+        n
+    });
     request_id(p, n)
 }
 
@@ -99,25 +113,50 @@ async fn dispatch_route(State(state): State<Arc<AppState>>, req: Request) -> Res
         .extensions()
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    dispatch(state, req, peer).await
+    dispatch(&state, req, peer).await
 }
+
+/// An answer: made at once (a repeat, [`recent_answers`]), or still to be worked out.
+pub(crate) type Answer = futures::future::Either<
+    std::future::Ready<Response>,
+    std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>,
+>;
 
 /// Answers one request: the listener calls this directly (no router in between).
 /// `peer` is the client's address (the balancer's, behind one), for region lookup.
-async fn dispatch(state: Arc<AppState>, req: Request, peer: Option<SocketAddr>) -> Response {
+///
+/// A repeat is answered before any future exists: the boxed future of a whole request is
+/// several KiB to allocate and move, more than the repeat costs (docs/performance.md).
+pub(crate) fn dispatch(state: &Arc<AppState>, req: Request, peer: Option<SocketAddr>) -> Answer {
     let started = Instant::now();
-    let id = next_request_id();
-    let log = state.access_log || tracing::enabled!(tracing::Level::DEBUG);
-    let (method, path) = if log {
-        (req.method().clone(), req.uri().path().to_owned())
-    } else {
-        (HttpMethod::GET, String::new())
-    };
-    let (route, mut resp) = handle(&state, req, peer).await;
+    let logged = (state.access_log || tracing::enabled!(tracing::Level::DEBUG))
+        .then(|| (req.method().clone(), req.uri().path().to_owned()));
+    let read = V2Read::of(state, &req, peer);
+    let reused = read.as_ref().and_then(|r| r.reused(req.uri().path()));
+    if let Some(answer) = reused {
+        return futures::future::Either::Left(std::future::ready(finish(
+            state, started, logged, answer,
+        )));
+    }
+    let state = state.clone();
+    futures::future::Either::Right(Box::pin(async move {
+        let answer = handle(&state, req, peer, read).await;
+        finish(&state, started, logged, answer)
+    }))
+}
+
+/// Metrics, the access log line and the request id, for every answer.
+fn finish(
+    state: &AppState,
+    started: Instant,
+    logged: Option<(HttpMethod, String)>,
+    (route, mut resp): (&'static str, Response),
+) -> Response {
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
     metrics::record(route, status, elapsed.as_secs_f64());
-    if log {
+    let id = next_request_id();
+    if let Some((method, path)) = logged {
         let ms = elapsed.as_secs_f64() * 1000.0;
         let rid = id.to_str().unwrap_or("");
         if state.access_log {
@@ -130,11 +169,61 @@ async fn dispatch(state: Arc<AppState>, req: Request, peer: Option<SocketAddr>) 
     resp
 }
 
+/// A `/v2/` read (GET or HEAD), with what its answer depends on besides the path: worked out
+/// before routing, because a repeat is answered from it alone.
+struct V2Read {
+    head: bool,
+    region: Option<String>,
+    /// The unix second the request arrived in.
+    second: u64,
+    /// Which origins are healthy; `None` when answers are not re-used.
+    health: Option<u64>,
+}
+
+impl V2Read {
+    fn of(state: &AppState, req: &Request, peer: Option<SocketAddr>) -> Option<V2Read> {
+        let path = req.uri().path();
+        let head = match *req.method() {
+            HttpMethod::GET => false,
+            HttpMethod::HEAD => true,
+            _ => return None,
+        };
+        if path != "/v2" && !path.starts_with("/v2/") {
+            return None;
+        }
+        Some(V2Read {
+            head,
+            region: state.federation.regions.region(req.headers(), peer),
+            second: unix_second(std::time::SystemTime::now()),
+            health: state
+                .reuse_answers
+                .then(|| state.federation.health_mask())
+                .flatten(),
+        })
+    }
+
+    /// The key its answer is kept under, when answers are re-used.
+    fn answer_for<'a>(&'a self, path: &'a str) -> Option<recent_answers::AnswerFor<'a>> {
+        Some(recent_answers::AnswerFor {
+            head: self.head,
+            path,
+            region: self.region.as_deref(),
+            health: self.health?,
+        })
+    }
+
+    fn reused(&self, path: &str) -> Option<(&'static str, Response)> {
+        recent_answers::get(&self.answer_for(path)?, self.second)
+    }
+}
+
 /// Routes a request; returns a low-cardinality route label for metrics with the response.
+/// `read` is the request's [`V2Read`], when it is one.
 async fn handle(
     state: &AppState,
     req: Request,
     peer: Option<SocketAddr>,
+    read: Option<V2Read>,
 ) -> (&'static str, Response) {
     let path = req.uri().path();
     if path.starts_with(ORIGIN_PREFIX) {
@@ -160,30 +249,15 @@ async fn handle(
     if path.starts_with("/v1/") {
         return ("v1", v1::handle(state, &parts, peer).await);
     }
-    let method = parts.method.clone();
-    let is_v2 = path == "/v2" || path.starts_with("/v2/");
-    if is_v2 && method != HttpMethod::GET && method != HttpMethod::HEAD {
-        // Every write (pushes, upload sessions, deletes) gets the same answer, whatever the path.
-        return (
-            "write",
-            with_api_version(OciError::unsupported(method.as_str()).into_response()),
-        );
-    }
-    let region = state.federation.regions.region(&parts.headers, peer);
-    let second = unix_second(std::time::SystemTime::now());
-    let reuse = state
-        .reuse_answers
-        .then(|| state.federation.health_mask())
-        .flatten()
-        .map(|health| recent_answers::AnswerFor {
-            head: method == HttpMethod::HEAD,
-            path,
-            region: region.as_deref(),
-            health,
-        });
-    if let Some(hit) = reuse.as_ref().and_then(|a| recent_answers::get(a, second)) {
-        return hit;
-    }
+    let Some(read) = read else {
+        if path == "/v2" || path.starts_with("/v2/") {
+            // Every write (pushes, upload sessions, deletes) gets the same answer, whatever
+            // the path.
+            let refused = OciError::unsupported(parts.method.as_str()).into_response();
+            return ("write", with_api_version(refused));
+        }
+        return ("other", OciError::not_found().into_response());
+    };
     let route = match V2Route::parse(path) {
         Ok(Some(route)) => route,
         Ok(None) => return ("other", OciError::not_found().into_response()),
@@ -197,7 +271,7 @@ async fn handle(
             .is_some_and(|a| a.policy.has_private() && a.policy.is_private(name)),
         _ => false,
     };
-    let answer = v2_request(state, &parts, &method, route, region.as_deref());
+    let answer = v2_request(state, &parts, &parts.method, route, read.region.as_deref());
     let resp = match within(state.request_timeout, answer).await {
         Some(Ok(r) | Err(r)) => r,
         None => OciError::unavailable("the request timed out; try again").into_response(),
@@ -207,8 +281,8 @@ async fn handle(
         resp.status(),
         StatusCode::TEMPORARY_REDIRECT | StatusCode::OK
     );
-    if let Some(a) = reuse.as_ref().filter(|_| keepable && answered) {
-        recent_answers::keep(a, second, label, &resp);
+    if let Some(a) = read.answer_for(path).filter(|_| keepable && answered) {
+        recent_answers::keep(&a, read.second, label, &resp);
     }
     (label, resp)
 }
@@ -462,5 +536,26 @@ mod tests {
                 format!("{p:08x}-{n:x}")
             );
         }
+    }
+
+    #[test]
+    fn request_ids_are_unique_across_threads_and_blocks() {
+        let ids: Vec<String> = std::thread::scope(|s| {
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        (0..3000)
+                            .map(|_| super::next_request_id().to_str().unwrap().to_owned())
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            threads
+                .into_iter()
+                .flat_map(|t| t.join().unwrap())
+                .collect()
+        });
+        let unique: std::collections::HashSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "a request id repeats");
     }
 }

@@ -12,7 +12,7 @@
 use std::cell::RefCell;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 
 use super::per_second::{PerSecond, Tally};
@@ -78,7 +78,7 @@ pub fn keep(a: &AnswerFor<'_>, second: u64, label: &'static str, resp: &Response
         health: a.health,
         label,
         status: resp.status(),
-        headers: resp.headers().clone(),
+        headers: with_request_id_slot(resp.headers()),
     };
     RECENT.with_borrow_mut(|r| {
         let hash = r.hash(a);
@@ -86,10 +86,18 @@ pub fn keep(a: &AnswerFor<'_>, second: u64, label: &'static str, resp: &Response
     });
 }
 
+/// `headers` with an entry for the request id every answer gets: a clone of a map has no spare
+/// room, so adding that header to each re-used answer would grow (re-allocate) its map.
+fn with_request_id_slot(headers: &HeaderMap) -> HeaderMap {
+    let mut headers = headers.clone();
+    headers.insert(super::X_REQUEST_ID, HeaderValue::from_static(""));
+    headers
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::{header, HeaderValue};
+    use axum::http::header;
 
     fn answer(location: &str) -> Response {
         let mut resp = Response::new(Body::empty());
