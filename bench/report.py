@@ -105,6 +105,14 @@ def main():
             p99 = med(other, "p99") and f"{med(serve, 'p99') / med(other, 'p99'):.2f}x"
             parts.append(f"serve/{target} req/s {ratio:.2f}x, p99 {p99 or 'n/a (timeouts)'}")
         print(f"{scenario}: " + "; ".join(parts))
+        # Rounds alternate the targets, so a round's ratio compares runs seconds apart: on
+        # shared cores the spread of these says more than the ratio of medians alone.
+        for target in [k[1] for k in order if k[0] == scenario and k[1] in ("nginx", "serve-base")]:
+            pairs = list(zip(runs[serve], runs[(scenario, target)]))
+            if len(pairs) > 1 and all(o["rps"] > 0 for _, o in pairs):
+                ratios = [s["rps"] / o["rps"] for s, o in pairs]
+                listed = " ".join(f"{r:.2f}x" for r in ratios)
+                print(f"  serve/{target} req/s per round: {listed} (median {statistics.median(ratios):.2f}x)")
 
 
 if __name__ == "__main__":
