@@ -116,7 +116,8 @@ async fn dispatch_route(State(state): State<Arc<AppState>>, req: Request) -> Res
     dispatch(&state, req, peer).await
 }
 
-/// An answer: made at once (a repeat, [`recent_answers`]), or still to be worked out.
+/// An answer: made at once (a repeat, [`recent_answers`]), or still to be worked out. Small
+/// either way: hyper keeps one in every connection's state, idle ones included.
 pub(crate) type Answer = futures::future::Either<
     std::future::Ready<Response>,
     std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>>,
@@ -188,7 +189,7 @@ impl V2Read {
             HttpMethod::HEAD => true,
             _ => return None,
         };
-        if path != "/v2" && !path.starts_with("/v2/") {
+        if !is_v2(path) {
             return None;
         }
         Some(V2Read {
@@ -215,6 +216,10 @@ impl V2Read {
     fn reused(&self, path: &str) -> Option<(&'static str, Response)> {
         recent_answers::get(&self.answer_for(path)?, self.second)
     }
+}
+
+fn is_v2(path: &str) -> bool {
+    path == "/v2" || path.starts_with("/v2/")
 }
 
 /// Routes a request; returns a low-cardinality route label for metrics with the response.
@@ -250,7 +255,7 @@ async fn handle(
         return ("v1", v1::handle(state, &parts, peer).await);
     }
     let Some(read) = read else {
-        if path == "/v2" || path.starts_with("/v2/") {
+        if is_v2(path) {
             // Every write (pushes, upload sessions, deletes) gets the same answer, whatever
             // the path.
             let refused = OciError::unsupported(parts.method.as_str()).into_response();
