@@ -589,7 +589,12 @@ fn clean_staging(
     };
     for e in entries {
         let e = e?;
-        let md = e.metadata()?;
+        // Renamed into place by a running publish since the listing.
+        let md = match e.metadata() {
+            Ok(md) => md,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err.into()),
+        };
         let Ok(modified) = md.modified() else {
             continue;
         };

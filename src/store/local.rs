@@ -202,7 +202,13 @@ impl Store for LocalStore {
                     if rel.starts_with('.') {
                         continue;
                     }
-                    let md = entry.metadata()?;
+                    // A publish may rename or a prune delete the entry between the listing and
+                    // this stat: it is simply not there any more.
+                    let md = match entry.metadata() {
+                        Ok(md) => md,
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e.into()),
+                    };
                     if md.is_dir() {
                         stack.push(path);
                     } else if rel.starts_with(&prefix) {
