@@ -391,11 +391,11 @@ pub fn check_shared_urls(
     }
     anyhow::ensure!(
         refused.is_empty(),
-        "[auth] rules make repositories private, but {} can serve them and a URL it hands out \
-         opens more than the one object it was issued for; route private prefixes to an origin \
-         with per-object URLs (embedded, s3, secure-link, cloudfront policy = \"canned\", \
-         hmac-token scope = \"acl\" or \"url\"), or set accept_shared_urls = true on that \
-         [[origins]] entry to accept it",
+        "[auth] rules make repositories private, but these origins can serve them with URLs \
+         that open more than the one object they were issued for: {}; route private prefixes to \
+         origins with per-object URLs (embedded, s3, secure-link, cloudfront policy = \"canned\", \
+         hmac-token scope = \"acl\" or \"url\") over a store of their own, or set \
+         accept_shared_urls = true on such an [[origins]] entry to accept it",
         refused.join(", ")
     );
     Ok(())
