@@ -30,6 +30,8 @@ struct World {
     dir: tempfile::TempDir,
     store: tempfile::TempDir,
     token_key: String,
+    /// alice's bcrypt hash.
+    hash: String,
 }
 
 impl World {
@@ -46,12 +48,13 @@ impl World {
             .expect("temp dir");
         let token_key = hex::encode(rand::random::<[u8; 32]>());
         std::fs::write(dir.path().join("token.key"), format!("{token_key}\n")).unwrap();
-        let htpasswd = format!("alice:{}\n", bcrypt::hash(ALICE_PW, 5).unwrap());
-        std::fs::write(dir.path().join("htpasswd"), htpasswd).unwrap();
+        let hash = bcrypt::hash(ALICE_PW, 5).unwrap();
+        std::fs::write(dir.path().join("htpasswd"), format!("alice:{hash}\n")).unwrap();
         World {
             dir,
             store,
             token_key,
+            hash,
         }
     }
 
@@ -115,6 +118,10 @@ fn cheap_hashes_are_reported_and_future_tokens_refused() {
     assert!(log.contains("WARN"), "{log}");
     assert!(log.contains("alice") && log.contains("cost=5"), "{log}");
     assert!(log.contains("htpasswd -B -C 10"), "{log}");
+    assert!(
+        !r.log().contains(&w.hash[7..]),
+        "the log holds alice's hash"
+    );
 
     let basic = |up: &str| {
         format!(
