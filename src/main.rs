@@ -294,6 +294,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if regions.trusted_proxy_hops == 0 {
                 regions.trusted_proxy_hops = cfg.serve.trusted_proxy_hops;
             }
+            let private_prefixes: Vec<&str> = cfg
+                .auth
+                .iter()
+                .flat_map(|a| a.rules.iter().map(|r| r.prefix.as_str()))
+                .collect();
             let built = federation::config::build(federation::config::FederationInput {
                 default_store: store.as_deref(),
                 s3: &cfg.s3,
@@ -302,6 +307,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 regions: &regions,
                 embedded: &embedded,
                 cache,
+                private_prefixes: &private_prefixes,
             })
             .await?;
             let interval = cfg.serve.health_interval.unwrap_or(DEFAULT_HEALTH_INTERVAL);

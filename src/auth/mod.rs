@@ -20,7 +20,7 @@ pub use token::TokenIssuer;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
-    /// An htpasswd file with bcrypt hashes (`htpasswd -B`).
+    /// An htpasswd file with bcrypt hashes (`htpasswd -B -C 10`).
     pub htpasswd: PathBuf,
     /// A file holding the token-signing secret (≥ 32 bytes), shared by all replicas.
     pub token_key_file: PathBuf,

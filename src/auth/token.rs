@@ -89,7 +89,10 @@ impl TokenIssuer {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_audience(&[&cfg.service]);
         validation.set_issuer(&[ISSUER]);
+        // Seconds of clock skew between replicas, for `exp` and `nbf` alike.
         validation.leeway = 5;
+        // Off by default in jsonwebtoken: a token not yet valid must be refused too.
+        validation.validate_nbf = true;
         TokenIssuer {
             enc: EncodingKey::from_secret(key),
             dec: DecodingKey::from_secret(key),
@@ -300,6 +303,35 @@ mod tests {
             },
         );
         assert!(!other.allows(Some(&format!("Bearer {tok}")), "private/app"));
+    }
+
+    #[test]
+    fn token_not_yet_valid_is_refused() {
+        let t = issuer();
+        let sign = |nbf: u64| {
+            let iat = now();
+            let claims = Claims {
+                iss: ISSUER.into(),
+                sub: "alice".into(),
+                aud: "svc".into(),
+                exp: iat + 7200,
+                nbf,
+                iat,
+                access: vec![Access {
+                    kind: "repository".into(),
+                    name: "private/app".into(),
+                    actions: vec!["pull".into()],
+                }],
+            };
+            let tok =
+                jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &t.enc).unwrap();
+            format!("Bearer {tok}")
+        };
+        assert!(t.allows(Some(&sign(now() - 1)), "private/app"));
+        // Within the clock-skew leeway: accepted.
+        assert!(t.allows(Some(&sign(now() + 2)), "private/app"));
+        assert!(!t.allows(Some(&sign(now() + 3600)), "private/app"));
+        assert!(!t.authenticated(Some(&sign(now() + 60))));
     }
 
     #[test]

@@ -13,8 +13,8 @@ use serde::Deserialize;
 
 use crate::serve::cache::CacheConfig;
 use crate::serve::origin::EmbeddedOrigin;
-use crate::sign::cloudfront::{CloudFrontConfig, CloudFrontSigner};
-use crate::sign::hmac_token::{HmacTokenConfig, HmacTokenSigner};
+use crate::sign::cloudfront::{CloudFrontConfig, CloudFrontSigner, PolicyMode};
+use crate::sign::hmac_token::{HmacTokenConfig, HmacTokenSigner, TokenScope};
 use crate::sign::public::{PublicConfig, PublicSigner};
 use crate::sign::secure_link::{SecureLinkConfig, SecureLinkSigner};
 use crate::sign::sigv4::{SigV4Config, SigV4Signer};
@@ -54,6 +54,26 @@ pub enum SignerConfig {
     Public(PublicConfig),
 }
 
+impl SignerConfig {
+    /// Why one URL of this signer opens more than the object it was made for (None: it opens
+    /// exactly one). Such URLs must not carry private repositories' content.
+    pub fn shared_urls(&self) -> Option<&'static str> {
+        match self {
+            SignerConfig::Public(_) => {
+                Some("kind = \"public\": URLs are unsigned, anyone can fetch every object")
+            }
+            SignerConfig::Cloudfront(c) if c.policy == PolicyMode::Wildcard => Some(
+                "policy = \"wildcard\": one URL opens every object under the distribution's prefix",
+            ),
+            SignerConfig::HmacToken(c) if c.scope == TokenScope::AclPrefix => {
+                Some("scope = \"acl-prefix\": one URL's token opens every object under the prefix")
+            }
+            // embedded, s3, secure-link (its template must hash $uri), canned, acl, url.
+            _ => None,
+        }
+    }
+}
+
 /// One `[[origins]]` entry.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +85,11 @@ pub struct OriginConfig {
     #[serde(default)]
     pub regions: Vec<String>,
     pub signer: SignerConfig,
+    /// The operator accepts that this origin's URLs open more than one object although it can
+    /// serve private repositories (see [`SignerConfig::shared_urls`]). Default: false, and such
+    /// a configuration is refused at startup.
+    #[serde(default)]
+    pub accept_shared_urls: bool,
 }
 
 /// One `[[routes]]` entry: repositories whose name starts with `prefix` go to `origins`, in order.
@@ -90,6 +115,8 @@ pub struct FederationInput<'a> {
     pub regions: &'a RegionSettings,
     pub embedded: &'a EmbeddedConfig,
     pub cache: CacheConfig,
+    /// The `[auth]` rules' prefixes: repositories under them are private.
+    pub private_prefixes: &'a [&'a str],
 }
 
 /// Stores opened once per location, shared by origins that name the same one.
@@ -197,11 +224,18 @@ pub async fn build(input: FederationInput<'_>) -> anyhow::Result<Built> {
             store: Some(location.to_owned()),
             regions: vec![],
             signer,
+            accept_shared_urls: false,
         }];
         &default_origin
     } else {
         input.origins
     };
+    check_shared_urls(
+        origin_cfgs,
+        input.routes,
+        input.default_store,
+        input.private_prefixes,
+    )?;
 
     let mut origins = Vec::new();
     let mut by_name = HashMap::new();
@@ -277,4 +311,198 @@ pub async fn build(input: FederationInput<'_>) -> anyhow::Result<Built> {
         federation: Arc::new(Federation::new(origins, routes, regions)?),
         embedded,
     })
+}
+
+/// Names of the origins that can serve a repository under one of `private` prefixes: those of
+/// the routes such a repository can take (the longest route that is a prefix of the private
+/// prefix, and every route inside it), plus every origin reading the same store as one of them
+/// (a CDN over that store most likely fronts the private objects too).
+fn origins_serving_private<'a>(
+    origins: &'a [OriginConfig],
+    routes: &[RouteConfig],
+    default_store: Option<&str>,
+    private: &[&str],
+) -> Vec<&'a str> {
+    let all: Vec<&str> = origins.iter().map(|o| o.name.as_str()).collect();
+    let mut table: Vec<(&str, Vec<&str>)> = routes
+        .iter()
+        .map(|r| {
+            let names = r.origins.iter().map(String::as_str).collect();
+            (r.prefix.as_str(), names)
+        })
+        .collect();
+    if !table.iter().any(|(p, _)| p.is_empty()) {
+        // The default route, as Federation::new adds it.
+        table.push(("", all.clone()));
+    }
+    let mut serving: Vec<&str> = Vec::new();
+    for p in private {
+        let covering = table
+            .iter()
+            .filter(|(r, _)| p.starts_with(r))
+            .max_by_key(|(r, _)| r.len());
+        let inside = table.iter().filter(|(r, _)| r.starts_with(p));
+        for (_, names) in covering.into_iter().chain(inside) {
+            serving.extend(names.iter().copied());
+        }
+    }
+    let store_of = |name: &str| {
+        origins
+            .iter()
+            .find(|o| o.name == name)
+            .and_then(|o| o.store.as_deref().or(default_store))
+    };
+    let private_stores: Vec<&str> = serving.iter().filter_map(|n| store_of(n)).collect();
+    all.into_iter()
+        .filter(|n| serving.contains(n) || store_of(n).is_some_and(|s| private_stores.contains(&s)))
+        .collect()
+}
+
+/// Refuses origins whose URLs open more than one object (see [`SignerConfig::shared_urls`]) when
+/// they can serve private repositories, unless `accept_shared_urls = true` says the operator
+/// accepts it (then a warning is logged).
+pub fn check_shared_urls(
+    origins: &[OriginConfig],
+    routes: &[RouteConfig],
+    default_store: Option<&str>,
+    private: &[&str],
+) -> anyhow::Result<()> {
+    if private.is_empty() {
+        return Ok(());
+    }
+    let serving = origins_serving_private(origins, routes, default_store, private);
+    let mut refused = Vec::new();
+    for o in origins
+        .iter()
+        .filter(|o| serving.contains(&o.name.as_str()))
+    {
+        let Some(why) = o.signer.shared_urls() else {
+            continue;
+        };
+        if o.accept_shared_urls {
+            tracing::warn!(
+                origin = %o.name,
+                reason = why,
+                "origin can serve private repositories but one of its URLs opens more than one object; accepted by accept_shared_urls = true"
+            );
+        } else {
+            refused.push(format!("origin {:?} ({why})", o.name));
+        }
+    }
+    anyhow::ensure!(
+        refused.is_empty(),
+        "[auth] rules make repositories private, but these origins can serve them with URLs \
+         that open more than the one object they were issued for: {}; route private prefixes to \
+         origins with per-object URLs (embedded, s3, secure-link, cloudfront policy = \"canned\", \
+         hmac-token scope = \"acl\" or \"url\") over a store of their own, or set \
+         accept_shared_urls = true on such an [[origins]] entry to accept it",
+        refused.join(", ")
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origins(toml_text: &str) -> (Vec<OriginConfig>, Vec<RouteConfig>) {
+        #[derive(Deserialize)]
+        struct Doc {
+            #[serde(default)]
+            origins: Vec<OriginConfig>,
+            #[serde(default)]
+            routes: Vec<RouteConfig>,
+        }
+        let d: Doc = toml::from_str(toml_text).unwrap();
+        (d.origins, d.routes)
+    }
+
+    const MIXED: &str = r#"
+        [[origins]]
+        name = "local"
+        store = "/srv/private"
+        signer = { kind = "embedded" }
+
+        [[origins]]
+        name = "cdn"
+        store = "/srv/public"
+        signer = { kind = "public", base_url = "https://cdn.example.net" }
+
+        [[routes]]
+        prefix = ""
+        origins = ["cdn"]
+
+        [[routes]]
+        prefix = "team/"
+        origins = ["local"]
+    "#;
+
+    #[test]
+    fn which_signers_share_urls() {
+        let (o, _) = origins(
+            r#"
+            [[origins]]
+            name = "a"
+            signer = { kind = "cloudfront", base_url = "https://d.cloudfront.net", key_pair_id = "K1" }
+            [[origins]]
+            name = "b"
+            signer = { kind = "cloudfront", base_url = "https://d.cloudfront.net", key_pair_id = "K1", policy = "canned" }
+            [[origins]]
+            name = "c"
+            signer = { kind = "hmac-token", base_url = "https://c.example.net", scope = "acl-prefix" }
+            [[origins]]
+            name = "d"
+            signer = { kind = "hmac-token", base_url = "https://c.example.net" }
+            [[origins]]
+            name = "e"
+            signer = { kind = "public", base_url = "https://c.example.net" }
+            [[origins]]
+            name = "f"
+            signer = { kind = "embedded" }
+            "#,
+        );
+        let shared: Vec<bool> = o.iter().map(|o| o.signer.shared_urls().is_some()).collect();
+        assert_eq!(shared, [true, false, true, false, true, false]);
+    }
+
+    #[test]
+    fn only_origins_that_can_serve_private_repositories_count() {
+        let (o, r) = origins(MIXED);
+        // team/ goes to the embedded origin only; the public CDN has its own store.
+        assert!(check_shared_urls(&o, &r, None, &["team/"]).is_ok());
+        assert_eq!(
+            origins_serving_private(&o, &r, None, &["team/a"]),
+            ["local"]
+        );
+        // A private prefix outside team/ falls to the catch-all route: the public CDN.
+        let e = check_shared_urls(&o, &r, None, &["other/"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"cdn\"") && e.contains("accept_shared_urls"),
+            "{e}"
+        );
+        // A private prefix wider than team/ reaches both.
+        assert_eq!(
+            origins_serving_private(&o, &r, None, &["te"]),
+            ["local", "cdn"]
+        );
+        // No rules: nothing is private.
+        assert!(check_shared_urls(&o, &r, None, &[]).is_ok());
+    }
+
+    #[test]
+    fn same_store_counts_and_the_setting_accepts() {
+        // Both origins read the top-level store: the CDN fronts the private objects too.
+        let text = MIXED
+            .replace("store = \"/srv/private\"\n", "")
+            .replace("store = \"/srv/public\"\n", "");
+        let (mut o, r) = origins(&text);
+        assert!(check_shared_urls(&o, &r, Some("/srv/store"), &["team/"]).is_err());
+        o[1].accept_shared_urls = true;
+        assert!(check_shared_urls(&o, &r, Some("/srv/store"), &["team/"]).is_ok());
+        // Without routes, the default route sends everything everywhere.
+        let (o, _) = origins(MIXED);
+        assert!(check_shared_urls(&o, &[], None, &["team/"]).is_err());
+    }
 }
