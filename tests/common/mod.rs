@@ -11,6 +11,7 @@
 pub mod checks;
 pub mod clients;
 pub mod fixtures;
+pub mod hostile;
 pub mod http;
 pub mod lb;
 pub mod nginx;
