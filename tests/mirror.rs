@@ -5,8 +5,11 @@
 //! `--pin` and `--output json`; re-mirroring downloads and uploads nothing), htpasswd Basic auth
 //! (every credential source; refused and missing credentials; no secret in the store or the
 //! logs), and the Bearer token flow through a token service that signs JWTs the registry trusts.
+//! `mirror/hostile.rs`: hostile peers (a storage host asking for credentials, an endless token).
 
 mod common;
+#[path = "mirror/hostile.rs"]
+mod hostile;
 
 use std::io::Write;
 use std::path::Path;

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use reqwest::header::HeaderValue;
+
 use super::credentials::{Credentials, Resolved, Secret};
+use super::transport::{host_port, read_capped, Transport};
 
 /// One parsed challenge: its scheme (lowercase) and parameters (keys lowercase).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,16 +148,96 @@ pub enum AuthError {
     },
 }
 
+/// The `Authorization: Basic …` value for a user and password, marked sensitive (never logged).
+pub fn basic_value(username: &str, password: &Secret) -> anyhow::Result<HeaderValue> {
+    use base64::Engine as _;
+    let raw = format!("{username}:{}", password.expose());
+    let value = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    );
+    sensitive_value(&value)
+}
+
+/// A header value holding a secret, marked so that it is never logged.
+pub fn sensitive_value(value: &str) -> anyhow::Result<HeaderValue> {
+    let mut v = HeaderValue::from_str(value).map_err(|_| {
+        anyhow::anyhow!("the credentials or token contain bytes that cannot go in a header")
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
+}
+
+/// Why a token response was refused. Never quotes the body: it may hold a token.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TokenResponseError {
+    #[error("it is not a token response (JSON with `token` or `access_token`)")]
+    NotATokenResponse,
+    #[error("it holds no token")]
+    NoToken,
+    #[error("its token cannot go in a header")]
+    NotAHeader,
+}
+
+/// Parses a token service's answer: `{"token": …}` or `{"access_token": …}`, with an optional
+/// `expires_in` (seconds; the spec's 60 when absent). The token must fit in a header.
+pub fn parse_token_response(body: &[u8]) -> Result<Token, TokenResponseError> {
+    let parsed: TokenResponse =
+        serde_json::from_slice(body).map_err(|_| TokenResponseError::NotATokenResponse)?;
+    let value = parsed
+        .token
+        .filter(|t| !t.is_empty())
+        .or(parsed.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or(TokenResponseError::NoToken)?;
+    if HeaderValue::from_str(&format!("Bearer {value}")).is_err() {
+        return Err(TokenResponseError::NotAHeader);
+    }
+    let lifetime = parsed.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME).max(1);
+    // Refresh a little early (a tenth of the lifetime, at most 30 s), so a request never leaves
+    // with a token that expires on the way. A lifetime past any sane value is cut to a day.
+    let lifetime = lifetime.min(86_400);
+    let margin = (lifetime / 10).min(30);
+    Ok(Token {
+        value: Secret::new(value),
+        refresh_after: Instant::now() + Duration::from_secs(lifetime - margin),
+    })
+}
+
+/// The token service answered a status other than success or a refusal.
+#[derive(Debug, thiserror::Error)]
+#[error("the token service of registry {registry} ({host}) answered {status}")]
+pub struct TokenStatus {
+    pub registry: String,
+    pub host: String,
+    pub status: u16,
+}
+
+/// What a token request needs besides the transport.
+pub struct TokenRequest<'a> {
+    /// The registry's own Bearer challenge (never one reached through a redirect).
+    pub challenge: &'a Challenge,
+    pub scope: &'a str,
+    pub creds: &'a Resolved,
+    /// The registry as the user named it, and its API URL (whose scheme the realm must match).
+    pub registry: &'a str,
+    pub registry_url: &'a url::Url,
+    pub repository: &'a str,
+    /// Total time of the token request, and the most of its body read.
+    pub timeout: Duration,
+    pub max_body: usize,
+}
+
 /// Fetches a token from the challenge's realm for `scope`.
-pub async fn fetch_token(
-    http: &reqwest::Client,
-    challenge: &Challenge,
-    scope: &str,
-    creds: &Resolved,
-    registry: &str,
-    repository: &str,
-) -> anyhow::Result<Token> {
-    let realm = challenge
+///
+/// Where credentials go (Docker's rule): the credentials given for the registry are sent to the
+/// realm its own challenge names, whatever that realm's host (Docker Hub's is auth.docker.io).
+/// The realm must be https when the registry is; the request is sent with the credentials on
+/// its first hop only (a redirect gets none, and a POST is not redirected at all).
+pub async fn fetch_token(t: &Transport, req: &TokenRequest<'_>) -> anyhow::Result<Token> {
+    let registry = req.registry;
+    let realm = req
+        .challenge
         .param("realm")
         .with_context(|| format!("registry {registry} sent a Bearer challenge without a realm"))?;
     let mut url = url::Url::parse(realm)
@@ -162,13 +245,19 @@ pub async fn fetch_token(
     if !matches!(url.scheme(), "https" | "http") {
         bail!("registry {registry} sent a token realm that is not http(s): {realm:?}");
     }
-    let service = challenge.param("service");
-    let scope = challenge
+    let host = host_port(&url);
+    if req.registry_url.scheme() == "https" && url.scheme() != "https" {
+        bail!("registry {registry} is served over https but named a plain-http token realm ({host}): refusing to send credentials there");
+    }
+    let service = req.challenge.param("service");
+    let scope = req
+        .challenge
         .param("scope")
-        .filter(|s| s.contains(repository))
-        .unwrap_or(scope)
+        .filter(|s| s.contains(req.repository))
+        .unwrap_or(req.scope)
         .to_owned();
-    let request = match &creds.credentials {
+    tracing::debug!("requesting a token from {host} for scope {scope}");
+    let sent = match &req.creds.credentials {
         Credentials::IdentityToken(refresh) => {
             // OAuth2: exchange the refresh token (what `docker login` stores for SSO accounts).
             let mut form = vec![
@@ -183,12 +272,7 @@ pub async fn fetch_token(
             let body = url::form_urlencoded::Serializer::new(String::new())
                 .extend_pairs(form.iter().map(|(k, v)| (*k, v.as_str())))
                 .finish();
-            http.post(url.clone())
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded",
-                )
-                .body(body)
+            t.post_form(&url, body, req.timeout).await
         }
         other => {
             {
@@ -198,61 +282,53 @@ pub async fn fetch_token(
                 }
                 q.append_pair("scope", &scope);
             }
-            let req = http.get(url.clone());
-            match other {
-                Credentials::Basic { username, password } => {
-                    req.basic_auth(username, Some(password.expose()))
-                }
-                _ => req,
-            }
+            let credential = match other {
+                Credentials::Basic { username, password } => Some(basic_value(username, password)?),
+                _ => None,
+            };
+            t.send(
+                &reqwest::Method::GET,
+                &url,
+                &reqwest::header::HeaderMap::new(),
+                credential.as_ref(),
+                req.timeout,
+            )
+            .await
         }
     };
-    let host = url.host_str().unwrap_or("?").to_owned();
-    tracing::debug!("requesting a token from {host} for scope {scope}");
-    let resp = request.send().await.with_context(|| {
-        format!("cannot reach the token service of registry {registry} at {host}")
+    let resp = sent.with_context(|| {
+        format!("cannot get a token from the token service of registry {registry} at {host}")
     })?;
     let status = resp.status().as_u16();
     if status == 401 || status == 403 {
-        return Err(match creds.credentials {
+        return Err(match req.creds.credentials {
             Credentials::Anonymous => AuthError::Required {
                 registry: registry.to_owned(),
-                repository: repository.to_owned(),
+                repository: req.repository.to_owned(),
                 status,
             },
             _ => AuthError::Refused {
                 registry: registry.to_owned(),
-                who: creds.who(),
+                who: req.creds.who(),
                 status,
-                hint: creds.hint(),
+                hint: req.creds.hint(),
             },
         }
         .into());
     }
     if !(200..300).contains(&status) {
-        bail!("the token service of registry {registry} ({host}) answered {status}");
+        return Err(TokenStatus {
+            registry: registry.to_owned(),
+            host,
+            status,
+        }
+        .into());
     }
-    let body = resp
-        .bytes()
+    let body = read_capped(resp, req.max_body, "the token response")
         .await
         .with_context(|| format!("reading a token from registry {registry}"))?;
-    // Parse errors are not quoted: the body holds a token.
-    let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
-        anyhow::anyhow!("the token service of registry {registry} ({host}) answered something that is not a token response")
-    })?;
-    let value = parsed
-        .token
-        .filter(|t| !t.is_empty())
-        .or(parsed.access_token)
-        .filter(|t| !t.is_empty())
-        .with_context(|| format!("the token service of registry {registry} returned no token"))?;
-    let lifetime = parsed.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME).max(1);
-    // Refresh a little early (a tenth of the lifetime, at most 30 s), so a request never leaves
-    // with a token that expires on the way.
-    let margin = (lifetime / 10).min(30);
-    Ok(Token {
-        value: Secret::new(value),
-        refresh_after: Instant::now() + Duration::from_secs(lifetime - margin),
+    parse_token_response(&body).map_err(|e| {
+        anyhow::anyhow!("the token service of registry {registry} ({host}) answered badly: {e}")
     })
 }
 
@@ -285,6 +361,68 @@ mod tests {
         assert_eq!(esc[0].param("scope"), Some("x"));
         assert!(parse_challenges("").is_empty());
         assert_eq!(parse_challenges("Basic")[0].scheme, "basic");
+    }
+
+    #[test]
+    fn token_responses_parse_or_fail_without_quoting_the_body() {
+        let t = parse_token_response(br#"{"token":"abc","expires_in":300}"#).unwrap();
+        assert_eq!(t.value.expose(), "abc");
+        let t = parse_token_response(br#"{"access_token":"xyz"}"#).unwrap();
+        assert_eq!(t.value.expose(), "xyz");
+        // A lifetime too big for the clock is cut, not a panic.
+        assert!(
+            parse_token_response(br#"{"token":"a","expires_in":18446744073709551615}"#).is_ok()
+        );
+        assert_eq!(
+            parse_token_response(br#"{"token":""}"#).unwrap_err(),
+            TokenResponseError::NoToken
+        );
+        assert_eq!(
+            parse_token_response(b"secret-ish garbage").unwrap_err(),
+            TokenResponseError::NotATokenResponse
+        );
+        assert_eq!(
+            parse_token_response(br#"{"token":"a\nb"}"#).unwrap_err(),
+            TokenResponseError::NotAHeader
+        );
+        assert!(!parse_token_response(b"secret-ish garbage")
+            .unwrap_err()
+            .to_string()
+            .contains("secret"));
+    }
+
+    /// Cheap stand-in for the fuzzer: random and mutated inputs never panic either parser.
+    #[test]
+    fn parsers_survive_arbitrary_input() {
+        let seeds: [&[u8]; 4] = [
+            br#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/alpine:pull""#,
+            br#"Basic realm="a, b", Bearer realm="https://x/t", service=x,error="invalid_token""#,
+            br#"{"token":"abc","access_token":"d","expires_in":300}"#,
+            "Bearer realm=\"\u{e9}\u{1f600}\\\"".as_bytes(),
+        ];
+        let alphabet = b" \t,=\"\\abcBearer{}:0123456789";
+        let mut rng: u64 = 0x5eed;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for round in 0..20_000 {
+            let mut input = seeds[round % seeds.len()].to_vec();
+            for _ in 0..(next() % 8) {
+                let at = (next() as usize) % (input.len() + 1);
+                match next() % 3 {
+                    0 if at < input.len() => {
+                        input.remove(at);
+                    }
+                    1 => input.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                    _ => input.insert(at, next() as u8),
+                }
+            }
+            let _ = parse_challenges(&String::from_utf8_lossy(&input));
+            let _ = parse_token_response(&input);
+        }
     }
 
     #[test]

@@ -6,21 +6,26 @@
 //! (Basic, or a Bearer token fetched and refreshed as needed), re-authenticates once on a 401
 //! (tokens expire during long copies), and retries connection errors, 5xx and 429 with
 //! exponential backoff and jitter, honouring `Retry-After`. Redirects (blobs usually live on a
-//! CDN or S3) are followed by reqwest, which drops `Authorization` whenever the scheme, host or
-//! port changes, so a registry token never reaches the storage host.
+//! CDN or S3) are followed by [`Transport`], which sends credentials on the first hop only and
+//! refuses a storage host's challenge: only the registry's own 401 is ever answered. Every
+//! request has a total-time limit and every body read whole has a cap ([`ClientOptions`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, RANGE};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, RANGE};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
 
-use super::auth::{fetch_token, parse_challenges, AuthError, Challenge, Token};
+use super::auth::{
+    basic_value, fetch_token, parse_challenges, sensitive_value, AuthError, Challenge, Token,
+    TokenRequest, TokenStatus,
+};
 use super::credentials::{Credentials, Resolved};
 use super::reference::RemoteRef;
+use super::transport::{read_capped, HopError, Transport};
 use crate::publish::hashing::Hasher;
 use crate::reference::{Digest, RepoName};
 
@@ -30,6 +35,9 @@ const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
 /// Manifests are small (registries cap them at 4 MiB); anything bigger is refused unread.
 pub const MAX_MANIFEST_SIZE: usize = 16 << 20;
+
+/// Token responses are a few kilobytes (a JWT); a megabyte is plenty.
+pub const MAX_TOKEN_RESPONSE: usize = 1 << 20;
 
 /// How hard to try before giving up on a request.
 #[derive(Debug, Clone)]
@@ -73,6 +81,18 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Longest silence while reading a response before the connection counts as dropped.
     pub read_timeout: Duration,
+    /// Total time of any request but a blob download (ping, token, manifest, referrers page,
+    /// config blob), redirects and the reading of the body included.
+    pub request_timeout: Duration,
+    /// Total time of one blob request. A download cut by it resumes with `Range` from where it
+    /// got to, like a dropped connection, so a slow link still finishes a big layer.
+    pub blob_timeout: Duration,
+    /// Redirect hops followed per request.
+    pub max_redirects: u32,
+    /// Largest token response read.
+    pub max_token_response: usize,
+    /// Largest manifest, referrers page or config blob read.
+    pub max_manifest_size: usize,
 }
 
 impl Default for ClientOptions {
@@ -82,6 +102,11 @@ impl Default for ClientOptions {
             retry: RetryPolicy::default(),
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(300),
+            blob_timeout: Duration::from_secs(3600),
+            max_redirects: 10,
+            max_token_response: MAX_TOKEN_RESPONSE,
+            max_manifest_size: MAX_MANIFEST_SIZE,
         }
     }
 }
@@ -128,7 +153,7 @@ pub struct FetchedManifest {
 /// A pull client for one repository of one registry.
 #[derive(Debug)]
 pub struct RegistryClient {
-    http: reqwest::Client,
+    transport: Transport,
     /// `https://host[:port]/` (or `http://` for an insecure or loopback registry).
     base: Url,
     /// The registry as the user named it, for messages.
@@ -136,7 +161,7 @@ pub struct RegistryClient {
     repository: RepoName,
     creds: Resolved,
     auth: tokio::sync::Mutex<Auth>,
-    retry: RetryPolicy,
+    opts: ClientOptions,
     pub counters: Counters,
 }
 
@@ -198,11 +223,6 @@ pub fn days_from_civil(y: i64, m: u64, d: u64) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
-/// Whether a reqwest error is worth retrying (the connection, not the request, failed).
-fn is_transient_error(e: &reqwest::Error) -> bool {
-    e.is_connect() || e.is_timeout() || e.is_request() || e.is_body()
-}
-
 /// The challenges in every `WWW-Authenticate` header of `resp`.
 fn challenges_of(resp: &Response) -> Vec<Challenge> {
     resp.headers()
@@ -221,14 +241,12 @@ impl RegistryClient {
         creds: Resolved,
         opts: &ClientOptions,
     ) -> anyhow::Result<RegistryClient> {
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::limited(10))
-            .connect_timeout(opts.connect_timeout)
-            .read_timeout(opts.read_timeout)
-            .user_agent(concat!("static-registry/", env!("CARGO_PKG_VERSION")))
-            .danger_accept_invalid_certs(!opts.tls_verify)
-            .build()
-            .context("cannot build the HTTP client")?;
+        let transport = Transport::new(
+            opts.tls_verify,
+            opts.connect_timeout,
+            opts.read_timeout,
+            opts.max_redirects,
+        )?;
         // Plain HTTP only for registries on this machine or when TLS checks are off, and only
         // after HTTPS failed (Docker's rule for insecure registries).
         let schemes: &[&str] = if !opts.tls_verify || r.is_loopback() {
@@ -241,13 +259,13 @@ impl RegistryClient {
             let base = Url::parse(&format!("{scheme}://{}/", r.api_host))
                 .with_context(|| format!("invalid registry host {:?}", r.api_host))?;
             let client = RegistryClient {
-                http: http.clone(),
+                transport: transport.clone(),
                 base,
                 registry: r.registry.clone(),
                 repository: r.repository.clone(),
                 creds: creds.clone(),
                 auth: tokio::sync::Mutex::new(Auth::None),
-                retry: opts.retry.clone(),
+                opts: opts.clone(),
                 counters: Counters::default(),
             };
             let fallback = i + 1 < schemes.len();
@@ -284,16 +302,26 @@ impl RegistryClient {
     /// `GET /v2/`: 200 means no authentication, 401 says how.
     async fn ping(&self, retry: bool) -> anyhow::Result<()> {
         let url = self.base.join("v2/")?;
-        let attempts = if retry { self.retry.attempts } else { 1 };
+        let attempts = if retry { self.opts.retry.attempts } else { 1 };
         let mut attempt = 0;
         let resp = loop {
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            match self.http.get(url.clone()).send().await {
+            let sent = self
+                .transport
+                .send(
+                    &Method::GET,
+                    &url,
+                    &HeaderMap::new(),
+                    None,
+                    self.opts.request_timeout,
+                )
+                .await;
+            match sent {
                 Ok(r) if is_transient_status(r.status()) && attempt + 1 < attempts => {
                     self.pause(attempt, r.headers()).await;
                 }
                 Ok(r) => break r,
-                Err(e) if is_transient_error(&e) && attempt + 1 < attempts => {
+                Err(e) if e.is_transient() && attempt + 1 < attempts => {
                     tracing::debug!("GET {url}: {e}; retrying");
                     self.pause(attempt, &HeaderMap::new()).await;
                 }
@@ -382,14 +410,7 @@ impl RegistryClient {
         let value = match &mut *auth {
             Auth::None => return Ok(None),
             Auth::Basic => match &self.creds.credentials {
-                Credentials::Basic { username, password } => {
-                    use base64::Engine as _;
-                    let raw = format!("{username}:{}", password.expose());
-                    format!(
-                        "Basic {}",
-                        base64::engine::general_purpose::STANDARD.encode(raw)
-                    )
-                }
+                Credentials::Basic { username, password } => basic_value(username, password),
                 _ => return Ok(None),
             },
             Auth::Bearer { challenge, token } => {
@@ -398,36 +419,40 @@ impl RegistryClient {
                     *token = Some(t);
                 }
                 let t = token.as_ref().expect("just set");
-                format!("Bearer {}", t.value.expose())
+                sensitive_value(&format!("Bearer {}", t.value.expose()))
             }
         };
-        let mut v = HeaderValue::from_str(&value).map_err(|_| {
-            anyhow::anyhow!(
-                "registry {}: the credentials or token contain bytes that cannot go in a header",
-                self.registry
-            )
-        })?;
-        v.set_sensitive(true);
-        Ok(Some(v))
+        value
+            .map(Some)
+            .with_context(|| format!("registry {}", self.registry))
     }
 
     async fn token_with_retries(&self, challenge: &Challenge) -> anyhow::Result<Token> {
         let mut attempt = 0;
         loop {
             self.counters.tokens.fetch_add(1, Ordering::Relaxed);
-            match fetch_token(
-                &self.http,
+            let req = TokenRequest {
                 challenge,
-                &self.scope(),
-                &self.creds,
-                &self.registry,
-                self.repository.as_str(),
-            )
-            .await
-            {
+                scope: &self.scope(),
+                creds: &self.creds,
+                registry: &self.registry,
+                registry_url: &self.base,
+                repository: self.repository.as_str(),
+                timeout: self.opts.request_timeout,
+                max_body: self.opts.max_token_response,
+            };
+            match fetch_token(&self.transport, &req).await {
                 Ok(t) => return Ok(t),
-                Err(e) if e.downcast_ref::<AuthError>().is_some() => return Err(e),
-                Err(e) if attempt + 1 < self.retry.attempts => {
+                // Only a failed connection or a busy token service is worth asking again.
+                Err(e)
+                    if attempt + 1 < self.opts.retry.attempts
+                        && (e
+                            .downcast_ref::<HopError>()
+                            .is_some_and(HopError::is_transient)
+                            || e.downcast_ref::<TokenStatus>().is_some_and(|s| {
+                                StatusCode::from_u16(s.status).is_ok_and(is_transient_status)
+                            })) =>
+                {
                     tracing::debug!("token request: {e:#}; retrying");
                     self.pause(attempt, &HeaderMap::new()).await;
                 }
@@ -492,12 +517,13 @@ impl RegistryClient {
     async fn pause(&self, attempt: u32, headers: &HeaderMap) {
         self.counters.retries.fetch_add(1, Ordering::Relaxed);
         let d = retry_after(headers)
-            .map(|d| d.min(self.retry.max_retry_after))
-            .unwrap_or_else(|| self.retry.backoff(attempt));
+            .map(|d| d.min(self.opts.retry.max_retry_after))
+            .unwrap_or_else(|| self.opts.retry.backoff(attempt));
         tokio::time::sleep(d).await;
     }
 
-    /// Sends one request with credentials, re-authenticating once on 401 and retrying transient
+    /// Sends one request to the registry with credentials (redirects get none), within
+    /// `request_timeout`, re-authenticating once on the registry's own 401 and retrying transient
     /// failures. Returns any other response, whatever its status.
     pub async fn send(
         &self,
@@ -505,22 +531,32 @@ impl RegistryClient {
         url: Url,
         headers: HeaderMap,
     ) -> anyhow::Result<Response> {
+        self.send_within(method, url, headers, self.opts.request_timeout)
+            .await
+    }
+
+    /// [`Self::send`] with `timeout` as the total time of each attempt.
+    async fn send_within(
+        &self,
+        method: Method,
+        url: Url,
+        headers: HeaderMap,
+        timeout: Duration,
+    ) -> anyhow::Result<Response> {
         let path = url.path().to_owned();
         let mut reauthenticated = false;
         let mut attempt = 0;
         loop {
             let auth = self.auth_header().await?;
-            let mut req = self
-                .http
-                .request(method.clone(), url.clone())
-                .headers(headers.clone());
-            if let Some(a) = &auth {
-                req = req.header(AUTHORIZATION, a.clone());
-            }
             self.counters.requests.fetch_add(1, Ordering::Relaxed);
-            let resp = match req.send().await {
+            let sent = self
+                .transport
+                .send(&method, &url, &headers, auth.as_ref(), timeout)
+                .await;
+            // A 401 here is the registry's own: one from a redirect target is a `HopError`.
+            let resp = match sent {
                 Ok(r) => r,
-                Err(e) if is_transient_error(&e) && attempt + 1 < self.retry.attempts => {
+                Err(e) if e.is_transient() && attempt + 1 < self.opts.retry.attempts => {
                     tracing::warn!(
                         "{method} {path} at registry {}: {e}; retrying",
                         self.registry
@@ -549,7 +585,7 @@ impl RegistryClient {
                 }
                 .into());
             }
-            if is_transient_status(status) && attempt + 1 < self.retry.attempts {
+            if is_transient_status(status) && attempt + 1 < self.opts.retry.attempts {
                 tracing::warn!(
                     "{method} {path} at registry {}: {status}; retrying",
                     self.registry
@@ -625,9 +661,13 @@ impl RegistryClient {
                 .get("docker-content-digest")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|s| Digest::parse(s.trim()).ok());
-            let bytes = match read_capped(resp, MAX_MANIFEST_SIZE).await {
+            let bytes = match read_capped(resp, self.opts.max_manifest_size, "a manifest").await {
                 Ok(b) => b,
-                Err(e) if attempt + 1 < self.retry.attempts && e.is::<reqwest::Error>() => {
+                Err(e)
+                    if attempt + 1 < self.opts.retry.attempts
+                        && e.downcast_ref::<HopError>()
+                            .is_some_and(HopError::is_transient) =>
+                {
                     tracing::warn!("reading manifest {reference}: {e:#}; retrying");
                     self.pause(attempt, &HeaderMap::new()).await;
                     attempt += 1;
@@ -675,7 +715,18 @@ impl RegistryClient {
 
     /// Starts (or resumes, from `offset`) a blob download. Returns the response and how many of
     /// its leading bytes to discard (a server that ignores `Range` sends the blob from 0).
+    /// The request may take `blob_timeout` in all.
     pub async fn blob(&self, digest: &Digest, offset: u64) -> anyhow::Result<(Response, u64)> {
+        self.blob_within(digest, offset, self.opts.blob_timeout)
+            .await
+    }
+
+    async fn blob_within(
+        &self,
+        digest: &Digest,
+        offset: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<(Response, u64)> {
         let url = self.url(&format!("blobs/{digest}"))?;
         let mut headers = HeaderMap::new();
         if offset > 0 {
@@ -684,7 +735,7 @@ impl RegistryClient {
                 HeaderValue::from_str(&format!("bytes={offset}-")).expect("ascii"),
             );
         }
-        let resp = self.send(Method::GET, url, headers).await?;
+        let resp = self.send_within(Method::GET, url, headers, timeout).await?;
         let status = resp.status();
         match status.as_u16() {
             200 => Ok((resp, offset)),
@@ -722,14 +773,19 @@ impl RegistryClient {
         }
     }
 
-    /// A small blob (an image config) read whole and verified.
+    /// A small blob (an image config) read whole and verified, within `request_timeout`.
     pub async fn small_blob(&self, digest: &Digest, size: u64) -> anyhow::Result<Vec<u8>> {
-        if size > MAX_MANIFEST_SIZE as u64 {
+        let cap = self.opts.max_manifest_size;
+        if size > cap as u64 {
             bail!("blob {digest} is {size} bytes, too big to read as a config");
         }
-        let (resp, skip) = self.blob(digest, 0).await?;
+        let (resp, skip) = self
+            .blob_within(digest, 0, self.opts.request_timeout)
+            .await?;
         debug_assert_eq!(skip, 0);
-        let bytes = read_capped(resp, MAX_MANIFEST_SIZE).await?;
+        let bytes = read_capped(resp, cap, "a config blob")
+            .await
+            .with_context(|| format!("reading blob {digest} from registry {}", self.registry))?;
         self.counters.blobs.fetch_add(1, Ordering::Relaxed);
         self.counters
             .blob_bytes
@@ -789,7 +845,9 @@ impl RegistryClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(next_link)
                 .and_then(|l| url.join(&l).ok());
-            let body = read_capped(resp, MAX_MANIFEST_SIZE).await?;
+            let body = read_capped(resp, self.opts.max_manifest_size, "a referrers page")
+                .await
+                .with_context(|| format!("reading the referrers of {subject}"))?;
             let v: serde_json::Value = match serde_json::from_slice::<serde_json::Value>(&body) {
                 Ok(v) if is_index || v.get("manifests").is_some() => v,
                 // Some registries answer 200 with an HTML page or `{}` for unknown routes.
@@ -820,24 +878,6 @@ fn next_link(link: &str) -> Option<String> {
                 .to_owned()
         })
     })
-}
-
-/// Reads a whole response body, refusing more than `cap` bytes (checked as it streams).
-async fn read_capped(mut resp: Response, cap: usize) -> anyhow::Result<Vec<u8>> {
-    if resp.content_length().is_some_and(|n| n > cap as u64) {
-        bail!(
-            "response of {} bytes is larger than {cap}",
-            resp.content_length().unwrap_or(0)
-        );
-    }
-    let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await? {
-        if out.len() + chunk.len() > cap {
-            bail!("response is larger than {cap} bytes");
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
 }
 
 /// The next chunk of a blob response; errors are the connection's (worth resuming).

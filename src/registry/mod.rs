@@ -2,8 +2,9 @@
 //!
 //! Split by concern: [`reference`] parses what the user names (Docker Hub conventions included),
 //! [`credentials`] finds what to log in with (never keeping it), [`auth`] speaks the
-//! `WWW-Authenticate` / Bearer token protocol, and [`client`] does the HTTP: retries, redirects,
-//! resumable blob streams and the referrers API. The publisher turns what it fetches into the
+//! `WWW-Authenticate` / Bearer token protocol, [`transport`] sends every request (redirects
+//! followed by hand, credentials on the first hop only, time limits, capped bodies), and
+//! [`client`] speaks the API: retries, resumable blob streams and the referrers API. The publisher turns what it fetches into the
 //! static layout (`src/publish/remote.rs`).
 
 pub mod auth;
@@ -12,3 +13,4 @@ pub mod credentials;
 pub mod reference;
 #[cfg(test)]
 pub mod testing;
+pub mod transport;

@@ -1,13 +1,14 @@
 //! A fake registry for the unit tests of the client and the `docker://` source: it serves a
 //! fixture OCI layout through the pull API and can misbehave on purpose (Basic or Bearer auth
 //! with tokens that expire after a few uses, 503s, a 429 with `Retry-After`, a connection dropped
-//! mid-blob, blobs redirected to another host). Everything is counted and logged so tests can
-//! assert on what the client did.
+//! mid-blob, blobs redirected to another host, a token body that never ends, responses that
+//! trickle and never finish). Everything is counted and logged so tests can assert on what the
+//! client did. [`start_hostile_storage`] stands for a storage host that asks for credentials.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
@@ -55,6 +56,12 @@ pub struct FakeState {
     pub drop_after: Mutex<Option<usize>>,
     /// Redirect blob requests to this base URL (another server).
     pub redirect_blobs: Mutex<Option<String>>,
+    /// Answer token requests with a body that never ends (up to [`ENDLESS_BOUND`] bytes).
+    pub endless_token: AtomicBool,
+    /// Send manifests and blobs one byte at a time, slowly, never finishing in time.
+    pub trickle: AtomicBool,
+    /// Bytes of endless or trickled bodies the client made the fake send.
+    pub streamed: Arc<AtomicU64>,
     /// "METHOD path auth=<scheme or ->" per request, and the Range header when present.
     pub log: Mutex<Vec<String>>,
 }
@@ -127,6 +134,9 @@ pub async fn start_with(content: Content, tags: Tags, repo: &str, auth: FakeAuth
         rate_limit_once: AtomicBool::new(false),
         drop_after: Mutex::new(None),
         redirect_blobs: Mutex::new(None),
+        endless_token: AtomicBool::new(false),
+        trickle: AtomicBool::new(false),
+        streamed: Arc::new(AtomicU64::new(0)),
         log: Mutex::new(Vec::new()),
     });
     let app = Router::new()
@@ -169,6 +179,85 @@ pub async fn start_cdn(state: Arc<FakeState>) -> (SocketAddr, Arc<Mutex<Vec<Opti
         let _ = axum::serve(listener, app).await;
     });
     (addr, seen)
+}
+
+/// What a hostile storage host saw: the path and `Authorization` header of each request.
+pub type Seen = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
+/// A storage host that wants credentials: every request gets a 401 with a Bearer challenge whose
+/// realm is its own `/token`, which hands out a token to anyone. A client that adopted that
+/// challenge would send the registry's credentials there; `Seen` records what arrived.
+pub async fn start_hostile_storage() -> (SocketAddr, Seen) {
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let app = Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap| async move {
+        s2.lock().unwrap().push((
+            uri.path().to_owned(),
+            headers
+                .get(header::AUTHORIZATION)
+                .map(|v| v.to_str().unwrap_or("?").to_owned()),
+        ));
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        if uri.path() == "/token" {
+            return axum::Json(serde_json::json!({"token": "storage-token"})).into_response();
+        }
+        (
+            StatusCode::UNAUTHORIZED,
+            [(
+                header::WWW_AUTHENTICATE,
+                format!(r#"Bearer realm="http://{host}/token",service="storage""#),
+            )],
+        )
+            .into_response()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, seen)
+}
+
+/// The most an endless body sends before giving up (so a client without a cap still ends).
+pub const ENDLESS_BOUND: u64 = 256 << 20;
+
+/// A body of `prefix` then chunks of `chunk` bytes every `every`, up to `bound` bytes, counted
+/// in `streamed` as the client pulls them.
+fn endless(
+    prefix: &'static [u8],
+    chunk: usize,
+    every: std::time::Duration,
+    bound: u64,
+    streamed: Arc<AtomicU64>,
+) -> Body {
+    let head = futures::stream::once(async move { Ok(bytes::Bytes::from_static(prefix)) });
+    let tail = futures::stream::unfold(0u64, move |sent| {
+        let streamed = streamed.clone();
+        async move {
+            if sent >= bound {
+                return None;
+            }
+            if !every.is_zero() {
+                tokio::time::sleep(every).await;
+            }
+            streamed.fetch_add(chunk as u64, Ordering::Relaxed);
+            Some((
+                Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'a'; chunk])),
+                sent + chunk as u64,
+            ))
+        }
+    });
+    use futures::StreamExt as _;
+    Body::from_stream(head.chain(tail))
+}
+
+/// One byte every 20 ms, for at most 10 s: never done within a short timeout.
+fn trickle(streamed: Arc<AtomicU64>) -> Body {
+    endless(b"", 1, std::time::Duration::from_millis(20), 500, streamed)
 }
 
 fn challenge(s: &FakeState, host: &str) -> Response {
@@ -278,6 +367,16 @@ async fn token(
     if !ok {
         return (StatusCode::UNAUTHORIZED, "bad credentials").into_response();
     }
+    if s.endless_token.load(Ordering::SeqCst) {
+        let body = endless(
+            br#"{"token":""#,
+            64 << 10,
+            std::time::Duration::ZERO,
+            ENDLESS_BOUND,
+            s.streamed.clone(),
+        );
+        return ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    }
     let t = format!("tok-{}", rand::random::<u64>());
     s.tokens.lock().unwrap().insert(t.clone(), *uses);
     axum::Json(serde_json::json!({"token": t, "expires_in": 300})).into_response()
@@ -327,6 +426,9 @@ async fn route(
         } else {
             media_type
         };
+        if s.trickle.load(Ordering::SeqCst) {
+            return ([(header::CONTENT_TYPE, mt)], trickle(s.streamed.clone())).into_response();
+        }
         return (
             [
                 (header::CONTENT_TYPE, mt),
@@ -348,6 +450,9 @@ async fn route(
     let Some(bytes) = s.content.get(digest).cloned() else {
         return not_found();
     };
+    if s.trickle.load(Ordering::SeqCst) {
+        return (StatusCode::OK, trickle(s.streamed.clone())).into_response();
+    }
     if let Some(base) = s.redirect_blobs.lock().unwrap().clone() {
         return (
             StatusCode::TEMPORARY_REDIRECT,

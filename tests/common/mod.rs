@@ -11,6 +11,7 @@
 pub mod checks;
 pub mod clients;
 pub mod fixtures;
+pub mod hostile;
 pub mod http;
 pub mod lb;
 pub mod nginx;
@@ -25,9 +26,14 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
-/// The binary under test.
+/// The binary under test (`SR_TEST_BIN` names a copy of it, for a target dir that other
+/// builds may overwrite while the tests run).
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_static-registry")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("SR_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_static-registry").into())
+    })
 }
 
 /// The repository root (fixtures are relative to it).

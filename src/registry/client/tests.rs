@@ -197,6 +197,65 @@ async fn redirected_blobs_do_not_carry_authorization_to_another_host() {
 }
 
 #[tokio::test]
+async fn a_storage_host_that_asks_for_credentials_gets_none_and_is_named() {
+    for auth in [
+        FakeAuth::Basic {
+            user: "alice".into(),
+            pass: "s3cret".into(),
+        },
+        bearer(100),
+    ] {
+        let fake = testing::start("oci-single", "fix/single", auth.clone()).await;
+        let (storage, seen) = testing::start_hostile_storage().await;
+        *fake.state.redirect_blobs.lock().unwrap() = Some(format!("http://{storage}"));
+        let c = connect_single(fake.addr, creds("alice", "s3cret"))
+            .await
+            .unwrap();
+        let m = c.manifest("1.0", None).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
+        let config = Digest::parse(v["config"]["digest"].as_str().unwrap()).unwrap();
+        let err = c
+            .small_blob(&config, v["config"]["size"].as_u64().unwrap())
+            .await
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        let seen = seen.lock().unwrap().clone();
+        // The storage host's challenge is not the registry's: no credential, no token request.
+        assert!(
+            seen.iter().all(|(_, a)| a.is_none()),
+            "{auth:?}: credentials reached the storage host: {seen:?}"
+        );
+        assert!(
+            seen.iter().all(|(p, _)| p != "/token"),
+            "{auth:?}: the storage host's realm was asked for a token: {seen:?}"
+        );
+        assert!(msg.contains(&storage.to_string()), "{auth:?}: {msg}");
+        assert!(!msg.contains("s3cret"), "{msg}");
+    }
+}
+
+#[tokio::test]
+async fn an_endless_token_body_is_refused_after_a_bounded_read() {
+    let fake = testing::start("oci-single", "fix/single", bearer(100)).await;
+    fake.state
+        .endless_token
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = connect_single(fake.addr, creds("alice", "s3cret"))
+        .await
+        .unwrap_err();
+    let msg = format!("{err:#}");
+    assert!(msg.contains("token"), "{msg}");
+    assert!(msg.contains("larger than"), "{msg}");
+    // The client stopped reading: what the fake streamed is the cap plus socket buffers, not
+    // the fake's 256 MiB bound (per attempt).
+    let streamed = fake
+        .state
+        .streamed
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(streamed < 64 << 20, "the client read {streamed} bytes");
+}
+
+#[tokio::test]
 async fn transient_failures_are_retried_and_retry_after_is_honoured() {
     let (fake, c) = open_single().await;
     fake.state
@@ -264,5 +323,100 @@ fn http_dates_and_backoff() {
     assert_eq!(
         next_link(r#"</v2/a/referrers/x?n=1&last=y>; rel="next""#).as_deref(),
         Some("/v2/a/referrers/x?n=1&last=y")
+    );
+}
+
+#[tokio::test]
+async fn responses_that_never_finish_time_out() {
+    let fake = testing::start("oci-single", "fix/single", FakeAuth::Open).await;
+    // The fake sends a byte every 20 ms, so the read timeout never fires: only the total does.
+    let opts = ClientOptions {
+        request_timeout: Duration::from_millis(300),
+        blob_timeout: Duration::from_millis(300),
+        read_timeout: Duration::from_secs(60),
+        ..fast()
+    };
+    let c = RegistryClient::connect(
+        &remote(fake.addr, "fix/single:1.0"),
+        Resolved::anonymous(),
+        &opts,
+    )
+    .await
+    .unwrap();
+    let m = c.manifest("1.0", None).await.unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&m.bytes).unwrap();
+    let layer = &v["layers"][0];
+    let layer_digest = Digest::parse(layer["digest"].as_str().unwrap()).unwrap();
+    fake.state
+        .trickle
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = c.manifest("1.0", None).await.unwrap_err();
+    let timed_out = |e: &anyhow::Error| {
+        e.chain().any(|c| {
+            c.downcast_ref::<HopError>()
+                .is_some_and(HopError::is_timeout)
+                || c.downcast_ref::<reqwest::Error>()
+                    .is_some_and(reqwest::Error::is_timeout)
+        })
+    };
+    assert!(timed_out(&err), "{err:#}");
+    // A blob: the response starts, then its body is cut by the total time (and resumed by
+    // the reader in remote.rs, which counts the resumes).
+    let (mut resp, _) = c.blob(&layer_digest, 0).await.unwrap();
+    let err = loop {
+        match next_chunk(&mut resp).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the trickled blob ended"),
+            Err(e) => break anyhow::Error::new(e),
+        }
+    };
+    assert!(timed_out(&err), "{err:#}");
+    // Nothing close to the fake's 10 s of trickle was read.
+    let streamed = fake
+        .state
+        .streamed
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(streamed < 400, "read {streamed} trickled bytes");
+}
+
+#[tokio::test]
+async fn a_token_realm_must_be_https_when_the_registry_is() {
+    let challenge = Challenge {
+        scheme: "bearer".into(),
+        params: [("realm".to_owned(), "http://127.0.0.1:9/token".to_owned())].into(),
+    };
+    let t = Transport::new(true, Duration::from_secs(1), Duration::from_secs(1), 3).unwrap();
+    let https = Url::parse("https://registry.example/").unwrap();
+    let creds = creds("alice", "s3cret");
+    let req = TokenRequest {
+        challenge: &challenge,
+        scope: "repository:a:pull",
+        creds: &creds,
+        registry: "registry.example",
+        registry_url: &https,
+        repository: "a",
+        timeout: Duration::from_secs(1),
+        max_body: 1024,
+    };
+    let err = fetch_token(&t, &req).await.unwrap_err();
+    assert!(
+        format!("{err:#}").contains("plain-http token realm (127.0.0.1:9)"),
+        "{err:#}"
+    );
+    // A plain-http registry (loopback) may name a plain-http realm: the request is made (and
+    // fails to connect to the discard port, which is not the refusal above).
+    let http = Url::parse("http://127.0.0.1:5000/").unwrap();
+    let err = fetch_token(
+        &t,
+        &TokenRequest {
+            registry_url: &http,
+            ..req
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        !format!("{err:#}").contains("plain-http token realm"),
+        "{err:#}"
     );
 }
