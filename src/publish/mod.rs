@@ -10,6 +10,7 @@
 //! whose content is missing.
 
 pub mod archive;
+mod byte_size;
 pub mod commit;
 mod compress;
 mod docker_archive;
