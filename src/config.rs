@@ -82,6 +82,8 @@ pub struct PublishSection {
     pub jobs: Option<usize>,
     /// Also write the registry v1 view of every published image (like `publish --v1`).
     pub v1: Option<bool>,
+    /// Most a compressed archive source may decompress to (like `publish --max-archive-bytes`).
+    pub max_archive_bytes: Option<crate::publish::archive::ByteSize>,
 }
 
 impl Config {

@@ -133,6 +133,11 @@ enum Command {
         /// docs/v1.md. Same as `[publish] v1 = true` in the config file.
         #[arg(long)]
         v1: bool,
+        /// Most a compressed archive source may decompress to (its tar stream; also the most it
+        /// can put in the temporary directory), e.g. 512MiB, 64GiB [default: 64GiB; config
+        /// `[publish] max_archive_bytes`].
+        #[arg(long, value_name = "SIZE")]
+        max_archive_bytes: Option<publish::archive::ByteSize>,
         #[command(flatten)]
         mirror: publish::remote::MirrorOptions,
         #[command(flatten)]
@@ -374,10 +379,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             jobs,
             quiet,
             v1,
+            max_archive_bytes,
             mirror,
             pin,
         } => {
             let store = open_store(store, &cfg)?;
+            let max_expanded = max_archive_bytes
+                .or(cfg.publish.max_archive_bytes)
+                .map_or(publish::archive::DEFAULT_MAX_EXPANDED, |b| b.0);
             let opts = publish::PublishOptions {
                 source,
                 tags,
@@ -387,6 +396,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 v1: v1 || cfg.publish.v1.unwrap_or(false),
                 mirror,
                 pin,
+                archive: publish::archive::ArchiveLimits { max_expanded },
             };
             let summary = publish::publish(store, &opts).await?;
             match opts.pin.output {

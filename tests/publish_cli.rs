@@ -248,3 +248,172 @@ fn bad_input_fails_cleanly_and_writes_no_index() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
+
+/// Writes `fixture`'s members into `out` as a gzip-compressed tar with an extra member `name` of
+/// `mib` MiB of zeros, before the fixture's members (`first`) or after them. The zeros go through
+/// the gzip encoder as one compressed MiB repeated: gzip members concatenate (RFC 1952), so a few
+/// MB of file is a stream of gigabytes without the test spending seconds per GiB compressing it.
+fn gzip_with_zeros(fixture: &Path, out: &Path, name: &str, mib: u64, first: bool) {
+    use std::io::Write;
+    let gz = |bytes: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(bytes).expect("gzip");
+        e.finish().expect("gzip")
+    };
+    let mut b = tar::Builder::new(Vec::new());
+    let mut src = tar::Archive::new(std::fs::File::open(fixture).expect("open fixture"));
+    for entry in src.entries().expect("fixture entries") {
+        let mut entry = entry.expect("fixture entry");
+        let header = entry.header().clone();
+        b.append(&header, &mut entry).expect("copy member");
+    }
+    let mut members = b.into_inner().expect("tar");
+    members.truncate(members.len() - 1024); // without the end-of-archive blocks
+    let mut h = tar::Header::new_gnu();
+    h.set_path(name).expect("name");
+    h.set_size(mib << 20);
+    h.set_mode(0o644);
+    h.set_cksum();
+    let block = gz(&vec![0u8; 1 << 20]);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(out).expect("create archive"));
+    if !first {
+        f.write_all(&gz(&members)).expect("write");
+    }
+    f.write_all(&gz(h.as_bytes())).expect("write");
+    for _ in 0..mib {
+        f.write_all(&block).expect("write");
+    }
+    if first {
+        f.write_all(&gz(&members)).expect("write");
+    }
+    f.write_all(&gz(&[0u8; 1024])).expect("write");
+    f.flush().expect("flush");
+}
+
+/// `publish` with TMPDIR in `tmp` and no file it writes allowed past `max_file` bytes (prlimit:
+/// the kernel stops the process at the first write beyond it), so a test sees what reaches disk.
+fn publish_bounded(store: &Path, tmp: &Path, max_file: u64, pre: &[&str], args: &[&str]) -> Output {
+    common::require_tool("prlimit");
+    std::process::Command::new("prlimit")
+        .arg(format!("--fsize={max_file}"))
+        .arg(common::bin())
+        .args(pre)
+        .arg("publish")
+        .args(args)
+        .arg("--store")
+        .arg(store)
+        .arg("--quiet")
+        .env_remove("STATIC_REGISTRY_CONFIG")
+        .env_remove("STATIC_REGISTRY_STORE")
+        .env("TMPDIR", tmp)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run prlimit static-registry publish")
+}
+
+fn tag_lines(out: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(" -> "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Issue 15, item 9: a gzip bomb inside a compressed archive ends the scan at the configured cap
+/// with an error naming it (flag and config key), and nothing near the bomb's size reaches the
+/// temporary directory: the old code decompressed all 4 GiB to a temporary file.
+#[test]
+fn a_gzip_bomb_in_an_archive_stops_at_the_cap() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let bomb = work.path().join("bomb.tar.gz");
+    let fixture = common::manifest_dir().join("fixtures/docker-legacy.tar");
+    gzip_with_zeros(&fixture, &bomb, "zeros.bin", 4096, true);
+    let compressed = std::fs::metadata(&bomb).expect("stat").len();
+    assert!(compressed < 8 << 20, "the bomb is {compressed} bytes");
+    let config = work.path().join("config.toml");
+    std::fs::write(&config, "[publish]\nmax_archive_bytes = \"64MiB\"\n").expect("config");
+    let source = format!("docker-archive:{}", bomb.display());
+    let config_arg = format!("--config={}", config.display());
+    for (how, pre, post) in [
+        ("flag", vec![], vec!["--max-archive-bytes", "64MiB"]),
+        ("config", vec![config_arg.as_str()], vec![]),
+    ] {
+        let store = new_store();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut args = vec![source.as_str()];
+        args.extend(post);
+        let out = publish_bounded(store.path(), tmp.path(), 80 << 20, &pre, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{how}: not a clean failure (a signal means it wrote past 80 MiB):\n{}",
+            describe_output("publish", &out)
+        );
+        assert!(
+            err.contains("expands to more than 64MiB,") && err.contains("--max-archive-bytes"),
+            "{how}: the error does not name the limit:\n{err}"
+        );
+        let left = files_under(tmp.path());
+        assert!(left.is_empty(), "{how}: left in TMPDIR: {left:?}");
+        assert!(
+            files_under(store.path())
+                .iter()
+                .all(|p| !p.starts_with("repositories")),
+            "{how}: wrote a repository index"
+        );
+    }
+}
+
+/// Issue 15, item 9: a huge member no manifest references is skipped, not spilled: publishing
+/// the fixtures with 2 GiB of junk beside them succeeds with no file over 64 MiB written (the old
+/// code decompressed the whole archive to one temporary file), and gives the same image.
+#[test]
+fn an_unreferenced_huge_member_is_not_spilled() {
+    for (fixture, transport, tags) in [
+        ("docker-legacy.tar", "docker-archive", vec![]),
+        (
+            "oci-archive.tar",
+            "oci-archive",
+            vec!["--tag", "fix/archive:1.0"],
+        ),
+    ] {
+        let work = tempfile::tempdir().expect("tempdir");
+        let path = common::manifest_dir().join("fixtures").join(fixture);
+        let gz = work.path().join(format!("{fixture}.gz"));
+        gzip_with_zeros(&path, &gz, "junk/unreferenced.bin", 2048, false);
+        let plain_store = new_store();
+        let mut args = vec![format!("{transport}:{}", path.display())];
+        args.extend(tags.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let plain = publish_bounded(plain_store.path(), work.path(), 64 << 20, &[], &args);
+        assert!(
+            plain.status.success(),
+            "{}",
+            describe_output(fixture, &plain)
+        );
+
+        let store = new_store();
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut args = vec![format!("{transport}:{}", gz.display())];
+        args.extend(tags.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = publish_bounded(store.path(), tmp.path(), 64 << 20, &[], &args);
+        assert!(
+            out.status.success(),
+            "{fixture}.gz (a signal means a file grew past 64 MiB):\n{}",
+            describe_output("publish", &out)
+        );
+        assert_eq!(
+            tag_lines(&out),
+            tag_lines(&plain),
+            "{fixture}: another image"
+        );
+        assert!(
+            files_under(tmp.path()).is_empty(),
+            "{fixture}: left in TMPDIR"
+        );
+        let v = verify(store.path(), &["--deep"]);
+        assert!(v.status.success(), "{}", describe_output("verify", &v));
+    }
+}

@@ -170,10 +170,12 @@ fn legacy_image(files: &Files, entry: &SaveEntry, label: &str) -> anyhow::Result
                 urls: d.urls.clone(),
                 what,
             },
+            // Keyed by the file it really is (`docker save` links repeated layers to the first
+            // copy), so identical layers are compressed once and different ones each checked.
             None => BlobRef {
                 media_type: media::DOCKER_LAYER.to_owned(),
                 source: BlobSource::Compress {
-                    path: path.clone(),
+                    path: files.canonical(path).unwrap_or_else(|| path.clone()),
                     diff_id: diff_id.clone(),
                 },
                 urls: None,

@@ -1,20 +1,18 @@
-//! Random access to the files of a source: a directory, or a tar archive read in place.
-//!
-//! Layers can be gigabytes, so a tar is never extracted: one pass records where each entry's data
-//! starts, and every later read opens its own handle and seeks there. That lets several uploads
-//! read the same archive concurrently. A compressed archive has no usable offsets, so it is
-//! decompressed once to a temporary file and indexed like a plain one.
+//! Random access to the files of a source: a directory, a tar archive (see archive.rs), or a
+//! registry.
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 
-/// Manifests, configs and `index.json` files are read whole; anything bigger than this is not one.
-pub const MAX_METADATA_SIZE: u64 = 64 << 20;
+use crate::publish::archive::{normalize, ArchiveLimits, TarIndex};
+
+/// Manifests, configs and `index.json` files are read whole; anything bigger than this is not one
+/// (the same cap as for manifests fetched from a registry).
+pub const MAX_METADATA_SIZE: u64 = crate::registry::client::MAX_MANIFEST_SIZE as u64;
 
 /// The files of one source, addressed by their `/`-separated path relative to its root.
 #[derive(Debug, Clone)]
@@ -25,24 +23,6 @@ pub enum Files {
     Remote(Arc<crate::publish::remote::RemoteFiles>),
 }
 
-/// Where each regular file's data sits inside an uncompressed tar.
-#[derive(Debug)]
-pub struct TarIndex {
-    /// The archive as given, for messages.
-    display: PathBuf,
-    /// The uncompressed archive actually read (the original, or a decompressed temporary copy).
-    path: PathBuf,
-    /// Keeps a decompressed copy alive (and deletes it when the source is dropped).
-    _temp: Option<tempfile::TempPath>,
-    entries: HashMap<String, Span>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Span {
-    offset: u64,
-    size: u64,
-}
-
 /// A readable file of the source and its length.
 pub struct Opened {
     pub reader: Box<dyn Read + Send>,
@@ -50,49 +30,44 @@ pub struct Opened {
 }
 
 impl Files {
-    /// Opens a tar archive (plain, gzip- or zstd-compressed) and indexes its entries.
+    /// Opens a tar archive (plain, gzip- or zstd-compressed) with the default limits.
+    #[cfg(test)]
     pub fn open_tar(path: &Path) -> anyhow::Result<Files> {
-        let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        let mut magic = [0u8; 4];
-        let n = read_up_to(&mut f, &mut magic)?;
-        f.seek(SeekFrom::Start(0))?;
-        let decoder: Option<Box<dyn Read>> = match &magic[..n] {
-            [0x1f, 0x8b, ..] => Some(Box::new(flate2::read::MultiGzDecoder::new(BufReader::new(
-                f,
-            )))),
-            [0x28, 0xb5, 0x2f, 0xfd] => Some(Box::new(zstd::stream::read::Decoder::new(f)?)),
-            _ => None,
-        };
-        let (read_path, temp) = match decoder {
-            None => (path.to_path_buf(), None),
-            Some(mut d) => {
-                tracing::info!(
-                    "{} is compressed; decompressing to a temporary file",
-                    path.display()
-                );
-                let mut tmp = tempfile::NamedTempFile::new()
-                    .context("cannot create a temporary file to decompress the archive")?;
-                io::copy(&mut d, tmp.as_file_mut())
-                    .with_context(|| format!("cannot decompress {}", path.display()))?;
-                let tmp = tmp.into_temp_path();
-                (tmp.to_path_buf(), Some(tmp))
+        Self::open_archive(path, &ArchiveLimits::default())
+    }
+
+    /// Opens a tar archive (plain, gzip- or zstd-compressed) and indexes its members.
+    pub fn open_archive(path: &Path, limits: &ArchiveLimits) -> anyhow::Result<Files> {
+        Ok(Files::Tar(Arc::new(TarIndex::open(path, limits)?)))
+    }
+
+    /// Gets these files ready to be read, in one go where that is cheaper than one by one
+    /// (the members of a compressed archive). Paths the source lacks are ignored here.
+    pub fn prefetch<'a>(&self, paths: impl IntoIterator<Item = &'a str>) -> anyhow::Result<()> {
+        match self {
+            Files::Tar(t) => {
+                let names: Vec<String> = paths.into_iter().filter_map(normalize).collect();
+                t.prefetch(names.iter().map(String::as_str))
             }
-        };
-        let entries = index_tar(&read_path)
-            .with_context(|| format!("cannot read {} as a tar archive", path.display()))?;
-        Ok(Files::Tar(Arc::new(TarIndex {
-            display: path.to_path_buf(),
-            path: read_path,
-            _temp: temp,
-            entries,
-        })))
+            Files::Dir(_) | Files::Remote(_) => Ok(()),
+        }
+    }
+
+    /// One name for the file `path` is, whichever of its names (links) is used, so two paths
+    /// are the same content exactly when their canonical names are equal.
+    pub fn canonical(&self, path: &str) -> Option<String> {
+        let p = normalize(path)?;
+        match self {
+            Files::Tar(t) => t.canonical(&p).map(str::to_owned),
+            Files::Dir(_) | Files::Remote(_) => Some(p),
+        }
     }
 
     /// The source's own name, for messages.
     pub fn display(&self) -> String {
         match self {
             Files::Dir(d) => d.display().to_string(),
-            Files::Tar(t) => t.display.display().to_string(),
+            Files::Tar(t) => t.display().display().to_string(),
             Files::Remote(r) => r.display(),
         }
     }
@@ -118,18 +93,10 @@ impl Files {
                     Err(e) => Err(e).with_context(|| format!("cannot open {}", full.display())),
                 }
             }
-            Files::Tar(t) => {
-                let Some(span) = t.entries.get(&path) else {
-                    return Ok(None);
-                };
-                let mut f = File::open(&t.path)
-                    .with_context(|| format!("cannot open {}", t.display.display()))?;
-                f.seek(SeekFrom::Start(span.offset))?;
-                Ok(Some(Opened {
-                    reader: Box::new(f.take(span.size)),
-                    size: span.size,
-                }))
-            }
+            Files::Tar(t) => Ok(t.open_member(&path)?.map(|m| Opened {
+                reader: m.reader,
+                size: m.size,
+            })),
             Files::Remote(r) => r.open(&path),
         }
     }
@@ -137,7 +104,7 @@ impl Files {
     pub fn exists(&self, path: &str) -> bool {
         match self {
             Files::Dir(root) => normalize(path).is_some_and(|p| root.join(p).is_file()),
-            Files::Tar(t) => normalize(path).is_some_and(|p| t.entries.contains_key(&p)),
+            Files::Tar(t) => normalize(path).is_some_and(|p| t.contains(&p)),
             Files::Remote(r) => r.exists(path),
         }
     }
@@ -160,107 +127,6 @@ impl Files {
             .with_context(|| format!("{}: cannot read {path}", self.display()))?;
         Ok(Some(buf))
     }
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-/// Normalises an archive path: `./a//b/../c` -> `a/c`. `None` if it climbs above the root.
-fn normalize(path: &str) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop()?;
-            }
-            c => parts.push(c),
-        }
-    }
-    if parts.is_empty() {
-        return None;
-    }
-    Some(parts.join("/"))
-}
-
-/// Where a link entry points, before resolution.
-enum Link {
-    /// Symlink target, relative to the link's directory (or absolute = archive root).
-    Sym(String),
-    /// Hard link target, relative to the archive root.
-    Hard(String),
-}
-
-/// One pass over the archive, seeking past data. Links are resolved to the regular file they name
-/// because `docker save` writes a symlink for every layer it has already written once.
-fn index_tar(path: &Path) -> anyhow::Result<HashMap<String, Span>> {
-    let f = File::open(path)?;
-    let mut archive = tar::Archive::new(BufReader::new(f));
-    let mut entries = HashMap::new();
-    let mut links: Vec<(String, Link)> = Vec::new();
-    for entry in archive.entries_with_seek()? {
-        let entry = entry?;
-        let name = entry.path()?.to_string_lossy().into_owned();
-        let Some(name) = normalize(&name) else {
-            continue;
-        };
-        let kind = entry.header().entry_type();
-        if kind.is_file() || kind.is_contiguous() {
-            entries.insert(
-                name,
-                Span {
-                    offset: entry.raw_file_position(),
-                    size: entry.size(),
-                },
-            );
-        } else if kind.is_symlink() || kind.is_hard_link() {
-            let target = entry
-                .link_name()?
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            links.push((
-                name,
-                if kind.is_symlink() {
-                    Link::Sym(target)
-                } else {
-                    Link::Hard(target)
-                },
-            ));
-        }
-    }
-    // Links may point at links; a few rounds settle any sane chain, and cycles just stay dangling.
-    for _ in 0..8 {
-        let mut progressed = false;
-        for (name, link) in &links {
-            if entries.contains_key(name) {
-                continue;
-            }
-            let target = match link {
-                Link::Hard(t) => normalize(t),
-                Link::Sym(t) if t.starts_with('/') => normalize(t),
-                Link::Sym(t) => {
-                    let dir = name.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-                    normalize(&format!("{dir}/{t}"))
-                }
-            };
-            if let Some(span) = target.and_then(|t| entries.get(&t).copied()) {
-                entries.insert(name.clone(), span);
-                progressed = true;
-            }
-        }
-        if !progressed {
-            break;
-        }
-    }
-    Ok(entries)
 }
 
 #[cfg(test)]

@@ -69,14 +69,30 @@ pub enum BlobSource {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum BlobKey {
     Copy(Digest),
-    Compress(Digest),
+    /// The file as well as the diff_id: two layers that claim one diff_id but are different
+    /// files are each read and checked, so a repeated diff_id cannot hide a layer.
+    Compress {
+        diff_id: Digest,
+        path: String,
+    },
 }
 
 impl BlobSource {
     pub fn key(&self) -> BlobKey {
         match self {
             BlobSource::Copy { digest, .. } => BlobKey::Copy(digest.clone()),
-            BlobSource::Compress { diff_id, .. } => BlobKey::Compress(diff_id.clone()),
+            BlobSource::Compress { path, diff_id } => BlobKey::Compress {
+                diff_id: diff_id.clone(),
+                path: path.clone(),
+            },
+        }
+    }
+
+    /// The file of the source it is read from, if the source has it.
+    pub fn path(&self) -> Option<&str> {
+        match self {
+            BlobSource::Copy { path, .. } => path.as_deref(),
+            BlobSource::Compress { path, .. } => Some(path),
         }
     }
 }

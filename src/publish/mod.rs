@@ -9,6 +9,8 @@
 //! Until step 4, nothing in the store refers to the new content, so a reader never sees a tag
 //! whose content is missing.
 
+pub mod archive;
+mod byte_size;
 pub mod commit;
 mod compress;
 mod docker_archive;
@@ -70,6 +72,8 @@ pub struct PublishOptions {
     pub mirror: remote::MirrorOptions,
     /// `--pin`, the registry host for printed references, the output format.
     pub pin: pin::PinOptions,
+    /// What an archive source may expand to (`--max-archive-bytes`).
+    pub archive: archive::ArchiveLimits,
 }
 
 /// What a publish did, for the user.
@@ -154,8 +158,8 @@ fn load_oci(files: Files, select: Option<&Selector>, label: &str) -> anyhow::Res
     })
 }
 
-fn load(spec: &SourceSpec, label: &str) -> anyhow::Result<Loaded> {
-    match spec {
+fn load(spec: &SourceSpec, label: &str, limits: &archive::ArchiveLimits) -> anyhow::Result<Loaded> {
+    let loaded = match spec {
         SourceSpec::Oci { dir, select } => {
             if !dir.is_dir() {
                 bail!("{label}: {} is not a directory", dir.display());
@@ -163,13 +167,19 @@ fn load(spec: &SourceSpec, label: &str) -> anyhow::Result<Loaded> {
             load_oci(Files::Dir(dir.clone()), select.as_ref(), label)
         }
         SourceSpec::OciArchive { file, select } => {
-            load_oci(Files::open_tar(file)?, select.as_ref(), label)
+            load_oci(Files::open_archive(file, limits)?, select.as_ref(), label)
         }
         SourceSpec::DockerArchive { file, select } => {
-            docker_archive::load(Files::open_tar(file)?, select.as_ref(), label)
+            docker_archive::load(Files::open_archive(file, limits)?, select.as_ref(), label)
         }
         SourceSpec::Docker(_) => bail!("internal error: {label} loads through remote::load"),
-    }
+    }?;
+    // Only now is it known which members of an archive the image uses.
+    let blobs = loaded.root.blobs();
+    loaded
+        .files
+        .prefetch(blobs.iter().filter_map(|b| b.source.path()))?;
+    Ok(loaded)
 }
 
 /// Publishes one image from `opts.source` under every tag in `opts.tags`.
@@ -183,8 +193,8 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
             (l, Some(m))
         }
         spec => {
-            let label = label.clone();
-            let l = tokio::task::spawn_blocking(move || load(&spec, &label)).await??;
+            let (label, limits) = (label.clone(), opts.archive);
+            let l = tokio::task::spawn_blocking(move || load(&spec, &label, &limits)).await??;
             (l, None)
         }
     };

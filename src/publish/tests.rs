@@ -31,6 +31,7 @@ fn opts(source: String, tags: &[&str]) -> PublishOptions {
         v1: false,
         mirror: Default::default(),
         pin: Default::default(),
+        archive: Default::default(),
     }
 }
 
@@ -430,6 +431,84 @@ async fn legacy_docker_archive() {
     assert_eq!(zs.tags[0].1.media_type, media::OCI_MANIFEST);
     assert_eq!(zm["config"]["mediaType"], media::OCI_CONFIG);
     assert_eq!(zm["layers"][1]["mediaType"], media::OCI_LAYER_ZSTD);
+    deep_ok(s.as_ref()).await;
+}
+
+/// A legacy `docker save` archive of regular files only: `layers` as `(path, tar)`, and a
+/// config listing `diff_ids` (which need not match them).
+fn legacy_archive_of(out: &Path, layers: &[(&str, &[u8])], diff_ids: &[Digest]) {
+    let config = config_json(diff_ids, "amd64");
+    let config_name = format!("{}.json", Digest::sha256_of(&config).hex());
+    let manifest = json!([{
+        "Config": config_name,
+        "RepoTags": ["dup/app:1"],
+        "Layers": layers.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+    }]);
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    let files = [
+        (config_name.as_str(), &config[..]),
+        ("manifest.json", &manifest[..]),
+    ];
+    for (path, data) in files.iter().chain(layers) {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, path, *data).unwrap();
+    }
+    std::fs::write(out, b.into_inner().unwrap()).unwrap();
+}
+
+/// Issue 15, item 10: layer i is checked against diff_ids[i] even when the config repeats a
+/// diff_id, so a repeated one cannot stand in for a different second layer.
+#[tokio::test]
+async fn a_repeated_diff_id_cannot_hide_a_layer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (l1, l2) = (layer_tar("a.txt", b"alpha"), layer_tar("evil", b"payload"));
+    let d1 = Digest::sha256_of(&l1);
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+
+    let hidden = tmp.path().join("hidden.tar");
+    legacy_archive_of(
+        &hidden,
+        &[("1/layer.tar", &l1), ("2/layer.tar", &l2)],
+        &[d1.clone(), d1.clone()],
+    );
+    let err = format!(
+        "{:#}",
+        publish(
+            s.clone(),
+            &opts(format!("docker-archive:{}", hidden.display()), &[])
+        )
+        .await
+        .unwrap_err()
+    );
+    assert!(
+        err.contains("layer 2 of") && err.contains(&format!("diff_id is {d1}")),
+        "{err}"
+    );
+    assert!(s.get(layout::CATALOG).await.unwrap().is_none());
+
+    // Two identical layers, each its own file: both published, as the one blob they are.
+    let twice = tmp.path().join("twice.tar");
+    legacy_archive_of(
+        &twice,
+        &[("1/layer.tar", &l1), ("2/layer.tar", &l1)],
+        &[d1.clone(), d1],
+    );
+    let sum = publish(
+        s.clone(),
+        &opts(format!("docker-archive:{}", twice.display()), &[]),
+    )
+    .await
+    .unwrap();
+    let m: Value =
+        serde_json::from_slice(&get(s.as_ref(), &layout::manifest(&sum.tags[0].1.digest)).await)
+            .unwrap();
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "{m}");
+    assert_eq!(layers[0]["digest"], layers[1]["digest"]);
     deep_ok(s.as_ref()).await;
 }
 

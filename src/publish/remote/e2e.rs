@@ -30,6 +30,7 @@ fn opts(source: String, creds: Option<&str>) -> PublishOptions {
             ..MirrorOptions::default()
         },
         pin: PinOptions::default(),
+        archive: Default::default(),
     }
 }
 
