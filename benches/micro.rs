@@ -287,6 +287,7 @@ fn request_path(c: &mut Criterion) {
             access_log: false,
             request_timeout: Duration::from_secs(30),
             reuse_answers,
+            client_limits: None,
         }))
     };
     serve::metrics::install();

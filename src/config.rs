@@ -64,6 +64,21 @@ pub struct ServeSection {
     pub header_timeout: Option<u64>,
     /// Seconds in-flight requests get to finish after SIGTERM (default 30).
     pub shutdown_timeout: Option<u64>,
+    /// Seconds an HTTP/2 connection may stay without an open stream before it is closed
+    /// (default 60).
+    pub http2_idle_timeout: Option<u64>,
+    /// Seconds between keep-alive pings on a quiet HTTP/2 connection (default 30; 0: none).
+    pub http2_keepalive_interval: Option<u64>,
+    /// Seconds a ping's answer may take before the connection is closed (default 20).
+    pub http2_keepalive_timeout: Option<u64>,
+    /// Window, seconds, in which a client keeping an answer waiting must take `send_min_rate`
+    /// (default 60; 0: no floor).
+    pub send_timeout: Option<u64>,
+    /// Bytes per second a client keeping an answer waiting must take (default 1024).
+    pub send_min_rate: Option<u64>,
+    /// Per-client request rates (off by default).
+    #[serde(default)]
+    pub client_limits: crate::serve::client_limits::ClientLimitsConfig,
     /// How many proxies (our own balancers) sit in front: with one or more, `X-Forwarded-Proto`
     /// and `-Host` are trusted for external URLs, and `X-Forwarded-For` for region routing.
     #[serde(default)]
