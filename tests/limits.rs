@@ -212,3 +212,61 @@ fn each_client_gets_its_burst_of_api_and_token_requests_then_429() {
     let r = get(addr, token, &[&from("198.51.100.9")]);
     assert_eq!(r.status, 200, "{r:?}");
 }
+
+/// HTTP/2 lets a client stall a download without blocking the socket, by granting no more
+/// flow-control window: the stalled stream is noticed, and the connection dropped.
+#[test]
+fn an_http2_client_that_stops_granting_window_is_cut_and_its_slot_freed() {
+    const SIZE: usize = 16 << 20; // far above a client's stream window
+    let store = new_store();
+    let src = tempfile::tempdir().unwrap();
+    let (layer, _) = big_image(src.path(), SIZE);
+    publish(
+        store.path(),
+        &format!("oci:{}:1.0", src.path().display()),
+        &["big/blob:1.0"],
+    );
+    let server = Server::start(
+        store.path(),
+        &[
+            "--max-connections",
+            "1",
+            "--send-timeout",
+            "1",
+            "--send-min-rate",
+            "65536",
+        ],
+    );
+    let addr = server.addr;
+    let redirect = get(addr, &format!("/v2/big/blob/blobs/{layer}"), &[]);
+    assert_eq!(redirect.status, 307, "{redirect:?}");
+    let location = redirect.header("location").expect("Location").to_owned();
+    let rt = rt();
+    // h2c with prior knowledge; the body is never read, so the client grants no more window.
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let stalled = rt
+        .block_on(h2.get(server.url(&location)).send())
+        .expect("the download starts");
+    assert_eq!(stalled.status(), 200);
+    assert_eq!(stalled.version(), reqwest::Version::HTTP_2);
+    let len = stalled.content_length().expect("Content-Length");
+    // Another client is served once the stalled connection has been dropped.
+    let next = rt.block_on(raw(addr, "GET", b"/v2/", &[]));
+    assert_eq!(next.status, 200, "{next:?}");
+    // What the stalled client can still read ends early.
+    let got = rt.block_on(async {
+        let mut stalled = stalled;
+        let mut got = 0u64;
+        while let Ok(Some(chunk)) = stalled.chunk().await {
+            got += chunk.len() as u64;
+        }
+        got
+    });
+    assert!(
+        got < len,
+        "the stalled download was not cut ({got} of {len} bytes)"
+    );
+}

@@ -410,6 +410,10 @@ async fn serve_connection<I>(
         Protocol::Http2 => {
             // Each stream is counted open until its answer's body is dropped.
             let (streams, open) = Streams::new();
+            let stall = match shared.send_floor {
+                Some(floor) => h2_idle::stalled(streams.clone(), open.clone(), floor).left_future(),
+                None => std::future::pending().right_future(),
+            };
             let service = hyper::service::service_fn(move |req| {
                 let stream = streams.open();
                 app(&state, req, peer).map(|resp| {
@@ -425,6 +429,11 @@ async fn serve_connection<I>(
                 _ = conn.as_mut() => return,
                 _ = h2_idle::idle_for(open.clone(), idle) => "idle",
                 _ = drain.wait_for(|s| *s) => "drain",
+                _ = stall => {
+                    // The client is not taking its answers: no use waiting for it to close.
+                    tracing::debug!(%peer, "dropping a stalled HTTP/2 connection");
+                    return;
+                }
             };
             tracing::debug!(%peer, reason = closing, "closing an HTTP/2 connection");
             conn.as_mut().graceful_shutdown();
