@@ -58,7 +58,7 @@ pub struct ServeSection {
     /// Serving threads (default: one per available core).
     pub workers: Option<usize>,
     /// Seconds a registry API request may take, index load included, before a 503 (default 30).
-    /// Downloads from the embedded origin are not limited.
+    /// Downloads from the embedded origin have no total limit; `send_timeout` bounds slow readers.
     pub request_timeout: Option<u64>,
     /// Seconds a client has to send request headers (default 10).
     pub header_timeout: Option<u64>,
@@ -123,5 +123,13 @@ mod tests {
         assert_eq!(c.store.as_deref(), Some("/srv/store"));
         assert_eq!(c.serve.url_ttl, Some(60));
         assert!(toml::from_str::<Config>("[serve]\nlisten_addr = \"x\"\n").is_err());
+        let c: Config = toml::from_str(
+            "[serve]\nsend_timeout = 5\n[serve.client_limits]\napi_rate = 2.5\ntoken_burst = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.serve.send_timeout, Some(5));
+        assert_eq!(c.serve.client_limits.api_rate, 2.5);
+        assert_eq!(c.serve.client_limits.token_burst, Some(3));
+        assert!(toml::from_str::<Config>("[serve.client_limits]\napi_rte = 1\n").is_err());
     }
 }
