@@ -421,7 +421,7 @@ async fn serve_connection<I>(
                 })
             });
             let conn = shared.http2.serve_connection(io, service);
-            tokio::pin!(conn);
+            tokio::pin!(conn, stall);
             let idle = shared.http2_idle_timeout;
             // Closed gracefully (GOAWAY, open streams finish) when idle or on the drain; the
             // watcher is held until then, so the drain waits for this connection.
@@ -429,7 +429,7 @@ async fn serve_connection<I>(
                 _ = conn.as_mut() => return,
                 _ = h2_idle::idle_for(open.clone(), idle) => "idle",
                 _ = drain.wait_for(|s| *s) => "drain",
-                _ = stall => {
+                _ = &mut stall => {
                     // The client is not taking its answers: no use waiting for it to close.
                     tracing::debug!(%peer, "dropping a stalled HTTP/2 connection");
                     return;
@@ -438,10 +438,11 @@ async fn serve_connection<I>(
             tracing::debug!(%peer, reason = closing, "closing an HTTP/2 connection");
             conn.as_mut().graceful_shutdown();
             // hyper's close waits for the client to answer a ping; one that never does is
-            // dropped once idle again.
+            // dropped once idle again, and a stalled one as above.
             tokio::select! {
                 _ = conn.as_mut() => {}
                 _ = h2_idle::idle_for(open, idle) => {}
+                _ = &mut stall => {}
             }
             drop(watcher);
         }
