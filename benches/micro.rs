@@ -8,6 +8,7 @@
 //! signing the URL (`sign`), and the whole request through the router (`request`).
 
 use std::hint::black_box;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -24,6 +25,7 @@ use static_registry::index::{Descriptor, ManifestEntry, RepoIndex};
 use static_registry::layout;
 use static_registry::reference::{Digest, ManifestRef, RepoName, Tag};
 use static_registry::serve::cache::CacheConfig;
+use static_registry::serve::client_limits::{ClientLimits, ClientLimitsConfig};
 use static_registry::serve::route::V2Route;
 use static_registry::serve::{self, AppState};
 use static_registry::sign::cloudfront::{
@@ -276,7 +278,7 @@ fn index(c: &mut Criterion) {
 fn request_path(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let federation = federation(dir.path());
-    let app = |reuse_answers: bool| {
+    let app_with = |reuse_answers: bool, client_limits| {
         serve::router(Arc::new(AppState {
             federation: federation.clone(),
             url_ttl: Duration::from_secs(300),
@@ -287,21 +289,28 @@ fn request_path(c: &mut Criterion) {
             access_log: false,
             request_timeout: Duration::from_secs(30),
             reuse_answers,
+            client_limits,
         }))
     };
+    let app = |reuse_answers: bool| app_with(reuse_answers, None);
     serve::metrics::install();
     let rt = runtime();
-    let call = |app: &axum::Router, method: HttpMethod, path: &str| {
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "registry.example.com")
-            .body(Body::empty())
-            .unwrap();
-        let resp = rt.block_on(app.clone().oneshot(req)).unwrap();
-        assert!(resp.status().is_success() || resp.status().is_redirection());
-        resp
-    };
+    let call_from =
+        |app: &axum::Router, method: HttpMethod, path: &str, peer: Option<SocketAddr>| {
+            let mut req = Request::builder()
+                .method(method)
+                .uri(path)
+                .header("host", "registry.example.com");
+            if let Some(peer) = peer {
+                req = req.extension(axum::extract::ConnectInfo(peer));
+            }
+            let req = req.body(Body::empty()).unwrap();
+            let resp = rt.block_on(app.clone().oneshot(req)).unwrap();
+            assert!(resp.status().is_success() || resp.status().is_redirection());
+            resp
+        };
+    let call =
+        |app: &axum::Router, method: HttpMethod, path: &str| call_from(app, method, path, None);
     let blob = format!("/v2/{REPO}/blobs/{DIGEST}");
     let manifest = format!("/v2/{REPO}/manifests/1.42");
     let mut g = c.benchmark_group("request");
@@ -313,6 +322,22 @@ fn request_path(c: &mut Criterion) {
         });
         g.bench_function(format!("manifest_head_200{suffix}"), |b| {
             b.iter(|| call(&app, HttpMethod::HEAD, &manifest))
+        });
+    }
+    // Per-client limits on (a rate no request reaches), against the same request with a peer
+    // address and no limits: the cost of the bucket lookup.
+    let peer: SocketAddr = ([192, 0, 2, 7], 40000).into();
+    let limits = ClientLimitsConfig {
+        api_rate: 1e9,
+        api_burst: Some(u32::MAX),
+        ..Default::default()
+    };
+    for (limited, suffix) in [(false, "_reused_peer"), (true, "_reused_limited")] {
+        let limits = limited.then(|| ClientLimits::new(&limits).unwrap().unwrap());
+        let app = app_with(true, limits);
+        call_from(&app, HttpMethod::GET, &blob, Some(peer));
+        g.bench_function(format!("blob_get_307{suffix}"), |b| {
+            b.iter(|| call_from(&app, HttpMethod::GET, &blob, Some(peer)))
         });
     }
     g.finish();

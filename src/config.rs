@@ -58,12 +58,27 @@ pub struct ServeSection {
     /// Serving threads (default: one per available core).
     pub workers: Option<usize>,
     /// Seconds a registry API request may take, index load included, before a 503 (default 30).
-    /// Downloads from the embedded origin are not limited.
+    /// Downloads from the embedded origin have no total limit; `send_timeout` bounds slow readers.
     pub request_timeout: Option<u64>,
     /// Seconds a client has to send request headers (default 10).
     pub header_timeout: Option<u64>,
     /// Seconds in-flight requests get to finish after SIGTERM (default 30).
     pub shutdown_timeout: Option<u64>,
+    /// Seconds an HTTP/2 connection may stay without an open stream before it is closed
+    /// (default 60).
+    pub http2_idle_timeout: Option<u64>,
+    /// Seconds between keep-alive pings on a quiet HTTP/2 connection (default 30; 0: none).
+    pub http2_keepalive_interval: Option<u64>,
+    /// Seconds a ping's answer may take before the connection is closed (default 20).
+    pub http2_keepalive_timeout: Option<u64>,
+    /// Window, seconds, in which a client keeping an answer waiting must take `send_min_rate`
+    /// (default 60; 0: no floor).
+    pub send_timeout: Option<u64>,
+    /// Bytes per second a client keeping an answer waiting must take (default 1024).
+    pub send_min_rate: Option<u64>,
+    /// Per-client request rates (off by default).
+    #[serde(default)]
+    pub client_limits: crate::serve::client_limits::ClientLimitsConfig,
     /// How many proxies (our own balancers) sit in front: with one or more, `X-Forwarded-Proto`
     /// and `-Host` are trusted for external URLs, and `X-Forwarded-For` for region routing.
     #[serde(default)]
@@ -110,5 +125,13 @@ mod tests {
         assert_eq!(c.store.as_deref(), Some("/srv/store"));
         assert_eq!(c.serve.url_ttl, Some(60));
         assert!(toml::from_str::<Config>("[serve]\nlisten_addr = \"x\"\n").is_err());
+        let c: Config = toml::from_str(
+            "[serve]\nsend_timeout = 5\n[serve.client_limits]\napi_rate = 2.5\ntoken_burst = 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.serve.send_timeout, Some(5));
+        assert_eq!(c.serve.client_limits.api_rate, 2.5);
+        assert_eq!(c.serve.client_limits.token_burst, Some(3));
+        assert!(toml::from_str::<Config>("[serve.client_limits]\napi_rte = 1\n").is_err());
     }
 }

@@ -93,6 +93,16 @@ enum Command {
         /// Seconds in-flight requests get to finish after SIGTERM/SIGINT [default: 30].
         #[arg(long)]
         shutdown_timeout: Option<u64>,
+        /// Seconds an HTTP/2 connection may stay without an open stream [default: 60].
+        #[arg(long)]
+        http2_idle_timeout: Option<u64>,
+        /// Window in seconds in which a client keeping an answer waiting must take
+        /// --send-min-rate bytes per second, or be disconnected [default: 60; 0: no floor].
+        #[arg(long)]
+        send_timeout: Option<u64>,
+        /// Bytes per second a client keeping an answer waiting must take [default: 1024].
+        #[arg(long)]
+        send_min_rate: Option<u64>,
         /// Log every request at info level (method, path, status, latency, request id; never a
         /// signed URL).
         #[arg(long)]
@@ -265,6 +275,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_connections,
             workers,
             shutdown_timeout,
+            http2_idle_timeout,
+            send_timeout,
+            send_min_rate,
             access_log,
         } => {
             let listen = match listen {
@@ -353,6 +366,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .or(cfg.serve.shutdown_timeout)
                         .unwrap_or(30),
                 ),
+                http2_idle_timeout: Duration::from_secs(
+                    http2_idle_timeout
+                        .or(cfg.serve.http2_idle_timeout)
+                        .unwrap_or(60)
+                        .max(1),
+                ),
+                http2_keep_alive_interval: Some(cfg.serve.http2_keepalive_interval.unwrap_or(30))
+                    .filter(|&s| s > 0)
+                    .map(Duration::from_secs),
+                http2_keep_alive_timeout: Duration::from_secs(
+                    cfg.serve.http2_keepalive_timeout.unwrap_or(20).max(1),
+                ),
+                send_floor: serve::send_floor::SendFloor::new(
+                    Duration::from_secs(send_timeout.or(cfg.serve.send_timeout).unwrap_or(60)),
+                    send_min_rate.or(cfg.serve.send_min_rate).unwrap_or(1024),
+                ),
                 tls: tls.clone(),
             };
             let state = Arc::new(serve::AppState {
@@ -367,6 +396,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     cfg.serve.request_timeout.unwrap_or(30).max(1),
                 ),
                 reuse_answers: index_ttl > 0,
+                client_limits: serve::client_limits::ClientLimits::new(&cfg.serve.client_limits)?,
             });
             serve::run(listen, state, listener_cfg).await?;
             Ok(ExitCode::SUCCESS)

@@ -21,6 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use common::checks::check_podman_id_and_layers;
 use common::clients::{Containerd, Podman, Skopeo};
+use common::download::{big_image, start_download};
 use common::fixtures::{self, check_pulled, Expect, Platforms};
 use common::lb::{metric_sum, Balancer, Replica};
 use common::nginx::{Nginx, SECURE_LINK_TEMPLATE};
@@ -941,95 +942,6 @@ fn rolling_restart_under_load_fails_no_request() {
         stats.failures.lock().unwrap().join("\n")
     );
     eprintln!("rolling restart: {} requests, 0 failed; (replica, ok when it stopped, ok when back in rotation): {progress:?}", stats.ok());
-}
-
-/// An OCI layout with one image whose only layer is a gzip stream of `size` random bytes (in a
-/// tar); returns the layer digest and length.
-fn big_image(dir: &Path, size: usize) -> (String, u64) {
-    use rand::RngCore;
-    let mut data = vec![0u8; size];
-    rand::rng().fill_bytes(&mut data);
-    let mut tar = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_size(size as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
-    tar.append_data(&mut h, "big.bin", &data[..]).unwrap();
-    let tar = tar.into_inner().unwrap();
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
-    gz.write_all(&tar).unwrap();
-    let layer = gz.finish().unwrap();
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |bytes: &[u8]| {
-        let d = sha256(bytes);
-        std::fs::write(blobs.join(common::hex_of(&d)), bytes).unwrap();
-        (d, bytes.len())
-    };
-    let (layer_d, layer_n) = put(&layer);
-    let config = json!({
-        "architecture": "amd64", "os": "linux", "config": {},
-        "rootfs": { "type": "layers", "diff_ids": [sha256(&tar)] },
-    })
-    .to_string();
-    let (config_d, config_n) = put(config.as_bytes());
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": fixtures::OCI_MANIFEST,
-        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_d, "size": config_n },
-        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": layer_d, "size": layer_n }],
-    })
-    .to_string();
-    let (manifest_d, manifest_n) = put(manifest.as_bytes());
-    let index = json!({
-        "schemaVersion": 2,
-        "mediaType": fixtures::OCI_INDEX,
-        "manifests": [{
-            "mediaType": fixtures::OCI_MANIFEST, "digest": manifest_d, "size": manifest_n,
-            "annotations": { "org.opencontainers.image.ref.name": "1.0" },
-        }],
-    });
-    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    (layer_d, layer_n as u64)
-}
-
-/// Opens `GET location` on a fresh connection and reads the response head and `first` body
-/// bytes; returns the stream, the content length and the body bytes read so far.
-fn start_download(addr: SocketAddr, location: &str, first: usize) -> (TcpStream, u64, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET {location} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 16384];
-    let head_end = loop {
-        let n = s.read(&mut chunk).expect("read response head");
-        assert!(n > 0, "connection closed before the response head");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break p + 4;
-        }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    assert!(
-        head.starts_with("HTTP/1.1 200"),
-        "download answered:\n{head}"
-    );
-    let len: u64 = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .expect("Content-Length");
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < first {
-        let n = s.read(&mut chunk).expect("read body");
-        assert!(n > 0, "connection closed early");
-        body.extend_from_slice(&chunk[..n]);
-    }
-    (s, len, body)
 }
 
 #[test]
@@ -2356,4 +2268,59 @@ fn serving_threads_answer_every_connection_and_drain() {
             "idle connection closed on drain"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The embedded origin's answers
+// ---------------------------------------------------------------------------------------------
+
+/// Store objects are whatever was published, served from the endpoint's own origin: every
+/// answer of the embedded origin forbids type sniffing and runs sandboxed, errors included.
+#[test]
+fn embedded_origin_answers_forbid_sniffing_and_run_sandboxed() {
+    let store = new_store();
+    publish(
+        store.path(),
+        "oci:fixtures/oci-single:1.0",
+        &["public/app:1.0"],
+    );
+    let server = common::Server::start(store.path(), &[]);
+    let follow = |path: &str| {
+        let redirect = common::blocking_request(server.addr, "GET", path).expect(path);
+        assert_eq!(redirect.status, 307, "{path}: {redirect:?}");
+        let location = redirect.header("location").expect("Location");
+        assert!(location.starts_with("/_origin/"), "{location}");
+        common::blocking_request(server.addr, "GET", location).expect(location)
+    };
+    let hardened = |what: &str, r: &common::http::RawResponse| {
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{what}: {r:?}"
+        );
+        assert_eq!(
+            r.header("content-security-policy"),
+            Some("sandbox"),
+            "{what}: {r:?}"
+        );
+    };
+    let manifest = follow("/v2/public/app/manifests/1.0");
+    assert_eq!(manifest.status, 200, "{manifest:?}");
+    hardened("manifest", &manifest);
+    let layer = serde_json::from_slice::<Value>(&manifest.body).unwrap()["layers"][0]["digest"]
+        .as_str()
+        .expect("a layer digest")
+        .to_owned();
+    let blob = follow(&format!("/v2/public/app/blobs/{layer}"));
+    assert_eq!(blob.status, 200, "{blob:?}");
+    assert_eq!(sha256(&blob.body), layer);
+    hardened("blob", &blob);
+    let unsigned = common::blocking_request(
+        server.addr,
+        "GET",
+        &format!("/_origin/blobs/sha256/{}", common::hex_of(&layer)),
+    )
+    .expect("unsigned origin request");
+    assert_eq!(unsigned.status, 403, "{unsigned:?}");
+    hardened("refusal", &unsigned);
 }

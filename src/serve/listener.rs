@@ -1,5 +1,6 @@
 //! The accept loop: plain TCP or TLS (rustls, hot-reloaded), HTTP/1.1 and HTTP/2, a connection
-//! limit, a header-read timeout, and a graceful drain with a deadline on SIGTERM/SIGINT.
+//! limit, a header-read timeout, an HTTP/2 idle timeout and keep-alive pings, a floor under how
+//! fast clients take answers, and a graceful drain with a deadline on SIGTERM/SIGINT.
 //!
 //! Hand-built on hyper-util rather than `axum::serve` because the latter offers none of the
 //! limits an endpoint facing the internet needs (slow-loris headers, connection floods) nor a
@@ -17,6 +18,8 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use super::h2_idle::{self, Streams, Tracked};
+use super::send_floor::{Floored, SendFloor};
 use super::AppState;
 
 /// Listener limits and timeouts.
@@ -27,6 +30,14 @@ pub struct ListenerConfig {
     pub workers: usize,
     /// Time a client has to send a request's headers (HTTP/1.1).
     pub header_timeout: Duration,
+    /// An HTTP/2 connection with no open stream for this long is closed.
+    pub http2_idle_timeout: Duration,
+    /// How often an HTTP/2 connection that has been quiet is pinged (`None`: never), and how
+    /// long the answer may take before the connection is closed.
+    pub http2_keep_alive_interval: Option<Duration>,
+    pub http2_keep_alive_timeout: Duration,
+    /// How fast a client must take the answers it keeps waiting (`None`: no floor).
+    pub send_floor: Option<SendFloor>,
     /// How long in-flight requests may take to finish after a shutdown signal.
     pub shutdown_timeout: Duration,
     pub tls: Option<TlsFiles>,
@@ -126,6 +137,8 @@ struct Shared {
     permits: Arc<Semaphore>,
     tls: Option<Arc<TlsState>>,
     header_timeout: Duration,
+    http2_idle_timeout: Duration,
+    send_floor: Option<SendFloor>,
 }
 
 /// Serves until a shutdown signal, then stops accepting and drains.
@@ -175,7 +188,11 @@ pub async fn serve(
         // read buffer (docs/performance.md). Requests end within `request_timeout` regardless.
         .half_close(true);
     let mut http2 = http2::Builder::new(TokioExecutor::new());
-    http2.timer(TokioTimer::new()).max_concurrent_streams(256);
+    http2
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .keep_alive_interval(cfg.http2_keep_alive_interval)
+        .keep_alive_timeout(cfg.http2_keep_alive_timeout);
     let shared = Arc::new(Shared {
         state,
         http1,
@@ -183,6 +200,8 @@ pub async fn serve(
         permits: Arc::new(Semaphore::new(cfg.max_connections)),
         tls,
         header_timeout: cfg.header_timeout,
+        http2_idle_timeout: cfg.http2_idle_timeout,
+        send_floor: cfg.send_floor,
     });
     let graceful = Arc::new(GracefulShutdown::new());
     // `stop` ends the accept loops; `done` ends the serving threads once the drain is over.
@@ -274,43 +293,37 @@ async fn accept_loop(
             _ = &mut stopping => return Ok(()),
         };
         let _ = stream.set_nodelay(true);
-        let state = shared.state.clone();
-        let service =
-            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                use futures::FutureExt;
-                // No route reads a body (writes are refused), and an empty one costs no
-                // allocation. The peer is passed along, not put in the request's extensions:
-                // that map costs two allocations.
-                let req = req.map(|_| axum::body::Body::empty());
-                super::dispatch(&state, req, Some(peer)).map(Ok::<_, std::convert::Infallible>)
-            });
         let watcher = graceful.watcher();
         let shared = shared.clone();
+        let mut drain = stop_for_connections.clone();
         match shared.tls.as_ref().map(|t| t.acceptor()) {
             None => {
                 // A connection that has sent nothing yet is not hyper's: the drain closes it here.
-                let mut drain = stop_for_connections.clone();
                 tokio::spawn(async move {
                     let sniffed = tokio::select! {
                         s = tokio::time::timeout(shared.header_timeout, sniff(&stream)) => s,
                         _ = drain.wait_for(|s| *s) => Ok(None),
                     };
                     if let Ok(Some(protocol)) = sniffed {
-                        serve_connection(&shared, stream, protocol, service, watcher).await;
+                        let io = Floored::new(stream, shared.send_floor);
+                        let conn = Connection { io, protocol, peer };
+                        serve_connection(&shared, conn, watcher, drain).await;
                     }
                     drop(permit);
                 });
             }
             Some(acceptor) => {
                 tokio::spawn(async move {
+                    let io = Floored::new(stream, shared.send_floor);
                     let accepted =
-                        tokio::time::timeout(shared.header_timeout, acceptor.accept(stream)).await;
-                    if let Ok(Ok(stream)) = accepted {
-                        let protocol = match stream.get_ref().1.alpn_protocol() {
+                        tokio::time::timeout(shared.header_timeout, acceptor.accept(io)).await;
+                    if let Ok(Ok(io)) = accepted {
+                        let protocol = match io.get_ref().1.alpn_protocol() {
                             Some(b"h2") => Protocol::Http2,
                             _ => Protocol::Http1,
                         };
-                        serve_connection(&shared, stream, protocol, service, watcher).await;
+                        let conn = Connection { io, protocol, peer };
+                        serve_connection(&shared, conn, watcher, drain).await;
                     }
                     drop(permit);
                 });
@@ -353,33 +366,87 @@ async fn sniff(stream: &tokio::net::TcpStream) -> Option<Protocol> {
     }
 }
 
-/// Serves one connection with hyper until it closes or the drain ends it.
-async fn serve_connection<I, S, B>(
-    shared: &Shared,
+/// An accepted connection, ready for hyper.
+struct Connection<I> {
     io: I,
     protocol: Protocol,
-    service: S,
+    /// The client's address (the balancer's, behind one).
+    peer: SocketAddr,
+}
+
+/// The application as hyper calls it. No route reads a body (writes are refused), and an empty
+/// one costs no allocation. The peer is passed along, not put in the request's extensions: that
+/// map costs two allocations.
+fn app(
+    state: &Arc<AppState>,
+    req: hyper::Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+) -> super::Answer {
+    super::dispatch(state, req.map(|_| axum::body::Body::empty()), Some(peer))
+}
+
+/// Serves one connection with hyper until it closes or the drain ends it.
+async fn serve_connection<I>(
+    shared: &Shared,
+    conn: Connection<I>,
     watcher: Watcher,
+    mut drain: tokio::sync::watch::Receiver<bool>,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::HttpService<hyper::body::Incoming, ResBody = B> + Clone + Send + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    use futures::FutureExt;
+    let Connection { io, protocol, peer } = conn;
     let io = TokioIo::new(io);
-    let _ = match protocol {
-        Protocol::Http1 => watcher
-            .watch(shared.http1.serve_connection(io, service))
-            .await
-            .map_err(|_| ()),
-        Protocol::Http2 => watcher
-            .watch(shared.http2.serve_connection(io, service))
-            .await
-            .map_err(|_| ()),
-    };
+    let state = shared.state.clone();
+    match protocol {
+        Protocol::Http1 => {
+            let service = hyper::service::service_fn(move |req| {
+                app(&state, req, peer).map(Ok::<_, std::convert::Infallible>)
+            });
+            let _ = watcher
+                .watch(shared.http1.serve_connection(io, service))
+                .await;
+        }
+        Protocol::Http2 => {
+            // Each stream is counted open until its answer's body is dropped.
+            let (streams, open) = Streams::new();
+            let stall = match shared.send_floor {
+                Some(floor) => h2_idle::stalled(streams.clone(), open.clone(), floor).left_future(),
+                None => std::future::pending().right_future(),
+            };
+            let service = hyper::service::service_fn(move |req| {
+                let stream = streams.open();
+                app(&state, req, peer).map(|resp| {
+                    Ok::<_, std::convert::Infallible>(resp.map(|b| Tracked::new(b, stream)))
+                })
+            });
+            let conn = shared.http2.serve_connection(io, service);
+            tokio::pin!(conn, stall);
+            let idle = shared.http2_idle_timeout;
+            // Closed gracefully (GOAWAY, open streams finish) when idle or on the drain; the
+            // watcher is held until then, so the drain waits for this connection.
+            let closing = tokio::select! {
+                _ = conn.as_mut() => return,
+                _ = h2_idle::idle_for(open.clone(), idle) => "idle",
+                _ = drain.wait_for(|s| *s) => "drain",
+                _ = &mut stall => {
+                    // The client is not taking its answers: no use waiting for it to close.
+                    tracing::debug!(%peer, "dropping a stalled HTTP/2 connection");
+                    return;
+                }
+            };
+            tracing::debug!(%peer, reason = closing, "closing an HTTP/2 connection");
+            conn.as_mut().graceful_shutdown();
+            // hyper's close waits for the client to answer a ping; one that never does is
+            // dropped once idle again, and a stalled one as above.
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = h2_idle::idle_for(open, idle) => {}
+                _ = &mut stall => {}
+            }
+            drop(watcher);
+        }
+    }
 }
 
 fn spawn_tls_reloader(tls: Arc<TlsState>) {

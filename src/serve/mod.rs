@@ -6,7 +6,9 @@
 //! `/metrics`) and the token endpoint (`/token`, with private repositories) live beside the API.
 
 pub mod cache;
+pub mod client_limits;
 pub mod error;
+pub mod h2_idle;
 pub mod listener;
 pub mod metrics;
 pub mod ops;
@@ -15,6 +17,7 @@ pub mod per_second;
 pub mod recent_answers;
 pub mod recent_urls;
 pub mod route;
+pub mod send_floor;
 pub mod v1;
 pub mod v2;
 
@@ -58,6 +61,8 @@ pub struct AppState {
     /// Re-use blob and manifest answers within their second ([`recent_answers`]); off when the
     /// index is not cached (`index_ttl = 0`), where every answer must read the store afresh.
     pub reuse_answers: bool,
+    /// Per-client request rates, when configured ([`client_limits`]).
+    pub client_limits: Option<client_limits::ClientLimits>,
 }
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
@@ -132,6 +137,14 @@ pub(crate) fn dispatch(state: &Arc<AppState>, req: Request, peer: Option<SocketA
     let started = Instant::now();
     let logged = (state.access_log || tracing::enabled!(tracing::Level::DEBUG))
         .then(|| (req.method().clone(), req.uri().path().to_owned()));
+    if let Some(limits) = &state.client_limits {
+        if let Some(refused) = limits.check(&state.federation.regions, &req, peer) {
+            let refused = ("limited", with_api_version(refused));
+            return futures::future::Either::Left(std::future::ready(finish(
+                state, started, logged, refused,
+            )));
+        }
+    }
     let read = V2Read::of(state, &req, peer);
     let reused = read.as_ref().and_then(|r| r.reused(req.uri().path()));
     if let Some(answer) = reused {

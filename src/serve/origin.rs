@@ -46,7 +46,24 @@ fn forbidden() -> Response {
 }
 
 impl EmbeddedOrigin {
+    /// Answers one request. Every answer, errors too, tells browsers not to guess a type and not
+    /// to run anything: store objects are whatever was published, and this is the endpoint's
+    /// own origin.
     pub async fn serve(&self, req: Request<Body>) -> Response {
+        let mut resp = self.answer(req).await;
+        let h = resp.headers_mut();
+        h.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox"),
+        );
+        resp
+    }
+
+    async fn answer(&self, req: Request<Body>) -> Response {
         let method = match *req.method() {
             axum::http::Method::GET => Method::Get,
             axum::http::Method::HEAD => Method::Head,

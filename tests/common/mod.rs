@@ -10,6 +10,7 @@
 
 pub mod checks;
 pub mod clients;
+pub mod download;
 pub mod fixtures;
 pub mod hostile;
 pub mod http;
