@@ -82,6 +82,8 @@ pub struct PublishSection {
     pub jobs: Option<usize>,
     /// Also write the registry v1 view of every published image (like `publish --v1`).
     pub v1: Option<bool>,
+    /// `--max-manifests` of publish, export, verify and prune (default 4096).
+    pub max_manifests: Option<usize>,
 }
 
 impl Config {

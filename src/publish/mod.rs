@@ -37,6 +37,7 @@ use crate::index::{Descriptor, ManifestEntry, RepoIndex};
 use crate::layout;
 use crate::reference::{RepoName, TaggedName};
 use crate::store::{PutMode, PutOptions, Store};
+use crate::walk::WalkLimits;
 use files::Files;
 use image::Node;
 use source::{Selector, SourceSpec};
@@ -70,6 +71,8 @@ pub struct PublishOptions {
     pub mirror: remote::MirrorOptions,
     /// `--pin`, the registry host for printed references, the output format.
     pub pin: pin::PinOptions,
+    /// Bounds of the walk through the source's image indexes (`--max-manifests`).
+    pub limits: WalkLimits,
 }
 
 /// What a publish did, for the user.
@@ -143,8 +146,13 @@ pub(crate) struct Loaded {
 }
 
 /// Loads the image `select` picks from an OCI layout in `files` (a directory or an archive).
-fn load_oci(files: Files, select: Option<&Selector>, label: &str) -> anyhow::Result<Loaded> {
-    let layout = oci::Layout::open(files)?;
+fn load_oci(
+    files: Files,
+    select: Option<&Selector>,
+    label: &str,
+    limits: WalkLimits,
+) -> anyhow::Result<Loaded> {
+    let layout = oci::Layout::open(files, limits)?;
     let desc = layout.select(select, label)?;
     let root = layout.load(&desc)?;
     Ok(Loaded {
@@ -154,19 +162,19 @@ fn load_oci(files: Files, select: Option<&Selector>, label: &str) -> anyhow::Res
     })
 }
 
-fn load(spec: &SourceSpec, label: &str) -> anyhow::Result<Loaded> {
+fn load(spec: &SourceSpec, label: &str, limits: WalkLimits) -> anyhow::Result<Loaded> {
     match spec {
         SourceSpec::Oci { dir, select } => {
             if !dir.is_dir() {
                 bail!("{label}: {} is not a directory", dir.display());
             }
-            load_oci(Files::Dir(dir.clone()), select.as_ref(), label)
+            load_oci(Files::Dir(dir.clone()), select.as_ref(), label, limits)
         }
         SourceSpec::OciArchive { file, select } => {
-            load_oci(Files::open_tar(file)?, select.as_ref(), label)
+            load_oci(Files::open_tar(file)?, select.as_ref(), label, limits)
         }
         SourceSpec::DockerArchive { file, select } => {
-            docker_archive::load(Files::open_tar(file)?, select.as_ref(), label)
+            docker_archive::load(Files::open_tar(file)?, select.as_ref(), label, limits)
         }
         SourceSpec::Docker(_) => bail!("internal error: {label} loads through remote::load"),
     }
@@ -179,12 +187,13 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
     // A registry source loads over the network (async); file sources on the blocking pool.
     let (loaded, mirror) = match spec {
         SourceSpec::Docker(r) => {
-            let (l, m) = remote::load(&r, &opts.mirror, store.as_ref()).await?;
+            let (l, m) = remote::load(&r, &opts.mirror, store.as_ref(), opts.limits).await?;
             (l, Some(m))
         }
         spec => {
             let label = label.clone();
-            let l = tokio::task::spawn_blocking(move || load(&spec, &label)).await??;
+            let limits = opts.limits;
+            let l = tokio::task::spawn_blocking(move || load(&spec, &label, limits)).await??;
             (l, None)
         }
     };
