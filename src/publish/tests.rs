@@ -760,3 +760,5 @@ async fn publishes_every_fixture() {
     }
     deep_ok(s.as_ref()).await;
 }
+
+mod graph;
