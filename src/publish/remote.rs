@@ -1090,6 +1090,8 @@ impl Loader<'_> {
 
 #[cfg(test)]
 mod e2e;
+#[cfg(test)]
+mod graph;
 
 #[cfg(test)]
 mod tests {
