@@ -99,6 +99,8 @@ pub struct PublishSection {
     pub v1: Option<bool>,
     /// Most a compressed archive source may decompress to (like `publish --max-archive-bytes`).
     pub max_archive_bytes: Option<crate::publish::archive::ByteSize>,
+    /// `--max-manifests` of publish, export, verify and prune (default 4096).
+    pub max_manifests: Option<usize>,
 }
 
 impl Config {

@@ -19,7 +19,7 @@
 //!   load`, podman and skopeo all detect the compression); zstd layers are decompressed, since
 //!   older `docker load` cannot read them. One image only: an image index needs a platform.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -36,6 +36,7 @@ use crate::manifest::{AnyManifest, Descriptor};
 use crate::publish::hashing::{Hasher, HashingReader};
 use crate::reference::{Digest, RepoName, TaggedName};
 use crate::store::Store;
+use crate::walk::{self, WalkLimits};
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -44,6 +45,8 @@ const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
+/// Concurrent manifest reads while walking an image index.
+const PARALLEL: usize = 8;
 
 /// `REPO:TAG` or `REPO@DIGEST`: what to export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +215,8 @@ pub struct ExportOptions {
     pub destination: Destination,
     /// Which image of an image index; required for docker-archive unless the host's exists.
     pub platform: Option<Platform>,
+    /// Bounds of the walk through an image index.
+    pub limits: WalkLimits,
 }
 
 /// What an export wrote.
@@ -383,7 +388,7 @@ pub async fn export(store: Arc<dyn Store>, opts: &ExportOptions) -> anyhow::Resu
                 }
                 _ => root,
             };
-            export_oci(store, root, dir, ref_name, &what).await
+            export_oci(store, root, dir, ref_name, &what, opts.limits).await
         }
         Destination::DockerArchive { file, tag } => {
             let image = if root.is_index() {
@@ -417,6 +422,7 @@ async fn export_oci(
     dir: &Path,
     ref_name: Option<String>,
     what: &str,
+    limits: WalkLimits,
 ) -> anyhow::Result<ExportSummary> {
     let blobs_dir = dir.join("blobs");
     tokio::fs::create_dir_all(&blobs_dir)
@@ -443,13 +449,37 @@ async fn export_oci(
         notes: Vec::new(),
     };
     let store_digest = root.digest.clone();
+    // Every manifest of the tree, each fetched once (indexes may list a child many times).
+    let root_desc = Descriptor {
+        media_type: root.media_type.clone(),
+        digest: root.digest.clone(),
+        size: root.bytes.len() as u64,
+        urls: None,
+        annotations: None,
+        platform: None,
+    };
+    let store_ref = store.as_ref();
+    let tree =
+        walk::walk(
+            [root_desc],
+            limits,
+            PARALLEL,
+            what,
+            |c: Descriptor| async move {
+                fetch_manifest(store_ref, &c.digest, c.size, &c.media_type).await
+            },
+            |m: &Fetched| m.doc.children().cloned().collect::<Vec<_>>(),
+        )
+        .await?;
     let mut ctx = OciCtx {
         store: store.as_ref(),
         dir,
         summary: &mut summary,
         seen: HashSet::new(),
+        fetched: tree.into_map(),
+        written: HashMap::new(),
     };
-    let top = write_tree(&mut ctx, root).await?;
+    let top = write_tree(&mut ctx, &root).await?;
     if top.digest != store_digest {
         summary.notes.push(format!(
             "Docker media types were converted to OCI ones, as `skopeo copy` does (skopeo and \
@@ -495,10 +525,16 @@ struct OciCtx<'a> {
     store: &'a dyn Store,
     dir: &'a Path,
     summary: &'a mut ExportSummary,
+    /// Blobs already written.
     seen: HashSet<Digest>,
+    /// Every manifest below the root, fetched by the walk.
+    fetched: HashMap<Digest, Fetched>,
+    /// Manifests already written, by store digest: each is written once.
+    written: HashMap<Digest, Written>,
 }
 
 /// Where one manifest of the tree ended up in the layout.
+#[derive(Clone)]
 struct Written {
     media_type: String,
     digest: Digest,
@@ -527,14 +563,33 @@ fn oci_media_type(mt: &str) -> Option<&'static str> {
 /// and an index whose children changed is rewritten to name them.
 fn write_tree<'a>(
     ctx: &'a mut OciCtx<'_>,
-    m: Fetched,
+    m: &'a Fetched,
 ) -> futures::future::BoxFuture<'a, anyhow::Result<Written>> {
     Box::pin(async move {
+        if let Some(w) = ctx.written.get(&m.digest) {
+            return Ok(w.clone());
+        }
         let mut doc: Value = serde_json::from_slice(&m.bytes)?;
         let mut changed = false;
-        for (i, c) in m.doc.manifests.iter().flatten().enumerate() {
-            let child = fetch_manifest(ctx.store, &c.digest, c.size, &c.media_type).await?;
-            let w = write_tree(ctx, child).await?;
+        for (i, c) in m.doc.children().enumerate() {
+            // The walk fetched (and checked) each child once, against the first descriptor
+            // that listed it; every other listing must agree on its size.
+            let child = ctx
+                .fetched
+                .remove(&c.digest)
+                .ok_or_else(|| anyhow!("internal error: {} was not fetched", c.digest))?;
+            if child.bytes.len() as u64 != c.size {
+                bail!(
+                    "{}: lists {} with size {}, but it is {} bytes (run verify)",
+                    layout::manifest(&m.digest),
+                    c.digest,
+                    c.size,
+                    child.bytes.len()
+                );
+            }
+            let w = write_tree(ctx, &child).await;
+            ctx.fetched.insert(c.digest.clone(), child);
+            let w = w?;
             if w.digest != c.digest || w.media_type != c.media_type {
                 let d = &mut doc["manifests"][i];
                 d["mediaType"] = json!(w.media_type);
@@ -594,11 +649,13 @@ fn write_tree<'a>(
         write_file(&oci_blob_path(ctx.dir, &digest), &bytes)?;
         ctx.summary.manifests += 1;
         ctx.summary.bytes += bytes.len() as u64;
-        Ok(Written {
+        let w = Written {
             media_type,
             digest,
             size: bytes.len() as u64,
-        })
+        };
+        ctx.written.insert(m.digest.clone(), w.clone());
+        Ok(w)
     })
 }
 

@@ -84,6 +84,28 @@ impl RepoIndex {
         Ok(idx)
     }
 
+    /// [`RepoIndex::from_slice`] for `serve`: tags and manifests recorded with a media type that
+    /// is not a manifest's are left out (and logged), so the endpoint never answers a manifest
+    /// with an arbitrary `Content-Type` from a tampered index. `verify` reports them.
+    pub fn for_serving(bytes: &[u8]) -> anyhow::Result<Self> {
+        use crate::manifest::media_types::is_accepted;
+        let mut idx = Self::from_slice(bytes)?;
+        let before = (idx.tags.len(), idx.manifests.len());
+        // Publish checked an artifact manifest's artifactType; the index does not record it.
+        idx.manifests
+            .retain(|_, e| is_accepted(&e.media_type, true));
+        idx.tags.retain(|_, d| is_accepted(&d.media_type, true));
+        if (idx.tags.len(), idx.manifests.len()) != before {
+            tracing::warn!(
+                "repository index of {}: left out {} tag(s) and {} manifest(s) whose media type is not a manifest's (run verify)",
+                idx.name,
+                before.0 - idx.tags.len(),
+                before.1 - idx.manifests.len()
+            );
+        }
+        Ok(idx)
+    }
+
     pub fn to_vec(&self) -> Vec<u8> {
         serde_json::to_vec_pretty(self).expect("index serialises")
     }
@@ -257,6 +279,29 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serving_leaves_out_entries_that_are_not_manifests() {
+        let mut idx = RepoIndex::new(RepoName::parse("a/b").unwrap());
+        let good = desc(b"good");
+        let mut bad = desc(b"bad");
+        bad.media_type = "text/html".into();
+        for (t, d) in [("good", &good), ("bad", &bad)] {
+            idx.tags.insert(Tag::parse(t).unwrap(), d.clone());
+            idx.manifests.insert(
+                d.digest.clone(),
+                ManifestEntry {
+                    media_type: d.media_type.clone(),
+                    size: d.size,
+                },
+            );
+        }
+        let served = RepoIndex::for_serving(&idx.to_vec()).unwrap();
+        assert_eq!(served.tags.len(), 1);
+        assert!(served.tags.contains_key(&Tag::parse("good").unwrap()));
+        assert!(served.manifests.contains_key(&good.digest));
+        assert!(!served.manifests.contains_key(&bad.digest));
+    }
 
     fn desc(data: &[u8]) -> Descriptor {
         Descriptor {

@@ -19,3 +19,4 @@ pub mod serve;
 pub mod sign;
 pub mod store;
 pub mod verify;
+pub mod walk;

@@ -152,6 +152,8 @@ enum Command {
         mirror: publish::remote::MirrorOptions,
         #[command(flatten)]
         pin: publish::pin::PinOptions,
+        #[command(flatten)]
+        walk: static_registry::walk::WalkArgs,
     },
     /// Check a store: every tag resolves, every manifest parses, every blob exists with its size.
     ///
@@ -165,6 +167,8 @@ enum Command {
         /// Also re-hash every manifest and blob.
         #[arg(long)]
         deep: bool,
+        #[command(flatten)]
+        walk: static_registry::walk::WalkArgs,
     },
     /// Delete blobs and manifests no repository index references (and stale staging files).
     ///
@@ -181,6 +185,8 @@ enum Command {
         /// List what would be deleted and the bytes freed; change nothing.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        walk: static_registry::walk::WalkArgs,
     },
     /// Remove tags from a repository; content no remaining tag reaches leaves its index.
     ///
@@ -223,6 +229,8 @@ enum Command {
         /// this machine's; oci defaults to the whole index).
         #[arg(long)]
         platform: Option<static_registry::export::Platform>,
+        #[command(flatten)]
+        walk: static_registry::walk::WalkArgs,
     },
 }
 
@@ -412,6 +420,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             max_archive_bytes,
             mirror,
             pin,
+            walk,
         } => {
             let store = open_store(store, &cfg)?;
             let max_expanded = max_archive_bytes
@@ -427,6 +436,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 mirror,
                 pin,
                 archive: publish::archive::ArchiveLimits { max_expanded },
+                limits: walk.limits(cfg.publish.max_manifests),
             };
             let summary = publish::publish(store, &opts).await?;
             match opts.pin.output {
@@ -437,9 +447,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Verify { store, deep } => {
+        Command::Verify { store, deep, walk } => {
             let store = open_store(store, &cfg)?;
-            let report = verify::verify(store.as_ref(), &verify::VerifyOptions { deep }).await?;
+            let opts = verify::VerifyOptions {
+                deep,
+                limits: walk.limits(cfg.publish.max_manifests),
+            };
+            let report = verify::verify(store.as_ref(), &opts).await?;
             println!("{report}");
             Ok(if report.problems.is_empty() {
                 ExitCode::SUCCESS
@@ -451,9 +465,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             store,
             grace,
             dry_run,
+            walk,
         } => {
             let store = open_store(store, &cfg)?;
-            let opts = static_registry::prune::PruneOptions { grace, dry_run };
+            let opts = static_registry::prune::PruneOptions {
+                grace,
+                dry_run,
+                limits: walk.limits(cfg.publish.max_manifests),
+            };
             let report = static_registry::prune::prune(store.as_ref(), &opts).await?;
             println!("{report}");
             Ok(ExitCode::SUCCESS)
@@ -482,12 +501,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             destination,
             store,
             platform,
+            walk,
         } => {
             let store = open_store(store, &cfg)?;
             let opts = static_registry::export::ExportOptions {
                 reference,
                 destination,
                 platform,
+                limits: walk.limits(cfg.publish.max_manifests),
             };
             let summary = static_registry::export::export(store, &opts).await?;
             println!("{summary}");

@@ -47,15 +47,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context};
 use futures::stream::{self, StreamExt, TryStreamExt};
-use serde::Deserialize;
 
 use crate::index::{RepoIndex, TagsList};
 use crate::layout;
+use crate::manifest::AnyManifest;
 use crate::publish::commit::{
     add_to_catalog, remove_from_catalog, tag_copies_prefix, update_index, write_derived,
 };
 use crate::reference::{Digest, RepoName, Tag};
 use crate::store::{ObjectMeta, Store, Version};
+use crate::walk::{self, WalkLimits};
 
 /// The default grace period: content younger than this is never deleted.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
@@ -80,6 +81,8 @@ pub struct PruneOptions {
     pub grace: Duration,
     /// Report what would be deleted, delete nothing, repair nothing.
     pub dry_run: bool,
+    /// Bounds of the walk through the manifests the indexes reach.
+    pub limits: WalkLimits,
 }
 
 /// One object prune deletes (or would delete).
@@ -241,22 +244,6 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 // Manifests, as far as reachability cares
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Deserialize)]
-struct RefDesc {
-    digest: Digest,
-}
-
-/// Any manifest or image index: what it refers to.
-#[derive(Deserialize)]
-struct AnyManifest {
-    #[serde(default)]
-    manifests: Vec<RefDesc>,
-    #[serde(default)]
-    config: Option<RefDesc>,
-    #[serde(default)]
-    layers: Vec<RefDesc>,
-}
-
 /// What one manifest refers to: child manifests (of an index) and blobs (config, layers).
 #[derive(Debug, Clone, Default)]
 struct Refs {
@@ -279,13 +266,8 @@ async fn fetch_refs(store: &dyn Store, d: &Digest) -> anyhow::Result<Fetched> {
     };
     Ok(match serde_json::from_slice::<AnyManifest>(&obj.bytes) {
         Ok(m) => Fetched::Known(Refs {
-            children: m.manifests.into_iter().map(|c| c.digest).collect(),
-            blobs: m
-                .config
-                .into_iter()
-                .chain(m.layers)
-                .map(|b| b.digest)
-                .collect(),
+            children: m.children().map(|c| c.digest.clone()).collect(),
+            blobs: m.blobs().map(|b| b.digest.clone()).collect(),
         }),
         Err(e) => Fetched::Unknown(format!("{key} is not a manifest: {e}")),
     })
@@ -339,7 +321,7 @@ struct Reach {
 impl Reach {
     /// Reads every repository index (again) and adds what changed ones reach. `listed` is the
     /// listing of `repositories/`, when the caller already has a fresh one.
-    async fn refresh(&mut self, store: &dyn Store) -> anyhow::Result<()> {
+    async fn refresh(&mut self, store: &dyn Store, limits: WalkLimits) -> anyhow::Result<()> {
         let listed = store
             .list(layout::REPOSITORIES_PREFIX)
             .await
@@ -379,30 +361,40 @@ impl Reach {
             self.versions.insert(key.clone(), obj.version);
             self.indexes.insert(key, idx);
         }
-        // Expand through the manifests themselves, in case an index under-records.
-        let mut todo = roots;
-        while !todo.is_empty() {
-            let batch: Vec<Digest> = std::mem::take(&mut todo);
-            fetch_all(store, &mut self.manifests, batch.iter().cloned()).await?;
-            for d in batch {
-                if !self.digests.insert(d.clone()) {
-                    continue;
+        // Expand through the manifests themselves, in case an index under-records: one walk,
+        // each manifest fetched once (and never again on a later refresh).
+        let cache = &self.manifests;
+        let walked = walk::walk(
+            roots,
+            limits,
+            PARALLEL,
+            "the repository indexes",
+            |d: Digest| async move {
+                match cache.get(&d) {
+                    Some(f) => Ok(f.clone()),
+                    None => fetch_refs(store, &d).await,
                 }
-                match &self.manifests[&d] {
-                    Fetched::Known(r) => {
-                        self.digests.extend(r.blobs.iter().cloned());
-                        todo.extend(
-                            r.children
-                                .iter()
-                                .filter(|c| !self.digests.contains(*c))
-                                .cloned(),
-                        );
-                    }
-                    Fetched::Unknown(why) => self.notes.push(format!(
+            },
+            |f: &Fetched| match f {
+                Fetched::Known(r) => r.children.clone(),
+                Fetched::Unknown(_) => Vec::new(),
+            },
+        )
+        .await?;
+        for v in walked.visits {
+            let d = v.reference;
+            if let Fetched::Unknown(why) = &v.value {
+                if !self.digests.contains(&d) {
+                    self.notes.push(format!(
                         "an index references {d}, but {why} (run verify); the blobs its index lists are kept"
-                    )),
+                    ));
                 }
             }
+            if let Fetched::Known(r) = &v.value {
+                self.digests.extend(r.blobs.iter().cloned());
+            }
+            self.digests.insert(d.clone());
+            self.manifests.insert(d, v.value);
         }
         Ok(())
     }
@@ -466,7 +458,7 @@ pub async fn prune(store: &dyn Store, opts: &PruneOptions) -> anyhow::Result<Pru
 
     // 2. Then the indexes.
     let mut reach = Reach::default();
-    reach.refresh(store).await?;
+    reach.refresh(store, opts.limits).await?;
     let mut last_check = Instant::now();
     report.repositories = reach.indexes.len();
 
@@ -507,7 +499,7 @@ pub async fn prune(store: &dyn Store, opts: &PruneOptions) -> anyhow::Result<Pru
     } else {
         for chunk in victims.chunks(DELETE_CHUNK) {
             if last_check.elapsed() >= RECHECK_EVERY {
-                reach.refresh(store).await?;
+                reach.refresh(store, opts.limits).await?;
                 last_check = Instant::now();
             }
             let (rescued, doomed): (Vec<_>, Vec<_>) =

@@ -28,11 +28,12 @@ use tokio::io::AsyncReadExt;
 
 use crate::index::{Catalog, RepoIndex, TagsList};
 use crate::layout;
-use crate::manifest::AnyManifest;
+use crate::manifest::{media_types, AnyManifest};
 use crate::publish::commit::tag_copies_prefix;
 use crate::publish::hashing::Hasher;
 use crate::reference::{Digest, RepoName};
 use crate::store::Store;
+use crate::walk::{self, WalkLimits};
 
 /// Concurrent store requests while verifying (each is small; on S3 latency dominates).
 const PARALLEL: usize = 16;
@@ -42,6 +43,8 @@ const PARALLEL: usize = 16;
 pub struct VerifyOptions {
     /// Re-hash every manifest and blob, not just check presence and size.
     pub deep: bool,
+    /// Bounds of the walk through the manifests the indexes reach.
+    pub limits: WalkLimits,
 }
 
 /// The outcome: empty `problems` means nothing points at missing or wrong content.
@@ -141,9 +144,9 @@ pub async fn verify(store: &dyn Store, opts: &VerifyOptions) -> anyhow::Result<R
         }
     }
 
-    // Every manifest the indexes reference, and the children those list, fetched once.
-    let mut manifests: HashMap<Digest, Fetched> = HashMap::new();
-    let mut want: BTreeSet<Digest> = repos
+    // Every manifest the indexes reference, and the children those list: one walk, each
+    // fetched once.
+    let roots: BTreeSet<Digest> = repos
         .iter()
         .flat_map(|(_, idx)| {
             idx.manifests
@@ -152,30 +155,23 @@ pub async fn verify(store: &dyn Store, opts: &VerifyOptions) -> anyhow::Result<R
         })
         .cloned()
         .collect();
-    while !want.is_empty() {
-        let batch: Vec<Digest> = std::mem::take(&mut want).into_iter().collect();
-        let fetched: Vec<(Digest, Fetched, Option<String>)> = stream::iter(batch)
-            .map(|d| async move {
-                let (f, problem) = fetch_manifest(store, &d, opts.deep).await?;
-                anyhow::Ok((d, f, problem))
-            })
-            .buffer_unordered(PARALLEL)
-            .collect::<Vec<_>>()
-            .await
-            .into_iter()
-            .collect::<anyhow::Result<_>>()?;
-        for (d, f, problem) in fetched {
-            problems.extend(problem);
-            if let Fetched::Ok(_, m) = &f {
-                for c in m.manifests.iter().flatten() {
-                    if !manifests.contains_key(&c.digest) {
-                        want.insert(c.digest.clone());
-                    }
-                }
-            }
-            manifests.insert(d, f);
-        }
-        want.retain(|d| !manifests.contains_key(d));
+    let walked = walk::walk(
+        roots,
+        opts.limits,
+        PARALLEL,
+        "the repository indexes",
+        |d: Digest| async move { fetch_manifest(store, &d, opts.deep).await },
+        |(f, _): &(Fetched, Option<String>)| match f {
+            Fetched::Ok(_, m) => m.children().map(|c| c.digest.clone()).collect(),
+            _ => Vec::new(),
+        },
+    )
+    .await?;
+    let mut manifests: HashMap<Digest, Fetched> = HashMap::new();
+    for v in walked.visits {
+        let (f, problem) = v.value;
+        problems.extend(problem);
+        manifests.insert(v.reference, f);
     }
 
     // Every blob the indexes and manifests reference, checked once.
@@ -186,8 +182,7 @@ pub async fn verify(store: &dyn Store, opts: &VerifyOptions) -> anyhow::Result<R
         .collect();
     for f in manifests.values() {
         if let Fetched::Ok(_, m) = f {
-            blob_digests.extend(m.config.iter().map(|c| c.digest.clone()));
-            blob_digests.extend(m.layers.iter().flatten().map(|l| l.digest.clone()));
+            blob_digests.extend(m.blobs().map(|b| b.digest.clone()));
         }
     }
     let blob_results: Vec<(Digest, BlobState, Option<String>)> = stream::iter(blob_digests)
@@ -451,6 +446,17 @@ impl RepoCheck<'_> {
         }
         for (d, entry) in &idx.manifests {
             let mkey = layout::manifest(d);
+            let artifact = match self.manifests.get(d) {
+                Some(Fetched::Ok(_, m)) => m.artifact_type.is_some(),
+                _ => true,
+            };
+            if !media_types::is_accepted(&entry.media_type, artifact) {
+                self.problem(format!(
+                    "{key}: records {d} as {:?}, which is not a manifest media type (serve \
+                     would answer the manifest with that Content-Type)",
+                    entry.media_type
+                ));
+            }
             match self.manifests.get(d) {
                 None | Some(Fetched::Missing) => {
                     self.problem(format!("{mkey}: missing (referenced by {key})"))
@@ -473,6 +479,11 @@ impl RepoCheck<'_> {
                         ));
                     }
                     if let Some(mt) = &m.media_type {
+                        if !media_types::is_accepted(mt, m.artifact_type.is_some()) {
+                            self.problem(format!(
+                                "{mkey}: its mediaType {mt:?} is not a manifest media type"
+                            ));
+                        }
                         if *mt != entry.media_type {
                             self.problem(format!(
                                 "{key}: records {d} as {}, but the manifest says it is {mt} (clients need the exact type)",

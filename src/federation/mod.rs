@@ -45,7 +45,7 @@ impl Origin {
         Origin {
             name: name.into(),
             signer,
-            repos: DocCache::with_parser(store.clone(), cache, RepoIndex::from_slice)
+            repos: DocCache::with_parser(store.clone(), cache, RepoIndex::for_serving)
                 .with_health_flag(healthy.clone()),
             catalog: DocCache::new(store.clone(), cache).with_health_flag(healthy.clone()),
             store,

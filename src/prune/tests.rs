@@ -136,7 +136,15 @@ fn age_everything(root: &std::path::Path, age: Duration) {
 }
 
 async fn clean(s: &dyn Store) {
-    let r = verify(s, &VerifyOptions { deep: true }).await.unwrap();
+    let r = verify(
+        s,
+        &VerifyOptions {
+            deep: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert!(r.problems.is_empty() && r.warnings.is_empty(), "{r}");
 }
 
@@ -171,6 +179,7 @@ async fn prune_respects_references_grace_and_dry_run() {
     let opts = PruneOptions {
         grace: Duration::from_secs(3600),
         dry_run: false,
+        limits: Default::default(),
     };
     let r = prune(s.as_ref(), &opts).await.unwrap();
     assert!(r.deleted.is_empty() && r.staging.is_empty(), "{r}");
@@ -269,6 +278,7 @@ async fn untag_drops_the_closure_and_prune_collects_it() {
     let opts = PruneOptions {
         grace: Duration::from_secs(3600),
         dry_run: false,
+        limits: Default::default(),
     };
     // b/other still references v1: nothing goes.
     let r = prune(s.as_ref(), &opts).await.unwrap();
@@ -362,6 +372,7 @@ async fn prune_repairs_lagging_derived_files_before_deleting() {
         &PruneOptions {
             grace: Duration::from_secs(3600),
             dry_run: false,
+            limits: Default::default(),
         },
     )
     .await

@@ -17,6 +17,7 @@ use crate::publish::oci::{self, Layout, CONTAINERD_NAME, REF_NAME};
 use crate::publish::source::{DockerRef, Selector};
 use crate::publish::Loaded;
 use crate::reference::{Digest, TaggedName};
+use crate::walk::WalkLimits;
 
 /// One image of `manifest.json`.
 #[derive(Debug, Deserialize)]
@@ -73,9 +74,14 @@ fn tagged_names(refs: impl IntoIterator<Item = DockerRef>) -> Vec<TaggedName> {
 }
 
 /// Loads the image `select` names from a `docker save` archive.
-pub fn load(files: Files, select: Option<&Selector>, label: &str) -> anyhow::Result<Loaded> {
+pub fn load(
+    files: Files,
+    select: Option<&Selector>,
+    label: &str,
+    limits: WalkLimits,
+) -> anyhow::Result<Loaded> {
     if files.exists("index.json") && files.exists("oci-layout") {
-        return load_oci(files, select, label);
+        return load_oci(files, select, label, limits);
     }
     let Some(entries) = read_save_manifest(&files)? else {
         bail!(
@@ -202,9 +208,14 @@ fn legacy_image(files: &Files, entry: &SaveEntry, label: &str) -> anyhow::Result
 
 /// Docker ≥ 25: select in the embedded OCI layout by the names Docker annotates it with, or
 /// through `manifest.json`'s `RepoTags` (matched to a layout entry by config digest).
-fn load_oci(files: Files, select: Option<&Selector>, label: &str) -> anyhow::Result<Loaded> {
+fn load_oci(
+    files: Files,
+    select: Option<&Selector>,
+    label: &str,
+    limits: WalkLimits,
+) -> anyhow::Result<Loaded> {
     let saves = read_save_manifest(&files)?.unwrap_or_default();
-    let layout = Layout::open(files)?;
+    let layout = Layout::open(files, limits)?;
     let names_of = |e: &SourceDescriptor| -> Vec<DockerRef> {
         let ann = e.annotations.as_ref();
         [CONTAINERD_NAME, REF_NAME]

@@ -5,6 +5,9 @@
 //! (render.rs) then writes manifests bottom-up, because a manifest whose layers get compressed
 //! only has a digest once its layers do.
 
+use std::collections::HashSet;
+use std::sync::Arc;
+
 use crate::reference::Digest;
 
 /// Media types the publisher has to tell apart.
@@ -29,10 +32,6 @@ pub mod media {
 
     pub fn is_index(mt: &str) -> bool {
         mt == OCI_INDEX || mt == DOCKER_LIST
-    }
-
-    pub fn is_manifest(mt: &str) -> bool {
-        mt == OCI_MANIFEST || mt == DOCKER_MANIFEST
     }
 
     /// Layers registries do not serve as-is and the publisher compresses.
@@ -134,8 +133,9 @@ pub struct IndexNode {
     pub original: Vec<u8>,
     pub digest: Digest,
     pub media_type: String,
-    /// One per `manifests[]` entry, in order; `None` where the source lacks that child.
-    pub children: Vec<Option<Node>>,
+    /// One per `manifests[]` entry, in order; `None` where the source lacks that child. A child
+    /// listed several times (anywhere in the tree) is one shared node: the tree is a graph.
+    pub children: Vec<Option<Arc<Node>>>,
     /// The `manifests[]` entries as the index lists them.
     pub entries: Vec<SourceDescriptor>,
 }
@@ -143,34 +143,40 @@ pub struct IndexNode {
 impl Node {
     /// Every blob the tree needs, each once, in first-seen order.
     pub fn blobs(&self) -> Vec<BlobRef> {
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         let mut out = Vec::new();
-        self.walk_blobs(&mut |b| {
-            if seen.insert(b.source.key()) {
-                out.push(b.clone());
+        for m in self.manifests() {
+            for b in std::iter::once(&m.config).chain(&m.layers) {
+                if seen.insert(b.source.key()) {
+                    out.push(b.clone());
+                }
             }
-        });
+        }
         out
     }
 
-    fn walk_blobs(&self, f: &mut impl FnMut(&BlobRef)) {
-        match self {
-            Node::Manifest(m) => {
-                f(&m.config);
-                m.layers.iter().for_each(&mut *f);
+    /// Every image manifest of the graph, each shared node once.
+    pub fn manifests(&self) -> Vec<&ManifestNode> {
+        let mut out = Vec::new();
+        let mut seen: HashSet<*const Node> = HashSet::new();
+        let mut todo = vec![self];
+        while let Some(n) = todo.pop() {
+            if !seen.insert(n as *const Node) {
+                continue;
             }
-            Node::Index(i) => i.children.iter().flatten().for_each(|c| c.walk_blobs(f)),
+            match n {
+                Node::Manifest(m) => out.push(m),
+                Node::Index(i) => todo.extend(i.children.iter().flatten().rev().map(|c| &**c)),
+            }
         }
+        out
     }
 
     /// Whether any config in the tree has this digest (used to match `docker save` entries).
     pub fn has_config(&self, digest: &Digest) -> bool {
-        match self {
-            Node::Manifest(m) => {
-                matches!(&m.config.source, BlobSource::Copy { digest: d, .. } if d == digest)
-            }
-            Node::Index(i) => i.children.iter().flatten().any(|c| c.has_config(digest)),
-        }
+        self.manifests()
+            .iter()
+            .any(|m| matches!(&m.config.source, BlobSource::Copy { digest: d, .. } if d == digest))
     }
 }
 

@@ -39,6 +39,7 @@ use crate::index::{Descriptor, ManifestEntry, RepoIndex};
 use crate::layout;
 use crate::reference::{RepoName, TaggedName};
 use crate::store::{PutMode, PutOptions, Store};
+use crate::walk::WalkLimits;
 use files::Files;
 use image::Node;
 use source::{Selector, SourceSpec};
@@ -74,6 +75,8 @@ pub struct PublishOptions {
     pub pin: pin::PinOptions,
     /// What an archive source may expand to (`--max-archive-bytes`).
     pub archive: archive::ArchiveLimits,
+    /// Bounds of the walk through the source's image indexes (`--max-manifests`).
+    pub limits: WalkLimits,
 }
 
 /// What a publish did, for the user.
@@ -147,8 +150,13 @@ pub(crate) struct Loaded {
 }
 
 /// Loads the image `select` picks from an OCI layout in `files` (a directory or an archive).
-fn load_oci(files: Files, select: Option<&Selector>, label: &str) -> anyhow::Result<Loaded> {
-    let layout = oci::Layout::open(files)?;
+fn load_oci(
+    files: Files,
+    select: Option<&Selector>,
+    label: &str,
+    limits: WalkLimits,
+) -> anyhow::Result<Loaded> {
+    let layout = oci::Layout::open(files, limits)?;
     let desc = layout.select(select, label)?;
     let root = layout.load(&desc)?;
     Ok(Loaded {
@@ -158,20 +166,31 @@ fn load_oci(files: Files, select: Option<&Selector>, label: &str) -> anyhow::Res
     })
 }
 
-fn load(spec: &SourceSpec, label: &str, limits: &archive::ArchiveLimits) -> anyhow::Result<Loaded> {
+fn load(
+    spec: &SourceSpec,
+    label: &str,
+    archive: &archive::ArchiveLimits,
+    limits: WalkLimits,
+) -> anyhow::Result<Loaded> {
     let loaded = match spec {
         SourceSpec::Oci { dir, select } => {
             if !dir.is_dir() {
                 bail!("{label}: {} is not a directory", dir.display());
             }
-            load_oci(Files::Dir(dir.clone()), select.as_ref(), label)
+            load_oci(Files::Dir(dir.clone()), select.as_ref(), label, limits)
         }
-        SourceSpec::OciArchive { file, select } => {
-            load_oci(Files::open_archive(file, limits)?, select.as_ref(), label)
-        }
-        SourceSpec::DockerArchive { file, select } => {
-            docker_archive::load(Files::open_archive(file, limits)?, select.as_ref(), label)
-        }
+        SourceSpec::OciArchive { file, select } => load_oci(
+            Files::open_archive(file, archive)?,
+            select.as_ref(),
+            label,
+            limits,
+        ),
+        SourceSpec::DockerArchive { file, select } => docker_archive::load(
+            Files::open_archive(file, archive)?,
+            select.as_ref(),
+            label,
+            limits,
+        ),
         SourceSpec::Docker(_) => bail!("internal error: {label} loads through remote::load"),
     }?;
     // Only now is it known which members of an archive the image uses.
@@ -189,12 +208,13 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
     // A registry source loads over the network (async); file sources on the blocking pool.
     let (loaded, mirror) = match spec {
         SourceSpec::Docker(r) => {
-            let (l, m) = remote::load(&r, &opts.mirror, store.as_ref()).await?;
+            let (l, m) = remote::load(&r, &opts.mirror, store.as_ref(), opts.limits).await?;
             (l, Some(m))
         }
         spec => {
-            let (label, limits) = (label.clone(), opts.archive);
-            let l = tokio::task::spawn_blocking(move || load(&spec, &label, &limits)).await??;
+            let (label, archive, limits) = (label.clone(), opts.archive, opts.limits);
+            let l = tokio::task::spawn_blocking(move || load(&spec, &label, &archive, limits))
+                .await??;
             (l, None)
         }
     };

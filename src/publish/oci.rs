@@ -4,8 +4,14 @@
 //! Manifests and indexes are read whole and checked against their descriptors here, so that
 //! everything later stages trust about the tree (digests, media types, children) was verified.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use anyhow::{bail, Context};
 use serde::Deserialize;
+
+use crate::manifest::media_types;
+use crate::walk::{self, WalkLimits, MAX_DEPTH};
 
 use crate::publish::files::Files;
 use crate::publish::hashing::Hasher;
@@ -20,9 +26,6 @@ pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The annotation Docker ≥ 25 adds with the full image name.
 pub const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
-/// Indexes nest (an index of indexes is legal); this bounds hostile input.
-const MAX_DEPTH: usize = 8;
-
 /// Where a blob lives inside a layout.
 pub fn blob_path(d: &Digest) -> String {
     format!("blobs/{}/{}", d.algorithm().as_str(), d.hex())
@@ -33,6 +36,8 @@ pub fn blob_path(d: &Digest) -> String {
 pub struct Layout {
     pub files: Files,
     pub entries: Vec<SourceDescriptor>,
+    /// Bounds of the walk through an image's indexes.
+    pub limits: WalkLimits,
 }
 
 #[derive(Deserialize)]
@@ -67,7 +72,7 @@ pub fn diff_ids(config: &[u8]) -> anyhow::Result<Vec<Digest>> {
 }
 
 impl Layout {
-    pub fn open(files: Files) -> anyhow::Result<Layout> {
+    pub fn open(files: Files, limits: WalkLimits) -> anyhow::Result<Layout> {
         let Some(bytes) = files.read_small("index.json")? else {
             bail!(
                 "{}: not an OCI image layout (no index.json)",
@@ -79,6 +84,7 @@ impl Layout {
         Ok(Layout {
             files,
             entries: idx.manifests,
+            limits,
         })
     }
 
@@ -148,9 +154,30 @@ impl Layout {
         Ok((*first).clone())
     }
 
-    /// Loads the manifest or index `desc` names, and everything below it.
+    /// Loads the manifest or index `desc` names, and everything below it: one walk reads each
+    /// manifest once, then the graph is built with a child listed many times shared.
     pub fn load(&self, desc: &SourceDescriptor) -> anyhow::Result<Node> {
-        self.load_at(desc, 0, &desc.platform_str())
+        let what = self.files.display();
+        let walked = walk::walk_sync(
+            [desc.clone()],
+            self.limits,
+            &what,
+            |d: &SourceDescriptor| {
+                // A child the source does not carry is left out (a reduced index is published).
+                if d.digest != desc.digest && !self.files.exists(&blob_path(&d.digest)) {
+                    return Ok(None);
+                }
+                self.read_manifest(d).map(Some)
+            },
+            |r: &Option<ReadManifest>| r.iter().flat_map(|r| r.entries.clone()).collect::<Vec<_>>(),
+        )?;
+        let reads = walked.into_map();
+        let mut built = HashMap::new();
+        let root = self
+            .build(desc, &reads, &mut built, 0, &desc.platform_str())?
+            .context("internal error: the root was not read")?;
+        drop(built);
+        Ok(Arc::try_unwrap(root).unwrap_or_else(|shared| (*shared).clone()))
     }
 
     fn read_verified(&self, desc: &SourceDescriptor, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -180,18 +207,8 @@ impl Layout {
         Ok(bytes)
     }
 
-    fn load_at(
-        &self,
-        desc: &SourceDescriptor,
-        depth: usize,
-        platform: &Option<String>,
-    ) -> anyhow::Result<Node> {
-        if depth > MAX_DEPTH {
-            bail!(
-                "{}: image indexes nest deeper than {MAX_DEPTH} levels",
-                self.files.display()
-            );
-        }
+    /// Reads one manifest or index and checks what it is.
+    fn read_manifest(&self, desc: &SourceDescriptor) -> anyhow::Result<ReadManifest> {
         let bytes = self.read_verified(desc, "manifest")?;
         let value: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
             format!(
@@ -201,38 +218,87 @@ impl Layout {
             )
         })?;
         let media_type = media_type_of(&value, &desc.media_type);
-        let ctx = || format!("{}: manifest {}", self.files.display(), desc.digest);
-        if media_type == media::DOCKER_SCHEMA1
-            || media_type == media::DOCKER_SCHEMA1_SIGNED
-            || value.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1)
-        {
-            bail!("{}: Docker schema 1 manifests are not supported; convert the image with `skopeo copy --format v2s2`", ctx());
-        }
-        if media::is_index(&media_type) {
-            let idx: IndexJson = serde_json::from_value(value).with_context(ctx)?;
-            let mut children = Vec::with_capacity(idx.manifests.len());
-            for child in &idx.manifests {
-                if self.files.exists(&blob_path(&child.digest)) {
-                    let p = child.platform_str().or_else(|| platform.clone());
-                    children.push(Some(self.load_at(child, depth + 1, &p)?));
-                } else {
-                    children.push(None);
-                }
-            }
-            return Ok(Node::Index(IndexNode {
-                original: bytes,
-                digest: desc.digest.clone(),
-                media_type,
-                children,
-                entries: idx.manifests,
-            }));
-        }
-        if !media::is_manifest(&media_type) && value.get("config").is_none() {
+        let what = format!("{}: manifest {}", self.files.display(), desc.digest);
+        check_media_type(&value, &media_type, &what)?;
+        let entries = if media::is_index(&media_type) {
+            let idx: IndexJson =
+                serde_json::from_value(value.clone()).with_context(|| what.clone())?;
+            idx.manifests
+        } else {
+            Vec::new()
+        };
+        Ok(ReadManifest {
+            bytes,
+            value,
+            media_type,
+            entries,
+        })
+    }
+
+    /// The node for `desc`, built from what the walk read; `None` for a child the source lacks.
+    fn build(
+        &self,
+        desc: &SourceDescriptor,
+        reads: &HashMap<Digest, Option<ReadManifest>>,
+        built: &mut HashMap<Digest, Arc<Node>>,
+        depth: usize,
+        platform: &Option<String>,
+    ) -> anyhow::Result<Option<Arc<Node>>> {
+        let Some(read) = reads.get(&desc.digest).and_then(|r| r.as_ref()) else {
+            return Ok(None);
+        };
+        // The walk checked the first descriptor naming this digest; every other must agree.
+        if read.bytes.len() as u64 != desc.size {
             bail!(
-                "{}: unsupported media type {media_type:?} (expected an image manifest or index)",
-                ctx()
+                "{}: {}: size {}, but a descriptor says {}",
+                self.files.display(),
+                blob_path(&desc.digest),
+                read.bytes.len(),
+                desc.size
             );
         }
+        if let Some(n) = built.get(&desc.digest) {
+            return Ok(Some(n.clone()));
+        }
+        if depth > MAX_DEPTH {
+            bail!(
+                "{}: image indexes nest deeper than {MAX_DEPTH} levels",
+                self.files.display()
+            );
+        }
+        let node = if media::is_index(&read.media_type) {
+            let mut children = Vec::with_capacity(read.entries.len());
+            for child in &read.entries {
+                let p = child.platform_str().or_else(|| platform.clone());
+                children.push(self.build(child, reads, built, depth + 1, &p)?);
+            }
+            Node::Index(IndexNode {
+                original: read.bytes.clone(),
+                digest: desc.digest.clone(),
+                media_type: read.media_type.clone(),
+                children,
+                entries: read.entries.clone(),
+            })
+        } else {
+            self.manifest_node(desc, read, platform)?
+        };
+        let node = Arc::new(node);
+        built.insert(desc.digest.clone(), node.clone());
+        Ok(Some(node))
+    }
+
+    fn manifest_node(
+        &self,
+        desc: &SourceDescriptor,
+        read: &ReadManifest,
+        platform: &Option<String>,
+    ) -> anyhow::Result<Node> {
+        let ctx = || format!("{}: manifest {}", self.files.display(), desc.digest);
+        let (bytes, value, media_type) = (
+            read.bytes.clone(),
+            read.value.clone(),
+            read.media_type.clone(),
+        );
         let m: ManifestJson = serde_json::from_value(value).with_context(ctx)?;
         let at = match platform {
             Some(p) => format!("{} ({p})", short(&desc.digest)),
@@ -302,6 +368,31 @@ impl Layout {
             layers,
         }))
     }
+}
+
+/// A manifest or index as read from a source, checked against its descriptor.
+struct ReadManifest {
+    bytes: Vec<u8>,
+    value: serde_json::Value,
+    media_type: String,
+    /// An index's `manifests[]` (empty for an image manifest).
+    entries: Vec<SourceDescriptor>,
+}
+
+/// Refuses Docker schema 1 (with advice) and anything whose media type is not a manifest's:
+/// the type is served as the manifest's `Content-Type`.
+pub fn check_media_type(
+    value: &serde_json::Value,
+    media_type: &str,
+    what: &str,
+) -> anyhow::Result<()> {
+    if media_type == media::DOCKER_SCHEMA1
+        || media_type == media::DOCKER_SCHEMA1_SIGNED
+        || value.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1)
+    {
+        bail!("{what}: Docker schema 1 manifests are not supported; convert the image with `skopeo copy --format v2s2`");
+    }
+    media_types::check(media_type, value.get("artifactType").is_some(), what)
 }
 
 /// A manifest's own `mediaType`, else its descriptor's, else guessed from its shape (OCI makes

@@ -32,7 +32,7 @@ use crate::publish::hashing::Hasher;
 use crate::publish::image::{
     media, short, BlobKey, BlobRef, BlobSource, IndexNode, ManifestNode, Node, SourceDescriptor,
 };
-use crate::publish::oci::{blob_path, diff_ids, media_type_of};
+use crate::publish::oci::{blob_path, check_media_type, diff_ids, media_type_of};
 use crate::publish::render::{self, Produced, Rendered};
 use crate::publish::{Compression, Loaded};
 use crate::reference::{Digest, RepoName, Tag};
@@ -40,9 +40,10 @@ use crate::registry::client::{ClientOptions, Counters, FetchedManifest, Registry
 use crate::registry::credentials::{self, CredsArg, Lookup};
 use crate::registry::reference::RemoteRef;
 use crate::store::{PutMode, PutOptions, Store};
+use crate::walk::{self, WalkLimits, MAX_DEPTH};
 
-/// Indexes nest; this bounds hostile input (as for OCI layouts).
-const MAX_DEPTH: usize = 8;
+/// Manifests fetched concurrently while walking an image's indexes.
+const PARALLEL: usize = 4;
 /// A dropped connection is resumed this many times per blob before the copy fails.
 const MAX_RESUMES: u32 = 8;
 /// cosign's tag suffixes for signatures, attestations and SBOMs.
@@ -479,6 +480,7 @@ pub(crate) async fn load(
     r: &RemoteRef,
     opts: &MirrorOptions,
     store: &dyn Store,
+    limits: WalkLimits,
 ) -> anyhow::Result<(Loaded, Mirror)> {
     let lookup = Lookup {
         creds: opts.creds.clone(),
@@ -510,6 +512,9 @@ pub(crate) async fn load(
         notes: Vec::new(),
         tree: Vec::new(),
         cached: HashMap::new(),
+        limits,
+        manifests: HashMap::new(),
+        built: HashMap::new(),
     };
     let reference = r.manifest_reference();
     let fetched = match &r.digest {
@@ -517,6 +522,7 @@ pub(crate) async fn load(
         None => client.manifest(&reference, None).await?,
     };
     let source_digest = fetched.digest.clone();
+    loader.fetch_graph(&fetched, true).await?;
     let root = loader
         .node(fetched, String::new(), None, 0, true)
         .await?
@@ -608,9 +614,81 @@ struct Loader<'a> {
     tree: Vec<Digest>,
     /// `blobs/<alg>/<hex>` -> configs downloaded while loading, for [`RemoteFiles`].
     cached: HashMap<String, Bytes>,
+    limits: WalkLimits,
+    /// Every manifest the walks fetched, each once.
+    manifests: HashMap<Digest, FetchedManifest>,
+    /// Nodes already built: a child listed many times is one shared node.
+    built: HashMap<Digest, Option<Arc<Node>>>,
+}
+
+/// Whether the walk (and the build) follow index entry `e`: `--platform` drops images of other
+/// platforms (nested indexes are followed, and filtered below).
+fn keep_entry(e: &SourceDescriptor, platforms: &[Platform], filter: bool) -> bool {
+    if !filter || platforms.is_empty() || media::is_index(&e.media_type) {
+        return true;
+    }
+    e.platform
+        .as_ref()
+        .is_some_and(|p| platforms.iter().any(|f| f.matches(p)))
+}
+
+/// The entries of an index the walk follows; none for an image manifest (or unparseable
+/// input, which building the node reports).
+fn entries_to_follow(
+    m: &FetchedManifest,
+    platforms: &[Platform],
+    filter: bool,
+) -> Vec<SourceDescriptor> {
+    let Ok(value) = serde_json::from_slice::<Value>(&m.bytes) else {
+        return Vec::new();
+    };
+    if !media::is_index(&media_type_of(&value, &m.media_type)) {
+        return Vec::new();
+    }
+    value
+        .get("manifests")
+        .and_then(|v| v.as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|raw| serde_json::from_value::<SourceDescriptor>(raw.clone()).ok())
+        .filter(|e| keep_entry(e, platforms, filter))
+        .collect()
 }
 
 impl Loader<'_> {
+    /// Fetches every manifest below `root` that the build will need, each digest once, within
+    /// the walk's bounds: a hostile index listing one child many times costs one fetch.
+    async fn fetch_graph(&mut self, root: &FetchedManifest, filter: bool) -> anyhow::Result<()> {
+        let root_desc = SourceDescriptor {
+            media_type: root.media_type.clone(),
+            digest: root.digest.clone(),
+            size: root.bytes.len() as u64,
+            urls: None,
+            annotations: None,
+            platform: None,
+        };
+        let this = &*self;
+        let walked = walk::walk(
+            [root_desc],
+            self.limits,
+            PARALLEL,
+            &self.label,
+            |d: SourceDescriptor| async move {
+                match this.manifests.get(&d.digest) {
+                    Some(m) => Ok(m.clone()),
+                    None if d.digest == root.digest => Ok(root.clone()),
+                    None => this.fetch(&d.digest).await,
+                }
+            },
+            |m: &FetchedManifest| entries_to_follow(m, this.platforms, filter),
+        )
+        .await?;
+        for v in walked.visits {
+            self.manifests.entry(v.reference.digest).or_insert(v.value);
+        }
+        Ok(())
+    }
+
     /// A manifest by digest: from the store when it has it (verified), else from the registry.
     async fn fetch(&self, digest: &Digest) -> anyhow::Result<FetchedManifest> {
         if let Ok(Some(obj)) = self.store.get(&layout::manifest(digest)).await {
@@ -691,23 +769,15 @@ impl Loader<'_> {
                 m.media_type.clone()
             };
             let media_type = media_type_of(&value, &hint);
-            if media_type == media::DOCKER_SCHEMA1
-                || media_type == media::DOCKER_SCHEMA1_SIGNED
-                || value.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1)
-            {
-                bail!("{}: manifest {} is Docker schema 1, which is not supported; the registry has no schema 2 form of it", self.label, m.digest);
-            }
+            check_media_type(
+                &value,
+                &media_type,
+                &format!("{}: manifest {}", self.label, m.digest),
+            )?;
             if media::is_index(&media_type) {
                 return self
                     .index(m, value, media_type, platform, depth, filter)
                     .await;
-            }
-            if !media::is_manifest(&media_type) && value.get("config").is_none() {
-                bail!(
-                    "{}: manifest {} has unsupported media type {media_type:?}",
-                    self.label,
-                    m.digest
-                );
             }
             #[derive(serde::Deserialize)]
             struct ManifestJson {
@@ -816,34 +886,40 @@ impl Loader<'_> {
             if let Some(l) = &label {
                 available.push(l.clone());
             }
-            let is_index = media::is_index(&e.media_type);
-            if filter && !self.platforms.is_empty() && !is_index {
-                let keep = e
-                    .platform
-                    .as_ref()
-                    .is_some_and(|p| self.platforms.iter().any(|f| f.matches(p)));
-                if !keep {
-                    changed = true;
-                    continue;
-                }
+            if !keep_entry(&e, self.platforms, filter) {
+                changed = true;
+                continue;
             }
-            let child = self.fetch(&e.digest).await?;
-            if child.bytes.len() as u64 != e.size {
+            let node = match self.built.get(&e.digest) {
+                Some(built) => built.clone(),
+                None => {
+                    let child =
+                        self.manifests.get(&e.digest).cloned().with_context(|| {
+                            format!("internal error: {} was not fetched", e.digest)
+                        })?;
+                    self.tree.push(e.digest.clone());
+                    let p = label.or_else(|| platform.clone());
+                    let node = self
+                        .node(child, e.media_type.clone(), p, depth + 1, filter)
+                        .await?
+                        .map(Arc::new);
+                    self.built.insert(e.digest.clone(), node.clone());
+                    node
+                }
+            };
+            // Fetched once, checked here against every entry that lists it.
+            let fetched_size = self.manifests.get(&e.digest).map(|m| m.bytes.len() as u64);
+            if fetched_size != Some(e.size) {
                 bail!(
                     "{}: manifest {} is {} bytes, but image index {} says {}",
                     self.label,
                     e.digest,
-                    child.bytes.len(),
+                    fetched_size.unwrap_or(0),
                     m.digest,
                     e.size
                 );
             }
-            self.tree.push(e.digest.clone());
-            let p = label.or_else(|| platform.clone());
-            let Some(node) = self
-                .node(child, e.media_type.clone(), p, depth + 1, filter)
-                .await?
-            else {
+            let Some(node) = node else {
                 changed = true;
                 continue;
             };
@@ -997,6 +1073,7 @@ impl Loader<'_> {
                 if !seen.insert((subject.clone(), e.digest.clone())) {
                     continue;
                 }
+                self.fetch_graph(&fm, false).await?;
                 let Some(node) = self.node(fm, media_type, None, 1, false).await? else {
                     continue;
                 };
@@ -1013,6 +1090,8 @@ impl Loader<'_> {
 
 #[cfg(test)]
 mod e2e;
+#[cfg(test)]
+mod graph;
 
 #[cfg(test)]
 mod tests {

@@ -68,6 +68,7 @@ pub fn render(
             notes: Vec::new(),
         },
         seen: HashSet::new(),
+        done: HashMap::new(),
     };
     let (desc, source_digest) = r.node(root)?;
     if let Some(src) = source_digest.filter(|s| *s != desc.digest) {
@@ -94,6 +95,8 @@ struct Renderer<'a> {
     compression: Compression,
     out: Rendered,
     seen: HashSet<Digest>,
+    /// Nodes already rendered: a child shared by several indexes is rendered once.
+    done: HashMap<*const Node, (Descriptor, Option<Digest>)>,
 }
 
 /// A descriptor in a generated manifest (field order fixed, as Docker writes them).
@@ -120,10 +123,15 @@ struct GenManifest {
 impl Renderer<'_> {
     /// Renders a node; returns its published descriptor and the digest it had in the source.
     fn node(&mut self, node: &Node) -> anyhow::Result<(Descriptor, Option<Digest>)> {
-        match node {
+        if let Some(done) = self.done.get(&(node as *const Node)) {
+            return Ok(done.clone());
+        }
+        let r = match node {
             Node::Manifest(m) => self.manifest(m),
             Node::Index(i) => self.index(i),
-        }
+        }?;
+        self.done.insert(node as *const Node, r.clone());
+        Ok(r)
     }
 
     fn produced(&mut self, b: &BlobRef) -> anyhow::Result<Produced> {

@@ -32,6 +32,7 @@ fn opts(source: String, tags: &[&str]) -> PublishOptions {
         mirror: Default::default(),
         pin: Default::default(),
         archive: Default::default(),
+        limits: Default::default(),
     }
 }
 
@@ -165,7 +166,15 @@ fn two_layers(seed: &str) -> Vec<Vec<u8>> {
 }
 
 async fn deep_ok(s: &dyn Store) -> crate::verify::Report {
-    let r = verify(s, &VerifyOptions { deep: true }).await.unwrap();
+    let r = verify(
+        s,
+        &VerifyOptions {
+            deep: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert!(r.problems.is_empty(), "{r}");
     r
 }
@@ -626,13 +635,25 @@ async fn verify_names_missing_and_corrupt_objects() {
     let mut bytes = std::fs::read(&p1).unwrap();
     bytes[5] ^= 0xff;
     std::fs::write(&p1, &bytes).unwrap();
-    let shallow = verify(s.as_ref(), &VerifyOptions { deep: false })
-        .await
-        .unwrap();
+    let shallow = verify(
+        s.as_ref(),
+        &VerifyOptions {
+            deep: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert!(shallow.problems.is_empty(), "{shallow}");
-    let deep = verify(s.as_ref(), &VerifyOptions { deep: true })
-        .await
-        .unwrap();
+    let deep = verify(
+        s.as_ref(),
+        &VerifyOptions {
+            deep: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let text = deep.to_string();
     assert!(
         text.contains(&format!("{}: digest mismatch", layout::blob(&layer1))),
@@ -640,9 +661,15 @@ async fn verify_names_missing_and_corrupt_objects() {
     );
 
     std::fs::remove_file(root.join(layout::blob(&layer0))).unwrap();
-    let r = verify(s.as_ref(), &VerifyOptions { deep: false })
-        .await
-        .unwrap();
+    let r = verify(
+        s.as_ref(),
+        &VerifyOptions {
+            deep: false,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     let text = r.to_string();
     assert!(
         text.contains(&format!(
@@ -812,3 +839,5 @@ async fn publishes_every_fixture() {
     }
     deep_ok(s.as_ref()).await;
 }
+
+mod graph;

@@ -31,6 +31,7 @@ fn opts(source: String, creds: Option<&str>) -> PublishOptions {
         },
         pin: PinOptions::default(),
         archive: Default::default(),
+        limits: Default::default(),
     }
 }
 
@@ -103,10 +104,15 @@ async fn mirror_resumes_a_dropped_blob_then_re_mirrors_without_downloading() {
     let idx = index_of(store.as_ref(), "fix/single").await;
     assert_eq!(idx.tags.len(), 2, "the tag and the pin");
     assert_eq!(idx.tags[&pin].digest.as_str(), want);
-    let report =
-        crate::verify::verify(store.as_ref(), &crate::verify::VerifyOptions { deep: true })
-            .await
-            .unwrap();
+    let report = crate::verify::verify(
+        store.as_ref(),
+        &crate::verify::VerifyOptions {
+            deep: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert!(report.problems.is_empty(), "{report}");
 
     // Again: only the tag's manifest is fetched; nothing is downloaded or uploaded.
@@ -304,10 +310,15 @@ async fn referrers_from_the_tag_schema_and_cosign_tags() {
         .await
         .unwrap()
         .is_some());
-    let report =
-        crate::verify::verify(store.as_ref(), &crate::verify::VerifyOptions { deep: true })
-            .await
-            .unwrap();
+    let report = crate::verify::verify(
+        store.as_ref(),
+        &crate::verify::VerifyOptions {
+            deep: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert!(report.problems.is_empty(), "{report}");
 }
 
