@@ -67,6 +67,7 @@ fn opts(source: String) -> PublishOptions {
         v1: false,
         mirror: Default::default(),
         pin: PinOptions::default(),
+        archive: Default::default(),
         limits: Default::default(),
     }
 }
