@@ -172,6 +172,13 @@ fn load(spec: &SourceSpec, label: &str) -> anyhow::Result<Loaded> {
     }
 }
 
+/// Opens a file source (`oci:`, `oci-archive:`, `docker-archive:`) and loads and verifies its
+/// image, publishing nothing: the entry point of the fuzz harnesses (`fuzz/`).
+#[doc(hidden)]
+pub fn load_file_source(source: &str) -> anyhow::Result<()> {
+    load(&SourceSpec::parse(source)?, source).map(drop)
+}
+
 /// Publishes one image from `opts.source` under every tag in `opts.tags`.
 pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Result<Summary> {
     let spec = SourceSpec::parse(&opts.source)?;

@@ -236,8 +236,14 @@ pub async fn fetch_token(
         .bytes()
         .await
         .with_context(|| format!("reading a token from registry {registry}"))?;
+    parse_token_response(&body, registry, &host)
+}
+
+/// Reads a token service's answer (`token` or `access_token`, `expires_in`). Public so the fuzz
+/// harnesses can reach it.
+pub fn parse_token_response(body: &[u8], registry: &str, host: &str) -> anyhow::Result<Token> {
     // Parse errors are not quoted: the body holds a token.
-    let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|_| {
+    let parsed: TokenResponse = serde_json::from_slice(body).map_err(|_| {
         anyhow::anyhow!("the token service of registry {registry} ({host}) answered something that is not a token response")
     })?;
     let value = parsed
