@@ -16,10 +16,19 @@ fuzz_target!(|data: &[u8]| {
                 assert!(chain.len() <= v1.images.len() + 1);
             }
         }
-        // What the publisher writes back must read as the same document.
+        // What the publisher writes back must read as the same document. Platforms are opaque
+        // JSON, and serde_json does not round-trip every float exactly, so they are left out.
         let bytes = idx.to_vec();
         let again = RepoIndex::from_slice(&bytes).expect("a written index reads back");
-        assert_eq!(again, idx);
+        let without_platforms = |i: &RepoIndex| {
+            let mut i = i.clone();
+            let referrers = i.referrers.values_mut().flatten();
+            for d in i.tags.values_mut().chain(referrers) {
+                d.platform = None;
+            }
+            i
+        };
+        assert_eq!(without_platforms(&again), without_platforms(&idx));
         let mut merged = idx.clone();
         merged.merge(&idx);
     }

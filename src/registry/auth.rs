@@ -126,6 +126,9 @@ struct TokenResponse {
 
 /// The token spec's default lifetime when the server does not say.
 const DEFAULT_TOKEN_LIFETIME: u64 = 60;
+/// Tokens that claim to live longer are still refreshed after a day (and a huge `expires_in` cannot
+/// overflow the clock).
+const MAX_TOKEN_LIFETIME: u64 = 24 * 3600;
 
 /// Why authentication failed, in words a user can act on. Never contains a secret.
 #[derive(Debug, thiserror::Error)]
@@ -252,7 +255,10 @@ pub fn parse_token_response(body: &[u8], registry: &str, host: &str) -> anyhow::
         .or(parsed.access_token)
         .filter(|t| !t.is_empty())
         .with_context(|| format!("the token service of registry {registry} returned no token"))?;
-    let lifetime = parsed.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME).max(1);
+    let lifetime = parsed
+        .expires_in
+        .unwrap_or(DEFAULT_TOKEN_LIFETIME)
+        .clamp(1, MAX_TOKEN_LIFETIME);
     // Refresh a little early (a tenth of the lifetime, at most 30 s), so a request never leaves
     // with a token that expires on the way.
     let margin = (lifetime / 10).min(30);
@@ -291,6 +297,15 @@ mod tests {
         assert_eq!(esc[0].param("scope"), Some("x"));
         assert!(parse_challenges("").is_empty());
         assert_eq!(parse_challenges("Basic")[0].scheme, "basic");
+    }
+
+    /// Found by `fuzz/` (target `auth`): `Instant + u64::MAX seconds` panicked.
+    #[test]
+    fn huge_token_lifetime_is_capped() {
+        let body = br#"{"token":"ab","expires_in":18446744073709551615}"#;
+        let t = parse_token_response(body, "r.test", "auth.test").unwrap();
+        assert!(t.fresh());
+        assert!(t.refresh_after <= Instant::now() + Duration::from_secs(MAX_TOKEN_LIFETIME));
     }
 
     #[test]
