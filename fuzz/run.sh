@@ -5,7 +5,7 @@
 #
 # Environment: FUZZ_TARGET_DIR (default fuzz/target; keep it apart from the normal target dir,
 # fuzz builds use other RUSTFLAGS), SANITIZER (default none; `address` if it builds),
-# MAX_TIME (seconds per target, 0 = no limit), NICE (default 10).
+# MAX_TIME (seconds per target, 0 = no limit), NICE (default 10), MAX_FILE_MB (default 1024).
 # Needs cargo-fuzz (`cargo install cargo-fuzz --locked`); a stable toolchain works through
 # RUSTC_BOOTSTRAP=1. One fuzzer at a time, one process: the machine's cores are shared.
 # Crashes land in fuzz/artifacts/TARGET/, logs in fuzz/logs/TARGET.log; the corpus grows in
@@ -23,8 +23,10 @@ SANITIZER="${SANITIZER:-none}"
 MAX_TIME="${MAX_TIME:-0}"
 NICE="${NICE:-10}"
 export RUSTC_BOOTSTRAP=1
-# The archive readers decompress to temporary files: keep them in memory.
+# The archive readers decompress to temporary files: keep them in memory, and bound every file
+# a harness writes (a decompression bomb then stops as "file size exceeded", a finding).
 [ -d /dev/shm ] && export TMPDIR=/dev/shm
+MAX_FILE_MB="${MAX_FILE_MB:-1024}"
 
 # Same dependency versions as the project itself.
 cp "$ROOT/Cargo.lock" "$FUZZ/Cargo.lock"
@@ -46,10 +48,10 @@ for t in "${TARGETS[@]}"; do
     log="$FUZZ/logs/$t.log"
     echo "== $t: $RUNS runs (log: $log)"
     start=$(date +%s.%N)
-    if ! nice -n "$NICE" cargo fuzz run -s "$SANITIZER" -a --target-dir "$TARGET_DIR" "$t" \
+    if ! (ulimit -f $((MAX_FILE_MB * 1024)) && exec nice -n "$NICE" cargo fuzz run -s "$SANITIZER" -a --target-dir "$TARGET_DIR" "$t" \
         "$FUZZ/corpus/$t" -- -runs="$RUNS" -max_total_time="$MAX_TIME" -max_len="$max_len" \
         -dict="$FUZZ/dict/${DICT[$t]}.dict" -timeout=10 -rss_limit_mb=2048 \
-        -print_final_stats=1 >"$log" 2>&1; then
+        -print_final_stats=1) >"$log" 2>&1; then
         status=1
         echo "!! $t failed; see $log and fuzz/artifacts/$t/"
         grep -m5 -E "panicked|ERROR|SUMMARY|Test unit written" "$log" || true
