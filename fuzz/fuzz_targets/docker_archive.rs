@@ -7,6 +7,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let path = static_registry_fuzz::write_archive(data);
-    let _ =
+    let loaded =
         static_registry::publish::load_file_source(&format!("docker-archive:{}", path.display()));
+    static_registry_fuzz::show(&loaded);
 });

@@ -6,5 +6,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let path = static_registry_fuzz::write_archive(data);
-    let _ = static_registry::publish::load_file_source(&format!("oci-archive:{}", path.display()));
+    let loaded =
+        static_registry::publish::load_file_source(&format!("oci-archive:{}", path.display()));
+    static_registry_fuzz::show(&loaded);
 });

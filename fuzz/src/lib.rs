@@ -151,3 +151,14 @@ pub fn write_archive(input: &[u8]) -> PathBuf {
         .expect("write the archive file");
     path
 }
+
+/// With `FUZZ_SHOW` set (e.g. when replaying a corpus with `-runs=0`), prints what each input
+/// loaded to: shows whether the inputs reach a whole, valid image.
+pub fn show(result: &anyhow::Result<()>) {
+    if std::env::var_os("FUZZ_SHOW").is_some() {
+        match result {
+            Ok(()) => eprintln!("loaded"),
+            Err(e) => eprintln!("error: {e:#}"),
+        }
+    }
+}
