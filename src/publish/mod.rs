@@ -201,6 +201,23 @@ fn load(
     Ok(loaded)
 }
 
+/// Opens a file source (`oci:`, `oci-archive:`, `docker-archive:`) and loads and verifies its
+/// image, publishing nothing: the entry point of the fuzz harnesses (`fuzz/`), with the default
+/// walk limits and a small expansion cap so a bomb costs the fuzzer little.
+#[doc(hidden)]
+pub fn load_file_source(source: &str) -> anyhow::Result<()> {
+    let archive = archive::ArchiveLimits {
+        max_expanded: 64 << 20,
+    };
+    load(
+        &SourceSpec::parse(source)?,
+        source,
+        &archive,
+        WalkLimits::default(),
+    )
+    .map(drop)
+}
+
 /// Publishes one image from `opts.source` under every tag in `opts.tags`.
 pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Result<Summary> {
     let spec = SourceSpec::parse(&opts.source)?;

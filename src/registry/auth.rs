@@ -129,6 +129,9 @@ struct TokenResponse {
 
 /// The token spec's default lifetime when the server does not say.
 const DEFAULT_TOKEN_LIFETIME: u64 = 60;
+/// Tokens that claim to live longer are still refreshed after a day (and a huge `expires_in` cannot
+/// overflow the clock).
+const MAX_TOKEN_LIFETIME: u64 = 24 * 3600;
 
 /// Why authentication failed, in words a user can act on. Never contains a secret.
 #[derive(Debug, thiserror::Error)]
@@ -193,10 +196,12 @@ pub fn parse_token_response(body: &[u8]) -> Result<Token, TokenResponseError> {
     if HeaderValue::from_str(&format!("Bearer {value}")).is_err() {
         return Err(TokenResponseError::NotAHeader);
     }
-    let lifetime = parsed.expires_in.unwrap_or(DEFAULT_TOKEN_LIFETIME).max(1);
+    let lifetime = parsed
+        .expires_in
+        .unwrap_or(DEFAULT_TOKEN_LIFETIME)
+        .clamp(1, MAX_TOKEN_LIFETIME);
     // Refresh a little early (a tenth of the lifetime, at most 30 s), so a request never leaves
-    // with a token that expires on the way. A lifetime past any sane value is cut to a day.
-    let lifetime = lifetime.min(86_400);
+    // with a token that expires on the way.
     let margin = (lifetime / 10).min(30);
     Ok(Token {
         value: Secret::new(value),
