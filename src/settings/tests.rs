@@ -257,6 +257,9 @@ fn rows() -> Vec<Row> {
     ]
 }
 
+/// A layer's name, flags, environment and config file.
+type Layer<'a> = (&'a str, &'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn flag_beats_env_beats_file_beats_default() {
     let cores = std::thread::available_parallelism()
@@ -264,7 +267,7 @@ fn flag_beats_env_beats_file_beats_default() {
         .to_string();
     for row in rows() {
         let env: Vec<_> = row.env.into_iter().collect();
-        let layers: [(&str, &[&str], &[(&str, &str)], &str); 4] = [
+        let layers: [Layer; 4] = [
             ("default", &[], &[], ""),
             ("file", &[], &[], row.file),
             ("env over file", &[], &env, row.file),
