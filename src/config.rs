@@ -1,5 +1,6 @@
-//! The TOML configuration file. Flags and environment variables override it; it exists so a
-//! deployment is one reviewable file (see `config/*.toml`).
+//! The TOML configuration file, as written. Flags and environment variables override it and the
+//! defaults fill its gaps, both in `crate::settings`; it exists so a deployment is one reviewable
+//! file (see `config/*.toml`).
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +12,8 @@ use crate::federation::config::{EmbeddedConfig, OriginConfig, RouteConfig};
 use crate::federation::region::RegionSettings;
 use crate::store::S3Settings;
 
-/// The whole configuration file. Every field is optional; flags and env fill the gaps.
+/// The whole configuration file. Every field is optional; `crate::settings` layers flags and
+/// environment variables over it and holds the defaults.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -80,9 +82,9 @@ pub struct ServeSection {
     #[serde(default)]
     pub client_limits: crate::serve::client_limits::ClientLimitsConfig,
     /// How many proxies (our own balancers) sit in front: with one or more, `X-Forwarded-Proto`
-    /// and `-Host` are trusted for external URLs, and `X-Forwarded-For` for region routing.
-    #[serde(default)]
-    pub trusted_proxy_hops: usize,
+    /// and `-Host` are trusted for external URLs, and `X-Forwarded-For` for region routing and
+    /// client limits (default 0). `[regions] trusted_proxy_hops` is its deprecated spelling.
+    pub trusted_proxy_hops: Option<usize>,
     /// The endpoint's external URL (e.g. `https://registry.example.com`); used to warn when an
     /// origin is a subdomain of it (Go clients would forward `Authorization` there).
     pub public_url: Option<String>,

@@ -16,6 +16,7 @@ pub mod publish;
 pub mod reference;
 pub mod registry;
 pub mod serve;
+pub mod settings;
 pub mod sign;
 pub mod store;
 pub mod verify;

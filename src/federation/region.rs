@@ -24,7 +24,8 @@ pub struct RegionSettings {
     /// A file of `CIDR REGION` lines (`#` comments), IPv4 and IPv6.
     pub cidr_file: Option<String>,
     /// How many proxies in front of the endpoint append to `X-Forwarded-For`. 0 uses the peer
-    /// address; 1 trusts the last entry, and so on.
+    /// address; 1 trusts the last entry, and so on. In the file, a deprecated spelling of
+    /// `[serve] trusted_proxy_hops`; `settings::ServeSettings` puts the resolved count here.
     #[serde(default)]
     pub trusted_proxy_hops: usize,
 }
