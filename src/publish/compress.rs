@@ -35,11 +35,13 @@ pub struct Compressed {
 
 /// Compresses a layer from `input` into `out`. Input that is already gzip- or zstd-compressed
 /// (some tools write those into "uncompressed" slots) is decoded first, so the output only
-/// depends on the tar inside it.
+/// depends on the tar inside it. The tar may be at most `max_plain` bytes: a few MB of gzip can
+/// decode to terabytes, which would cost hours of CPU even though nothing is kept.
 pub fn compress_layer<W: Write>(
     input: impl Read,
     out: W,
     compression: Compression,
+    max_plain: u64,
 ) -> io::Result<(Compressed, W)> {
     let mut input = BufReader::with_capacity(CHUNK, input);
     let head = input.fill_buf()?;
@@ -50,7 +52,12 @@ pub fn compress_layer<W: Write>(
     } else {
         Box::new(input)
     };
-    let mut plain = HashingReader::new(decoded, Algorithm::Sha256);
+    let capped = Capped {
+        inner: decoded,
+        left: max_plain,
+        max: max_plain,
+    };
+    let mut plain = HashingReader::new(capped, Algorithm::Sha256);
     let sink = HashingWriter::new(out, Algorithm::Sha256);
     let sink = match compression {
         Compression::Gzip => {
@@ -79,6 +86,33 @@ pub fn compress_layer<W: Write>(
         },
         out,
     ))
+}
+
+/// A reader that fails once more than `left` bytes have come out of it.
+struct Capped<R> {
+    inner: R,
+    left: u64,
+    max: u64,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // Ask for one byte past the cap, so reaching it exactly is not an error.
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        match self.left.checked_sub(n as u64) {
+            Some(left) => {
+                self.left = left;
+                Ok(n)
+            }
+            None => Err(io::Error::other(format!(
+                "the layer decompresses to more than the {} bytes allowed (--max-archive-bytes)",
+                crate::publish::byte_size::ByteSize(self.max)
+            ))),
+        }
+    }
 }
 
 fn pump(r: &mut impl Read, w: &mut impl Write) -> io::Result<()> {
@@ -112,8 +146,8 @@ mod tests {
     fn deterministic_and_checks_diff_id() {
         let tar = sample_tar();
         for c in [Compression::Gzip, Compression::Zstd] {
-            let (a, bytes_a) = compress_layer(&tar[..], Vec::new(), c).unwrap();
-            let (b, bytes_b) = compress_layer(&tar[..], Vec::new(), c).unwrap();
+            let (a, bytes_a) = compress_layer(&tar[..], Vec::new(), c, u64::MAX).unwrap();
+            let (b, bytes_b) = compress_layer(&tar[..], Vec::new(), c, u64::MAX).unwrap();
             assert_eq!(a, b, "{c:?}");
             assert_eq!(bytes_a, bytes_b);
             assert_eq!(a.diff_id, Digest::sha256_of(&tar));
@@ -122,10 +156,11 @@ mod tests {
             assert_eq!(a.size, bytes_a.len() as u64);
             assert!(a.size < tar.len() as u64);
             // Compressing the compressed form gives the same blob again.
-            let (again, _) = compress_layer(&bytes_a[..], Vec::new(), c).unwrap();
+            let (again, _) = compress_layer(&bytes_a[..], Vec::new(), c, u64::MAX).unwrap();
             assert_eq!(again, a);
         }
-        let (gz, bytes) = compress_layer(&tar[..], Vec::new(), Compression::Gzip).unwrap();
+        let (gz, bytes) =
+            compress_layer(&tar[..], Vec::new(), Compression::Gzip, u64::MAX).unwrap();
         // No mtime, no file name: the header is fixed.
         assert_eq!(&bytes[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
         let mut back = Vec::new();
@@ -134,5 +169,19 @@ mod tests {
             .unwrap();
         assert_eq!(back, tar);
         assert_eq!(gz.diff_id, Digest::sha256_of(&back));
+    }
+
+    #[test]
+    fn a_layer_that_decodes_past_the_cap_is_refused() {
+        let tar = sample_tar();
+        let (_, gz) = compress_layer(&tar[..], Vec::new(), Compression::Gzip, u64::MAX).unwrap();
+        let exact = tar.len() as u64;
+        // Exactly at the cap passes, one byte under it does not, for plain and gzip input alike.
+        for input in [&tar[..], &gz[..]] {
+            let (c, _) = compress_layer(input, Vec::new(), Compression::Zstd, exact).unwrap();
+            assert_eq!(c.uncompressed_size, exact);
+            let err = compress_layer(input, Vec::new(), Compression::Zstd, exact - 1).unwrap_err();
+            assert!(err.to_string().contains("--max-archive-bytes"), "{err}");
+        }
     }
 }

@@ -261,6 +261,7 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
         progress: opts.progress,
         label: label.clone(),
         known,
+        max_plain: opts.archive.max_expanded,
     };
     let (produced, stats) = upload::upload_all(
         store.clone(),

@@ -44,6 +44,8 @@ struct Ctx {
     store: Arc<dyn Store>,
     files: Files,
     compression: Compression,
+    /// Most bytes a layer may decompress to (`--max-archive-bytes`).
+    max_plain: u64,
     staging: PathBuf,
     bars: MultiProgress,
     label: String,
@@ -68,6 +70,8 @@ pub struct UploadPlan {
     pub label: String,
     /// Compressed forms of uncompressed layers the store already has.
     pub known: HashMap<Digest, Produced>,
+    /// Most bytes a layer may decompress to (`--max-archive-bytes`).
+    pub max_plain: u64,
 }
 
 /// Produces every blob in `blobs` (each key once), at most `jobs` at a time.
@@ -90,6 +94,7 @@ pub async fn upload_all(
         store,
         files,
         compression: plan.compression,
+        max_plain: plan.max_plain,
         staging,
         bars: MultiProgress::with_draw_target(target),
         label: plan.label,
@@ -245,7 +250,7 @@ async fn produce(ctx: &Arc<Ctx>, b: &BlobRef) -> anyhow::Result<Outcome> {
                 let mut tmp = tempfile::NamedTempFile::new_in(&c2.staging)?;
                 let out = BufWriter::with_capacity(256 << 10, tmp.as_file_mut());
                 let reader: Box<dyn Read> = Box::new(pb.wrap_read(opened.reader));
-                let (c, out) = compress_layer(reader, out, c2.compression)
+                let (c, out) = compress_layer(reader, out, c2.compression, c2.max_plain)
                     .with_context(|| format!("{}: compressing {what}", c2.label))?;
                 drop(out);
                 tmp.as_file().sync_data()?;
