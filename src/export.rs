@@ -312,7 +312,11 @@ pub async fn export(store: Arc<dyn Store>, opts: &ExportOptions) -> anyhow::Resu
         let children = m.doc.manifests.as_deref().unwrap_or_default();
         if m.digest == root_digest && one_image {
             // Only the picked image; a failed pick is reported below.
-            pick(children, platform, &what).ok().cloned().into_iter().collect()
+            pick(children, platform, &what)
+                .ok()
+                .cloned()
+                .into_iter()
+                .collect()
         } else if docker {
             Vec::new()
         } else {
@@ -320,18 +324,19 @@ pub async fn export(store: Arc<dyn Store>, opts: &ExportOptions) -> anyhow::Resu
         }
     };
     let store_ref = store.as_ref();
-    let mut fetched = walk::walk(
-        [root_desc],
-        opts.limits,
-        PARALLEL,
-        &what,
-        |c: Descriptor| async move {
-            fetch_manifest(store_ref, &c.digest, c.size, &c.media_type).await
-        },
-        children_of,
-    )
-    .await?
-    .into_map();
+    let mut fetched =
+        walk::walk(
+            [root_desc],
+            opts.limits,
+            PARALLEL,
+            &what,
+            |c: Descriptor| async move {
+                fetch_manifest(store_ref, &c.digest, c.size, &c.media_type).await
+            },
+            children_of,
+        )
+        .await?
+        .into_map();
     let root = fetched
         .remove(&root_digest)
         .ok_or_else(|| anyhow!("internal error: {root_digest} was not fetched"))?;
@@ -916,5 +921,41 @@ mod tests {
         // The one Platform rule: arm64 without a variant is v8 (as `publish --platform` has it).
         let v8: Platform = "linux/arm64/v8".parse().unwrap();
         assert_eq!(pick(&kids, Some(&v8), "x").unwrap().digest, kids[0].digest);
+    }
+
+    /// The media type a manifest is exported with (its own, else the repository index's) must
+    /// be a manifest's: it is written into the layout's index.json.
+    #[tokio::test]
+    async fn refuses_a_manifest_recorded_with_a_non_manifest_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::LocalStore::open(dir.path()).unwrap();
+        // OCI lets a manifest omit mediaType; the index's record then decides.
+        let m = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "config": {"mediaType": media::OCI_CONFIG, "digest": Digest::sha256_of(b"c"), "size": 1},
+            "layers": [],
+        }))
+        .unwrap();
+        let d = Digest::sha256_of(&m);
+        let opts = crate::store::PutOptions {
+            content_type: "application/octet-stream".into(),
+            cache_control: layout::CACHE_IMMUTABLE,
+            mode: crate::store::PutMode::Overwrite,
+        };
+        store
+            .put(&layout::manifest(&d), Bytes::from(m.clone()), &opts)
+            .await
+            .unwrap();
+        let size = m.len() as u64;
+        let err = fetch_manifest(&store, &d, size, "text/html")
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("not a manifest media type"), "{err}");
+        let ok = fetch_manifest(&store, &d, size, media::OCI_MANIFEST)
+            .await
+            .unwrap();
+        assert_eq!(ok.media_type, media::OCI_MANIFEST);
     }
 }

@@ -487,7 +487,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 by_repo.entry(t.name).or_default().push(t.tag);
             }
             for (name, tags) in by_repo {
-                let report = static_registry::prune::untag(store.as_ref(), &name, &tags, limits).await?;
+                let report =
+                    static_registry::prune::untag(store.as_ref(), &name, &tags, limits).await?;
                 println!("{report}");
             }
             Ok(ExitCode::SUCCESS)

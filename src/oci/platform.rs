@@ -32,8 +32,7 @@ pub struct Platform {
 fn name_ok(p: &str) -> bool {
     !p.is_empty()
         && p.len() <= 64
-        && p
-            .chars()
+        && p.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
 }
 
@@ -53,7 +52,10 @@ impl FromStr for Platform {
         };
         let (os, os_version) = match os.split_once('(') {
             Some((os, rest)) => {
-                let v = rest.strip_suffix(')').filter(|v| name_ok(v)).ok_or_else(bad)?;
+                let v = rest
+                    .strip_suffix(')')
+                    .filter(|v| name_ok(v))
+                    .ok_or_else(bad)?;
                 (os, Some(v.to_owned()))
             }
             None => (os, None),
@@ -87,7 +89,9 @@ impl fmt::Display for Platform {
 /// Architecture and variant after the aliases and the default variants.
 fn normalize(arch: &str, variant: Option<&str>) -> (String, Option<String>) {
     let arch = arch.to_ascii_lowercase();
-    let variant = variant.filter(|v| !v.is_empty()).map(str::to_ascii_lowercase);
+    let variant = variant
+        .filter(|v| !v.is_empty())
+        .map(str::to_ascii_lowercase);
     let (arch, variant) = match arch.as_str() {
         "x86_64" | "x86-64" => ("amd64".to_owned(), variant),
         "aarch64" => ("arm64".to_owned(), variant),

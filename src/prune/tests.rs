@@ -246,9 +246,14 @@ async fn untag_drops_the_closure_and_prune_collects_it() {
     clean(s.as_ref()).await;
 
     let name = RepoName::parse("a/app").unwrap();
-    let r = untag(s.as_ref(), &name, &[Tag::parse("1").unwrap()], WalkLimits::default())
-        .await
-        .unwrap();
+    let r = untag(
+        s.as_ref(),
+        &name,
+        &[Tag::parse("1").unwrap()],
+        WalkLimits::default(),
+    )
+    .await
+    .unwrap();
     assert!(
         r.to_string()
             .contains("dropped 1 manifest(s) and 2 blob(s)"),
@@ -269,9 +274,14 @@ async fn untag_drops_the_closure_and_prune_collects_it() {
     clean(s.as_ref()).await;
 
     // Unknown tags are refused, and change nothing.
-    let err = untag(s.as_ref(), &name, &[Tag::parse("nope").unwrap()], WalkLimits::default())
-        .await
-        .unwrap_err();
+    let err = untag(
+        s.as_ref(),
+        &name,
+        &[Tag::parse("nope").unwrap()],
+        WalkLimits::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("has no tag nope"), "{err}");
 
     age_everything(dir.path(), Duration::from_secs(7200));
@@ -364,9 +374,14 @@ async fn prune_repairs_lagging_derived_files_before_deleting() {
     // After the untag of nothing… v1 is still in the index (publish accumulates); untag `t`'s
     // history by re-tagging then untagging a helper tag, which recomputes the closure.
     tag(s.as_ref(), "a/app", "helper", &v2).await;
-    untag(s.as_ref(), &name, &[Tag::parse("helper").unwrap()], WalkLimits::default())
-        .await
-        .unwrap();
+    untag(
+        s.as_ref(),
+        &name,
+        &[Tag::parse("helper").unwrap()],
+        WalkLimits::default(),
+    )
+    .await
+    .unwrap();
     age_everything(dir.path(), Duration::from_secs(7200));
     let r = prune(
         s.as_ref(),
@@ -431,7 +446,12 @@ async fn untag_walks_within_the_node_limit() {
         image(s.as_ref(), &[b"c"], "c").await,
     ];
     // The same child listed many times counts once.
-    let entries: Vec<_> = kids.iter().chain(&kids).chain(&kids).map(|k| &k.0).collect();
+    let entries: Vec<_> = kids
+        .iter()
+        .chain(&kids)
+        .chain(&kids)
+        .map(|k| &k.0)
+        .collect();
     let idx_bytes = serde_json::to_vec(&json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.index.v1+json",
@@ -472,7 +492,12 @@ async fn untag_walks_within_the_node_limit() {
     );
     commit_repository(s.as_ref(), &u).await.unwrap();
     let read = || async {
-        let b = s.get(&layout::repo_index(&name)).await.unwrap().unwrap().bytes;
+        let b = s
+            .get(&layout::repo_index(&name))
+            .await
+            .unwrap()
+            .unwrap()
+            .bytes;
         RepoIndex::from_slice(&b).unwrap()
     };
 

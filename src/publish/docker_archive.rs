@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::publish::files::Files;
 use crate::oci::{media, Descriptor};
+use crate::publish::files::Files;
 use crate::publish::image::{BlobRef, BlobSource, ManifestNode, Node};
 use crate::publish::oci::{self, Layout, CONTAINERD_NAME, REF_NAME};
 use crate::publish::source::{DockerRef, Selector};

@@ -15,9 +15,7 @@ use crate::walk::{self, WalkLimits, MAX_DEPTH};
 
 use crate::publish::files::Files;
 use crate::publish::hashing::Hasher;
-use crate::publish::image::{
-    short, BlobRef, BlobSource, IndexNode, ManifestNode, Node,
-};
+use crate::publish::image::{short, BlobRef, BlobSource, IndexNode, ManifestNode, Node};
 use crate::publish::source::Selector;
 use crate::reference::Digest;
 

@@ -25,12 +25,10 @@ use serde_json::Value;
 
 use crate::index::{Descriptor, RepoIndex};
 use crate::layout;
+use crate::oci::{media, Descriptor as SourceDescriptor, ImageManifest, Platform};
 use crate::publish::files::Opened;
 use crate::publish::hashing::Hasher;
-use crate::publish::image::{
-    short, BlobKey, BlobRef, BlobSource, IndexNode, ManifestNode, Node,
-};
-use crate::oci::{media, Descriptor as SourceDescriptor, ImageManifest, Platform};
+use crate::publish::image::{short, BlobKey, BlobRef, BlobSource, IndexNode, ManifestNode, Node};
 use crate::publish::oci::{blob_path, diff_ids};
 use crate::publish::render::{self, Produced, Rendered};
 use crate::publish::{Compression, Loaded};

@@ -8,43 +8,175 @@ use super::*;
 fn platform_matching_table() {
     let rows: &[(&str, Value, bool)] = &[
         // arm64: no variant = v8, on either side.
-        ("linux/arm64", json!({"os": "linux", "architecture": "arm64"}), true),
-        ("linux/arm64", json!({"os": "linux", "architecture": "arm64", "variant": "v8"}), true),
-        ("linux/arm64/v8", json!({"os": "linux", "architecture": "arm64"}), true),
-        ("linux/arm64/v8", json!({"os": "linux", "architecture": "arm64", "variant": "v8"}), true),
-        ("linux/arm64/8", json!({"os": "linux", "architecture": "arm64", "variant": "v8"}), true),
-        ("linux/arm64/v8", json!({"os": "linux", "architecture": "arm64", "variant": "8"}), true),
-        ("linux/arm64/v8", json!({"os": "linux", "architecture": "aarch64"}), true),
-        ("linux/arm64/v8", json!({"os": "linux", "architecture": "arm64", "variant": "v9"}), false),
-        ("linux/arm64", json!({"os": "linux", "architecture": "arm64", "variant": "v9"}), true),
-        ("linux/arm64", json!({"os": "linux", "architecture": "arm", "variant": "v8"}), false),
+        (
+            "linux/arm64",
+            json!({"os": "linux", "architecture": "arm64"}),
+            true,
+        ),
+        (
+            "linux/arm64",
+            json!({"os": "linux", "architecture": "arm64", "variant": "v8"}),
+            true,
+        ),
+        (
+            "linux/arm64/v8",
+            json!({"os": "linux", "architecture": "arm64"}),
+            true,
+        ),
+        (
+            "linux/arm64/v8",
+            json!({"os": "linux", "architecture": "arm64", "variant": "v8"}),
+            true,
+        ),
+        (
+            "linux/arm64/8",
+            json!({"os": "linux", "architecture": "arm64", "variant": "v8"}),
+            true,
+        ),
+        (
+            "linux/arm64/v8",
+            json!({"os": "linux", "architecture": "arm64", "variant": "8"}),
+            true,
+        ),
+        (
+            "linux/arm64/v8",
+            json!({"os": "linux", "architecture": "aarch64"}),
+            true,
+        ),
+        (
+            "linux/arm64/v8",
+            json!({"os": "linux", "architecture": "arm64", "variant": "v9"}),
+            false,
+        ),
+        (
+            "linux/arm64",
+            json!({"os": "linux", "architecture": "arm64", "variant": "v9"}),
+            true,
+        ),
+        (
+            "linux/arm64",
+            json!({"os": "linux", "architecture": "arm", "variant": "v8"}),
+            false,
+        ),
         // arm: no variant = v7; v6, v7, v8 are different images.
-        ("linux/arm", json!({"os": "linux", "architecture": "arm", "variant": "v6"}), true),
-        ("linux/arm/v7", json!({"os": "linux", "architecture": "arm"}), true),
-        ("linux/arm/v7", json!({"os": "linux", "architecture": "arm", "variant": "v7"}), true),
-        ("linux/arm/v7", json!({"os": "linux", "architecture": "arm", "variant": "v6"}), false),
-        ("linux/arm/v6", json!({"os": "linux", "architecture": "arm", "variant": "v7"}), false),
-        ("linux/arm/v6", json!({"os": "linux", "architecture": "arm"}), false),
-        ("linux/arm/v6", json!({"os": "linux", "architecture": "arm", "variant": "6"}), true),
-        ("linux/arm/v8", json!({"os": "linux", "architecture": "arm", "variant": "v8"}), true),
-        ("linux/arm/v8", json!({"os": "linux", "architecture": "arm64", "variant": "v8"}), false),
-        ("linux/armhf", json!({"os": "linux", "architecture": "arm", "variant": "v7"}), true),
-        ("linux/armhf", json!({"os": "linux", "architecture": "arm", "variant": "v6"}), false),
-        ("linux/armel", json!({"os": "linux", "architecture": "arm", "variant": "v6"}), true),
+        (
+            "linux/arm",
+            json!({"os": "linux", "architecture": "arm", "variant": "v6"}),
+            true,
+        ),
+        (
+            "linux/arm/v7",
+            json!({"os": "linux", "architecture": "arm"}),
+            true,
+        ),
+        (
+            "linux/arm/v7",
+            json!({"os": "linux", "architecture": "arm", "variant": "v7"}),
+            true,
+        ),
+        (
+            "linux/arm/v7",
+            json!({"os": "linux", "architecture": "arm", "variant": "v6"}),
+            false,
+        ),
+        (
+            "linux/arm/v6",
+            json!({"os": "linux", "architecture": "arm", "variant": "v7"}),
+            false,
+        ),
+        (
+            "linux/arm/v6",
+            json!({"os": "linux", "architecture": "arm"}),
+            false,
+        ),
+        (
+            "linux/arm/v6",
+            json!({"os": "linux", "architecture": "arm", "variant": "6"}),
+            true,
+        ),
+        (
+            "linux/arm/v8",
+            json!({"os": "linux", "architecture": "arm", "variant": "v8"}),
+            true,
+        ),
+        (
+            "linux/arm/v8",
+            json!({"os": "linux", "architecture": "arm64", "variant": "v8"}),
+            false,
+        ),
+        (
+            "linux/armhf",
+            json!({"os": "linux", "architecture": "arm", "variant": "v7"}),
+            true,
+        ),
+        (
+            "linux/armhf",
+            json!({"os": "linux", "architecture": "arm", "variant": "v6"}),
+            false,
+        ),
+        (
+            "linux/armel",
+            json!({"os": "linux", "architecture": "arm", "variant": "v6"}),
+            true,
+        ),
         // amd64: no variant = v1; a request without a variant takes any.
-        ("linux/amd64", json!({"os": "linux", "architecture": "amd64"}), true),
-        ("linux/amd64", json!({"os": "linux", "architecture": "amd64", "variant": "v3"}), true),
-        ("linux/amd64/v1", json!({"os": "linux", "architecture": "amd64"}), true),
-        ("linux/amd64/v3", json!({"os": "linux", "architecture": "amd64"}), false),
-        ("linux/amd64", json!({"os": "linux", "architecture": "x86_64"}), true),
-        ("linux/amd64", json!({"os": "linux", "architecture": "arm64"}), false),
-        ("linux/386", json!({"os": "linux", "architecture": "i386"}), true),
+        (
+            "linux/amd64",
+            json!({"os": "linux", "architecture": "amd64"}),
+            true,
+        ),
+        (
+            "linux/amd64",
+            json!({"os": "linux", "architecture": "amd64", "variant": "v3"}),
+            true,
+        ),
+        (
+            "linux/amd64/v1",
+            json!({"os": "linux", "architecture": "amd64"}),
+            true,
+        ),
+        (
+            "linux/amd64/v3",
+            json!({"os": "linux", "architecture": "amd64"}),
+            false,
+        ),
+        (
+            "linux/amd64",
+            json!({"os": "linux", "architecture": "x86_64"}),
+            true,
+        ),
+        (
+            "linux/amd64",
+            json!({"os": "linux", "architecture": "arm64"}),
+            false,
+        ),
+        (
+            "linux/386",
+            json!({"os": "linux", "architecture": "i386"}),
+            true,
+        ),
         // Case, os, and the unnamed attestation entries.
-        ("Linux/AMD64", json!({"os": "linux", "architecture": "amd64"}), true),
-        ("linux/amd64", json!({"os": "windows", "architecture": "amd64"}), false),
-        ("linux/amd64", json!({"os": "unknown", "architecture": "unknown"}), false),
+        (
+            "Linux/AMD64",
+            json!({"os": "linux", "architecture": "amd64"}),
+            true,
+        ),
+        (
+            "linux/amd64",
+            json!({"os": "windows", "architecture": "amd64"}),
+            false,
+        ),
+        (
+            "linux/amd64",
+            json!({"os": "unknown", "architecture": "unknown"}),
+            false,
+        ),
         ("linux/amd64", json!({}), false),
-        ("linux/amd64", json!({"os": 1, "architecture": ["amd64"]}), false),
+        (
+            "linux/amd64",
+            json!({"os": 1, "architecture": ["amd64"]}),
+            false,
+        ),
         // os.version: compared only when asked for, by whole components.
         (
             "windows/amd64",
