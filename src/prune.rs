@@ -709,6 +709,8 @@ enum GcBlocked {
     Unfetched(Vec<Digest>),
     /// A reachable manifest the store does not have (or that does not parse).
     Unknown(Digest, String),
+    /// The walk refused the graph (over `--max-manifests`).
+    Refused(anyhow::Error),
 }
 
 /// The manifests and blobs `idx` reaches from its tags, and from the referrers of what it
@@ -718,7 +720,7 @@ fn closure(
     idx: &RepoIndex,
     fetched: &HashMap<Digest, Fetched>,
     limits: WalkLimits,
-) -> anyhow::Result<Result<(BTreeSet<Digest>, BTreeSet<Digest>), GcBlocked>> {
+) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>), GcBlocked> {
     let mut roots: BTreeSet<Digest> = idx.tags.values().map(|d| d.digest.clone()).collect();
     loop {
         let mut unfetched = Vec::new();
@@ -741,12 +743,13 @@ fn closure(
                 })
             },
             |r: &Option<&Refs>| r.map(|r| r.children.clone()).unwrap_or_default(),
-        )?;
+        )
+        .map_err(GcBlocked::Refused)?;
         if let Some((d, why)) = unknown {
-            return Ok(Err(GcBlocked::Unknown(d, why)));
+            return Err(GcBlocked::Unknown(d, why));
         }
         if !unfetched.is_empty() {
-            return Ok(Err(GcBlocked::Unfetched(unfetched)));
+            return Err(GcBlocked::Unfetched(unfetched));
         }
         let manifests: BTreeSet<Digest> =
             walked.visits.iter().map(|v| v.reference.clone()).collect();
@@ -763,7 +766,7 @@ fn closure(
                 .iter()
                 .flat_map(|v| v.value.iter().flat_map(|r| r.blobs.iter().cloned()))
                 .collect();
-            return Ok(Ok((manifests, blobs)));
+            return Ok((manifests, blobs));
         }
         roots.extend(more);
     }
@@ -817,18 +820,14 @@ pub async fn untag(
         attempts += 1;
         let mut blocked = None;
         let mut counts = (0, 0);
-        let mut refused = None;
         committed = update_index(store, name, |idx| {
             blocked = None;
             counts = (0, 0);
-            refused = None;
             for t in tags {
                 idx.tags.remove(t);
             }
             match closure(idx, &fetched, limits) {
-                // A graph over the walk's bounds: the tags go, every manifest and blob stays.
-                Err(e) => refused = Some(e),
-                Ok(Ok((m, b))) => {
+                Ok((m, b)) => {
                     let (m0, b0) = (idx.manifests.len(), idx.blobs.len());
                     idx.manifests.retain(|d, _| m.contains(d));
                     idx.blobs.retain(|d, _| b.contains(d));
@@ -836,16 +835,11 @@ pub async fn untag(
                     counts = (m0 - idx.manifests.len(), b0 - idx.blobs.len());
                 }
                 // Keep every manifest and blob: only conservative.
-                Ok(Err(e)) => blocked = Some(e),
+                Err(e) => blocked = Some(e),
             }
         })
         .await?;
-        if let Some(e) = refused {
-            note = Some(format!(
-                "{e:#}; the index's manifests and blobs were left as they were"
-            ));
-            break;
-        }
+
         dropped.0 += counts.0;
         dropped.1 += counts.1;
         match blocked {
@@ -858,6 +852,13 @@ pub async fn untag(
                     "the index kept changing; its unreferenced entries were left for a later untag"
                         .to_owned(),
                 );
+                break;
+            }
+            // A graph over the walk's bounds: the tags go, every manifest and blob stays.
+            Some(GcBlocked::Refused(e)) => {
+                note = Some(format!(
+                    "{e:#}; the index's manifests and blobs were left as they were"
+                ));
                 break;
             }
             Some(GcBlocked::Unknown(d, why)) => {
