@@ -32,18 +32,12 @@ use tokio::io::AsyncReadExt;
 
 use crate::index::RepoIndex;
 use crate::layout;
-use crate::manifest::{AnyManifest, Descriptor};
+use crate::oci::{media, AnyManifest, Descriptor, Platform};
 use crate::publish::hashing::{Hasher, HashingReader};
 use crate::reference::{Digest, RepoName, TaggedName};
 use crate::store::Store;
 use crate::walk::{self, WalkLimits};
 
-const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// Concurrent manifest reads while walking an image index.
 const PARALLEL: usize = 8;
@@ -143,71 +137,6 @@ impl std::str::FromStr for Destination {
     }
 }
 
-/// `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub arch: String,
-    pub variant: Option<String>,
-}
-
-impl std::str::FromStr for Platform {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = s.split('/').collect();
-        match parts[..] {
-            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
-                os: os.into(),
-                arch: arch.into(),
-                variant: None,
-            }),
-            [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => Ok(Platform {
-                os: os.into(),
-                arch: arch.into(),
-                variant: Some(v.into()),
-            }),
-            _ => Err(format!(
-                "invalid platform {s:?}: expected os/arch[/variant]"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
-impl Platform {
-    /// `linux/<this machine's architecture>`, in Go's naming.
-    pub fn host() -> Platform {
-        let arch = match std::env::consts::ARCH {
-            "x86_64" => "amd64",
-            "aarch64" => "arm64",
-            "x86" => "386",
-            "powerpc64" => "ppc64le",
-            other => other,
-        };
-        Platform {
-            os: "linux".into(),
-            arch: arch.into(),
-            variant: None,
-        }
-    }
-
-    fn matches(&self, p: &Value) -> bool {
-        let get = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or("");
-        get("os") == self.os
-            && get("architecture") == self.arch
-            && self.variant.as_deref().is_none_or(|v| get("variant") == v)
-    }
-}
-
 /// What `export` was asked to do.
 #[derive(Debug, Clone)]
 pub struct ExportOptions {
@@ -287,12 +216,16 @@ async fn fetch_manifest(
     if doc.manifests.is_none() && doc.config.is_none() {
         bail!("{key}: neither an image manifest nor an image index (schema 1 cannot be exported)");
     }
+    let media_type = doc
+        .media_type
+        .clone()
+        .unwrap_or_else(|| media_type.to_owned());
+    // The type is written into the layout's index.json, which clients trust as they would a
+    // registry's Content-Type.
+    media::check(&media_type, doc.artifact_type.is_some(), &key)?;
     Ok(Fetched {
         digest: digest.clone(),
-        media_type: doc
-            .media_type
-            .clone()
-            .unwrap_or_else(|| media_type.to_owned()),
+        media_type,
         bytes: obj.bytes,
         doc,
     })
@@ -300,7 +233,7 @@ async fn fetch_manifest(
 
 /// Resolves the reference through the repository index: a tag to its descriptor, a digest only
 /// when the repository references it.
-async fn resolve(store: &dyn Store, r: &ExportRef) -> anyhow::Result<(Digest, u64, String)> {
+async fn resolve(store: &dyn Store, r: &ExportRef) -> anyhow::Result<Descriptor> {
     let name = r.name();
     let key = layout::repo_index(name);
     let obj = store
@@ -321,14 +254,14 @@ async fn resolve(store: &dyn Store, r: &ExportRef) -> anyhow::Result<(Digest, u6
                         .join(", ")
                 )
             })?;
-            Ok((d.digest.clone(), d.size, d.media_type.clone()))
+            Ok(Descriptor::of_manifest(&d.media_type, &d.digest, d.size))
         }
         ExportRef::Digest(_, d) => {
             let e = idx
                 .manifests
                 .get(d)
                 .ok_or_else(|| anyhow!("{name} does not reference manifest {d}"))?;
-            Ok((d.clone(), e.size, e.media_type.clone()))
+            Ok(Descriptor::of_manifest(&e.media_type, d, e.size))
         }
     }
 }
@@ -341,7 +274,7 @@ fn pick<'a>(
 ) -> anyhow::Result<&'a Descriptor> {
     let images: Vec<&Descriptor> = children
         .iter()
-        .filter(|c| c.media_type != OCI_INDEX && c.media_type != DOCKER_LIST)
+        .filter(|c| !media::is_index(&c.media_type))
         // Attestations (buildkit) are `unknown/unknown` manifests, never an image to run.
         .filter(|c| c.platform_label() != "unknown/unknown")
         .collect();
@@ -353,10 +286,7 @@ fn pick<'a>(
             .join(", ")
     };
     let want = platform.cloned().unwrap_or_else(Platform::host);
-    if let Some(c) = images
-        .iter()
-        .find(|c| c.platform.as_ref().is_some_and(|p| want.matches(p)))
-    {
+    if let Some(c) = images.iter().find(|c| c.is_for(&want)) {
         return Ok(c);
     }
     if platform.is_none() && images.len() == 1 {
@@ -371,43 +301,71 @@ fn pick<'a>(
 
 /// Exports one image; see the module docs.
 pub async fn export(store: Arc<dyn Store>, opts: &ExportOptions) -> anyhow::Result<ExportSummary> {
-    let (digest, size, media_type) = resolve(store.as_ref(), &opts.reference).await?;
-    let root = fetch_manifest(store.as_ref(), &digest, size, &media_type).await?;
+    let root_desc = resolve(store.as_ref(), &opts.reference).await?;
+    let root_digest = root_desc.digest.clone();
     let what = opts.reference.to_string();
+    let docker = matches!(opts.destination, Destination::DockerArchive { .. });
+    // One image out of an index: always for a docker-archive, with --platform for oci:.
+    let one_image = docker || opts.platform.is_some();
+    let platform = opts.platform.as_ref();
+    let children_of = |m: &Fetched| -> Vec<Descriptor> {
+        let children = m.doc.manifests.as_deref().unwrap_or_default();
+        if m.digest == root_digest && one_image {
+            // Only the picked image; a failed pick is reported below.
+            pick(children, platform, &what)
+                .ok()
+                .cloned()
+                .into_iter()
+                .collect()
+        } else if docker {
+            Vec::new()
+        } else {
+            children.to_vec()
+        }
+    };
+    let store_ref = store.as_ref();
+    let mut fetched =
+        walk::walk(
+            [root_desc],
+            opts.limits,
+            PARALLEL,
+            &what,
+            |c: Descriptor| async move {
+                fetch_manifest(store_ref, &c.digest, c.size, &c.media_type).await
+            },
+            children_of,
+        )
+        .await?
+        .into_map();
+    let root = fetched
+        .remove(&root_digest)
+        .ok_or_else(|| anyhow!("internal error: {root_digest} was not fetched"))?;
+    let top = if one_image && root.is_index() {
+        let children = root.doc.manifests.as_deref().unwrap_or_default();
+        let c = pick(children, platform, &what)?;
+        fetched
+            .remove(&c.digest)
+            .ok_or_else(|| anyhow!("internal error: {} was not fetched", c.digest))?
+    } else {
+        root
+    };
     match &opts.destination {
         Destination::Oci { dir, ref_name } => {
             let ref_name = ref_name.clone().or_else(|| match &opts.reference {
                 ExportRef::Tag(t) => Some(t.tag.to_string()),
                 ExportRef::Digest(..) => None,
             });
-            let root = match (&opts.platform, root.is_index()) {
-                (Some(p), true) => {
-                    let children = root.doc.manifests.as_deref().unwrap_or_default();
-                    let c = pick(children, Some(p), &what)?;
-                    fetch_manifest(store.as_ref(), &c.digest, c.size, &c.media_type).await?
-                }
-                _ => root,
-            };
-            export_oci(store, root, dir, ref_name, &what, opts.limits).await
+            export_oci(store, top, fetched, dir, ref_name, &what).await
         }
         Destination::DockerArchive { file, tag } => {
-            let image = if root.is_index() {
-                let children = root.doc.manifests.as_deref().unwrap_or_default();
-                let c = pick(children, opts.platform.as_ref(), &what)?;
-                let child =
-                    fetch_manifest(store.as_ref(), &c.digest, c.size, &c.media_type).await?;
-                if child.is_index() {
-                    bail!("{what}: nested image indexes cannot be exported to a docker-archive");
-                }
-                child
-            } else {
-                root
-            };
+            if top.is_index() {
+                bail!("{what}: nested image indexes cannot be exported to a docker-archive");
+            }
             let tag = tag.clone().or_else(|| match &opts.reference {
                 ExportRef::Tag(t) => Some(t.clone()),
                 ExportRef::Digest(..) => None,
             });
-            export_docker_archive(store, image, file, tag, &what).await
+            export_docker_archive(store, top, file, tag, &what).await
         }
     }
 }
@@ -416,13 +374,14 @@ pub async fn export(store: Arc<dyn Store>, opts: &ExportOptions) -> anyhow::Resu
 // oci:
 // ---------------------------------------------------------------------------------------------
 
+/// Writes `root` and what it reaches; `fetched` holds every manifest below it, from the walk.
 async fn export_oci(
     store: Arc<dyn Store>,
     root: Fetched,
+    fetched: HashMap<Digest, Fetched>,
     dir: &Path,
     ref_name: Option<String>,
     what: &str,
-    limits: WalkLimits,
 ) -> anyhow::Result<ExportSummary> {
     let blobs_dir = dir.join("blobs");
     tokio::fs::create_dir_all(&blobs_dir)
@@ -449,34 +408,12 @@ async fn export_oci(
         notes: Vec::new(),
     };
     let store_digest = root.digest.clone();
-    // Every manifest of the tree, each fetched once (indexes may list a child many times).
-    let root_desc = Descriptor {
-        media_type: root.media_type.clone(),
-        digest: root.digest.clone(),
-        size: root.bytes.len() as u64,
-        urls: None,
-        annotations: None,
-        platform: None,
-    };
-    let store_ref = store.as_ref();
-    let tree =
-        walk::walk(
-            [root_desc],
-            limits,
-            PARALLEL,
-            what,
-            |c: Descriptor| async move {
-                fetch_manifest(store_ref, &c.digest, c.size, &c.media_type).await
-            },
-            |m: &Fetched| m.doc.children().cloned().collect::<Vec<_>>(),
-        )
-        .await?;
     let mut ctx = OciCtx {
         store: store.as_ref(),
         dir,
         summary: &mut summary,
         seen: HashSet::new(),
-        fetched: tree.into_map(),
+        fetched,
         written: HashMap::new(),
     };
     let top = write_tree(&mut ctx, &root).await?;
@@ -500,7 +437,7 @@ async fn export_oci(
         Ok(b) => serde_json::from_slice(&b)
             .with_context(|| format!("{}: not an OCI index", index_path.display()))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []})
+            json!({"schemaVersion": 2, "mediaType": media::OCI_INDEX, "manifests": []})
         }
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", index_path.display())),
     };
@@ -539,23 +476,6 @@ struct Written {
     media_type: String,
     digest: Digest,
     size: u64,
-}
-
-/// The OCI media type for a Docker one, as `skopeo copy` converts them when it writes a layout.
-fn oci_media_type(mt: &str) -> Option<&'static str> {
-    Some(match mt {
-        DOCKER_MANIFEST => OCI_MANIFEST,
-        DOCKER_LIST => OCI_INDEX,
-        DOCKER_CONFIG => "application/vnd.oci.image.config.v1+json",
-        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-        }
-        "application/vnd.docker.image.rootfs.diff.tar" => "application/vnd.oci.image.layer.v1.tar",
-        "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
-            "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-        }
-        _ => return None,
-    })
 }
 
 /// Writes a manifest, its children and its blobs into the layout, children first. OCI
@@ -619,7 +539,7 @@ fn write_tree<'a>(
             ctx.summary.bytes += b.size;
         }
         let mut convert = |v: &mut Value| {
-            if let Some(t) = v["mediaType"].as_str().and_then(oci_media_type) {
+            if let Some(t) = v["mediaType"].as_str().and_then(media::docker_to_oci) {
                 v["mediaType"] = json!(t);
                 changed = true;
             }
@@ -631,7 +551,7 @@ fn write_tree<'a>(
             layers.iter_mut().for_each(&mut convert);
         }
         let mut media_type = m.media_type.clone();
-        if let Some(t) = oci_media_type(&m.media_type) {
+        if let Some(t) = media::docker_to_oci(&m.media_type) {
             doc["mediaType"] = json!(t);
             media_type = t.to_owned();
             changed = true;
@@ -860,7 +780,7 @@ async fn export_docker_archive(
                 handle: handle.clone(),
                 inner: stream,
             };
-            let written_size = if l.media_type == OCI_LAYER_ZSTD {
+            let written_size = if l.media_type == media::OCI_LAYER_ZSTD {
                 append_decompressed(&mut tar, &name, reader, l, diff_id)?
             } else {
                 let mut hr = HashingReader::new(reader.take(l.size), l.digest.algorithm());
@@ -986,12 +906,8 @@ mod tests {
     #[test]
     fn picks_a_platform_or_explains() {
         let child = |arch: &str| Descriptor {
-            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
-            digest: Digest::sha256_of(arch.as_bytes()),
-            size: 1,
-            urls: None,
-            annotations: None,
             platform: Some(json!({"os": "linux", "architecture": arch})),
+            ..Descriptor::of_manifest(media::OCI_MANIFEST, &Digest::sha256_of(arch.as_bytes()), 1)
         };
         let kids = vec![child("arm64"), child("s390x")];
         let arm: Platform = "linux/arm64".parse().unwrap();
@@ -1002,5 +918,44 @@ mod tests {
         assert!(err.contains("available: linux/arm64, linux/s390x"), "{err}");
         // One image only: taken whatever the host.
         assert_eq!(pick(&kids[1..], None, "x").unwrap().digest, kids[1].digest);
+        // The one Platform rule: arm64 without a variant is v8 (as `publish --platform` has it).
+        let v8: Platform = "linux/arm64/v8".parse().unwrap();
+        assert_eq!(pick(&kids, Some(&v8), "x").unwrap().digest, kids[0].digest);
+    }
+
+    /// The media type a manifest is exported with (its own, else the repository index's) must
+    /// be a manifest's: it is written into the layout's index.json.
+    #[tokio::test]
+    async fn refuses_a_manifest_recorded_with_a_non_manifest_type() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::LocalStore::open(dir.path()).unwrap();
+        // OCI lets a manifest omit mediaType; the index's record then decides.
+        let m = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "config": {"mediaType": media::OCI_CONFIG, "digest": Digest::sha256_of(b"c"), "size": 1},
+            "layers": [],
+        }))
+        .unwrap();
+        let d = Digest::sha256_of(&m);
+        let opts = crate::store::PutOptions {
+            content_type: "application/octet-stream".into(),
+            cache_control: layout::CACHE_IMMUTABLE,
+            mode: crate::store::PutMode::Overwrite,
+        };
+        store
+            .put(&layout::manifest(&d), Bytes::from(m.clone()), &opts)
+            .await
+            .unwrap();
+        let size = m.len() as u64;
+        let err = fetch_manifest(&store, &d, size, "text/html")
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("not a manifest media type"), "{err}");
+        let ok = fetch_manifest(&store, &d, size, media::OCI_MANIFEST)
+            .await
+            .unwrap();
+        assert_eq!(ok.media_type, media::OCI_MANIFEST);
     }
 }

@@ -88,7 +88,7 @@ impl RepoIndex {
     /// is not a manifest's are left out (and logged), so the endpoint never answers a manifest
     /// with an arbitrary `Content-Type` from a tampered index. `verify` reports them.
     pub fn for_serving(bytes: &[u8]) -> anyhow::Result<Self> {
-        use crate::manifest::media_types::is_accepted;
+        use crate::oci::media::is_accepted;
         let mut idx = Self::from_slice(bytes)?;
         let before = (idx.tags.len(), idx.manifests.len());
         // Publish checked an artifact manifest's artifactType; the index does not record it.

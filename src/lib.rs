@@ -10,7 +10,7 @@ pub mod export;
 pub mod federation;
 pub mod index;
 pub mod layout;
-pub mod manifest;
+pub mod oci;
 pub mod prune;
 pub mod publish;
 pub mod reference;

@@ -135,6 +135,8 @@ enum Command {
         /// [env: STATIC_REGISTRY_STORE].
         #[arg(long)]
         store: Option<String>,
+        #[command(flatten)]
+        walk: static_registry::walk::WalkArgs,
     },
     /// Delete a repository: its catalog entry, tag copies, tag list, referrers and index.
     ///
@@ -165,7 +167,7 @@ enum Command {
         /// os/arch[/variant] of a multi-platform image to export (docker-archive defaults to
         /// this machine's; oci defaults to the whole index).
         #[arg(long)]
-        platform: Option<static_registry::export::Platform>,
+        platform: Option<static_registry::oci::Platform>,
         #[command(flatten)]
         walk: static_registry::walk::WalkArgs,
     },
@@ -322,14 +324,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{report}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Untag { tags, store } => {
+        Command::Untag { tags, store, walk } => {
+            let limits = walk.limits(cfg.publish.max_manifests);
             let store = open_store(store, &cfg)?;
             let mut by_repo: std::collections::BTreeMap<_, Vec<_>> = Default::default();
             for t in tags {
                 by_repo.entry(t.name).or_default().push(t.tag);
             }
             for (name, tags) in by_repo {
-                let report = static_registry::prune::untag(store.as_ref(), &name, &tags).await?;
+                let report =
+                    static_registry::prune::untag(store.as_ref(), &name, &tags, limits).await?;
                 println!("{report}");
             }
             Ok(ExitCode::SUCCESS)

@@ -50,7 +50,7 @@ use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::index::{RepoIndex, TagsList};
 use crate::layout;
-use crate::manifest::AnyManifest;
+use crate::oci::AnyManifest;
 use crate::publish::commit::{
     add_to_catalog, remove_from_catalog, tag_copies_prefix, update_index, write_derived,
 };
@@ -709,54 +709,67 @@ enum GcBlocked {
     Unfetched(Vec<Digest>),
     /// A reachable manifest the store does not have (or that does not parse).
     Unknown(Digest, String),
+    /// The walk refused the graph (over `--max-manifests`).
+    Refused(anyhow::Error),
 }
 
 /// The manifests and blobs `idx` reaches from its tags, and from the referrers of what it
-/// reaches (an artifact is kept while its subject is).
+/// reaches (an artifact is kept while its subject is): the one walk over the manifests fetched
+/// so far, again from the new roots while referrers add some.
 fn closure(
     idx: &RepoIndex,
     fetched: &HashMap<Digest, Fetched>,
+    limits: WalkLimits,
 ) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>), GcBlocked> {
-    let mut manifests: BTreeSet<Digest> = BTreeSet::new();
-    let mut blobs: BTreeSet<Digest> = BTreeSet::new();
-    let mut todo: Vec<Digest> = idx.tags.values().map(|d| d.digest.clone()).collect();
-    let mut unfetched = Vec::new();
+    let mut roots: BTreeSet<Digest> = idx.tags.values().map(|d| d.digest.clone()).collect();
     loop {
-        while let Some(d) = todo.pop() {
-            if manifests.contains(&d) {
-                continue;
-            }
-            match fetched.get(&d) {
-                None => {
-                    unfetched.push(d);
-                    continue;
-                }
-                Some(Fetched::Unknown(why)) => return Err(GcBlocked::Unknown(d, why.clone())),
-                Some(Fetched::Known(r)) => {
-                    blobs.extend(r.blobs.iter().cloned());
-                    todo.extend(r.children.iter().cloned());
-                }
-            }
-            manifests.insert(d);
+        let mut unfetched = Vec::new();
+        let mut unknown = None;
+        let walked = walk::walk_sync(
+            roots.iter().cloned(),
+            limits,
+            "the remaining tags",
+            |d: &Digest| {
+                Ok(match fetched.get(d) {
+                    Some(Fetched::Known(r)) => Some(r),
+                    Some(Fetched::Unknown(why)) => {
+                        unknown.get_or_insert_with(|| (d.clone(), why.clone()));
+                        None
+                    }
+                    None => {
+                        unfetched.push(d.clone());
+                        None
+                    }
+                })
+            },
+            |r: &Option<&Refs>| r.map(|r| r.children.clone()).unwrap_or_default(),
+        )
+        .map_err(GcBlocked::Refused)?;
+        if let Some((d, why)) = unknown {
+            return Err(GcBlocked::Unknown(d, why));
         }
-        for (subject, artifacts) in &idx.referrers {
-            if manifests.contains(subject) {
-                todo.extend(
-                    artifacts
-                        .iter()
-                        .map(|a| a.digest.clone())
-                        .filter(|a| !manifests.contains(a)),
-                );
-            }
+        if !unfetched.is_empty() {
+            return Err(GcBlocked::Unfetched(unfetched));
         }
-        if todo.is_empty() {
-            break;
+        let manifests: BTreeSet<Digest> =
+            walked.visits.iter().map(|v| v.reference.clone()).collect();
+        let more: Vec<Digest> = idx
+            .referrers
+            .iter()
+            .filter(|(subject, _)| manifests.contains(*subject))
+            .flat_map(|(_, artifacts)| artifacts.iter().map(|a| a.digest.clone()))
+            .filter(|a| !manifests.contains(a))
+            .collect();
+        if more.is_empty() {
+            let blobs = walked
+                .visits
+                .iter()
+                .flat_map(|v| v.value.iter().flat_map(|r| r.blobs.iter().cloned()))
+                .collect();
+            return Ok((manifests, blobs));
         }
+        roots.extend(more);
     }
-    if !unfetched.is_empty() {
-        return Err(GcBlocked::Unfetched(unfetched));
-    }
-    Ok((manifests, blobs))
 }
 
 /// Removes tags from a repository, then drops from its index every manifest and blob no
@@ -769,6 +782,7 @@ pub async fn untag(
     store: &dyn Store,
     name: &RepoName,
     tags: &[Tag],
+    limits: WalkLimits,
 ) -> anyhow::Result<UntagReport> {
     let key = layout::repo_index(name);
     let Some(obj) = store.get(&key).await? else {
@@ -812,7 +826,7 @@ pub async fn untag(
             for t in tags {
                 idx.tags.remove(t);
             }
-            match closure(idx, &fetched) {
+            match closure(idx, &fetched, limits) {
                 Ok((m, b)) => {
                     let (m0, b0) = (idx.manifests.len(), idx.blobs.len());
                     idx.manifests.retain(|d, _| m.contains(d));
@@ -825,6 +839,7 @@ pub async fn untag(
             }
         })
         .await?;
+
         dropped.0 += counts.0;
         dropped.1 += counts.1;
         match blocked {
@@ -837,6 +852,13 @@ pub async fn untag(
                     "the index kept changing; its unreferenced entries were left for a later untag"
                         .to_owned(),
                 );
+                break;
+            }
+            // A graph over the walk's bounds: the tags go, every manifest and blob stays.
+            Some(GcBlocked::Refused(e)) => {
+                note = Some(format!(
+                    "{e:#}; the index's manifests and blobs were left as they were"
+                ));
                 break;
             }
             Some(GcBlocked::Unknown(d, why)) => {

@@ -28,7 +28,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::index::{Catalog, RepoIndex, TagsList};
 use crate::layout;
-use crate::manifest::{media_types, AnyManifest};
+use crate::oci::{media, AnyManifest};
 use crate::publish::commit::tag_copies_prefix;
 use crate::publish::hashing::Hasher;
 use crate::reference::{Digest, RepoName};
@@ -450,7 +450,7 @@ impl RepoCheck<'_> {
                 Some(Fetched::Ok(_, m)) => m.artifact_type.is_some(),
                 _ => true,
             };
-            if !media_types::is_accepted(&entry.media_type, artifact) {
+            if !media::is_accepted(&entry.media_type, artifact) {
                 self.problem(format!(
                     "{key}: records {d} as {:?}, which is not a manifest media type (serve \
                      would answer the manifest with that Content-Type)",
@@ -479,7 +479,7 @@ impl RepoCheck<'_> {
                         ));
                     }
                     if let Some(mt) = &m.media_type {
-                        if !media_types::is_accepted(mt, m.artifact_type.is_some()) {
+                        if !media::is_accepted(mt, m.artifact_type.is_some()) {
                             self.problem(format!(
                                 "{mkey}: its mediaType {mt:?} is not a manifest media type"
                             ));

@@ -19,7 +19,7 @@ use std::future::Future;
 use anyhow::bail;
 use futures::stream::{self, StreamExt, TryStreamExt};
 
-use crate::manifest::Descriptor;
+use crate::oci::Descriptor;
 use crate::reference::Digest;
 
 /// The default of `--max-manifests` (`max_manifests` in the config file).

@@ -246,9 +246,14 @@ async fn untag_drops_the_closure_and_prune_collects_it() {
     clean(s.as_ref()).await;
 
     let name = RepoName::parse("a/app").unwrap();
-    let r = untag(s.as_ref(), &name, &[Tag::parse("1").unwrap()])
-        .await
-        .unwrap();
+    let r = untag(
+        s.as_ref(),
+        &name,
+        &[Tag::parse("1").unwrap()],
+        WalkLimits::default(),
+    )
+    .await
+    .unwrap();
     assert!(
         r.to_string()
             .contains("dropped 1 manifest(s) and 2 blob(s)"),
@@ -269,9 +274,14 @@ async fn untag_drops_the_closure_and_prune_collects_it() {
     clean(s.as_ref()).await;
 
     // Unknown tags are refused, and change nothing.
-    let err = untag(s.as_ref(), &name, &[Tag::parse("nope").unwrap()])
-        .await
-        .unwrap_err();
+    let err = untag(
+        s.as_ref(),
+        &name,
+        &[Tag::parse("nope").unwrap()],
+        WalkLimits::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(err.to_string().contains("has no tag nope"), "{err}");
 
     age_everything(dir.path(), Duration::from_secs(7200));
@@ -311,6 +321,7 @@ async fn untag_drops_the_closure_and_prune_collects_it() {
         s.as_ref(),
         &name,
         &[Tag::parse("2").unwrap(), Tag::parse("latest").unwrap()],
+        WalkLimits::default(),
     )
     .await
     .unwrap();
@@ -363,9 +374,14 @@ async fn prune_repairs_lagging_derived_files_before_deleting() {
     // After the untag of nothing… v1 is still in the index (publish accumulates); untag `t`'s
     // history by re-tagging then untagging a helper tag, which recomputes the closure.
     tag(s.as_ref(), "a/app", "helper", &v2).await;
-    untag(s.as_ref(), &name, &[Tag::parse("helper").unwrap()])
-        .await
-        .unwrap();
+    untag(
+        s.as_ref(),
+        &name,
+        &[Tag::parse("helper").unwrap()],
+        WalkLimits::default(),
+    )
+    .await
+    .unwrap();
     age_everything(dir.path(), Duration::from_secs(7200));
     let r = prune(
         s.as_ref(),
@@ -415,4 +431,96 @@ async fn commit_refuses_content_that_disappeared() {
     let err = commit_repository(s.as_ref(), &u).await.unwrap_err();
     assert!(err.to_string().contains("content disappeared"), "{err}");
     assert!(s.get(&layout::repo_index(&name)).await.unwrap().is_none());
+}
+
+/// untag walks the remaining tags with the one walker, so its node limit holds: an index
+/// reaching more manifests than allowed keeps the repository's content (only the tag goes),
+/// and within the limit the untagged image's content leaves the index.
+#[tokio::test]
+async fn untag_walks_within_the_node_limit() {
+    let (_dir, s) = store();
+    let old = image(s.as_ref(), &[b"old"], "old").await;
+    let kids = [
+        image(s.as_ref(), &[b"a"], "a").await,
+        image(s.as_ref(), &[b"b"], "b").await,
+        image(s.as_ref(), &[b"c"], "c").await,
+    ];
+    // The same child listed many times counts once.
+    let entries: Vec<_> = kids
+        .iter()
+        .chain(&kids)
+        .chain(&kids)
+        .map(|k| &k.0)
+        .collect();
+    let idx_bytes = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }))
+    .unwrap();
+    let idx_d = Digest::sha256_of(&idx_bytes);
+    s.put(
+        &layout::manifest(&idx_d),
+        Bytes::from(idx_bytes.clone()),
+        &put_opts("application/vnd.oci.image.index.v1+json"),
+    )
+    .await
+    .unwrap();
+    let name = RepoName::parse("a/multi").unwrap();
+    let mut u = tagged_index(s.as_ref(), "a/multi", "old", &old).await;
+    for k in &kids {
+        let ku = tagged_index(s.as_ref(), "a/multi", "x", k).await;
+        u.manifests.extend(ku.manifests);
+        u.blobs.extend(ku.blobs);
+    }
+    let index_desc = Descriptor {
+        media_type: "application/vnd.oci.image.index.v1+json".into(),
+        digest: idx_d.clone(),
+        size: idx_bytes.len() as u64,
+        artifact_type: None,
+        platform: None,
+        annotations: None,
+    };
+    u.tags.insert(Tag::parse("keep").unwrap(), index_desc);
+    u.tags.insert(Tag::parse("old2").unwrap(), old.0.clone());
+    u.manifests.insert(
+        idx_d,
+        ManifestEntry {
+            media_type: "application/vnd.oci.image.index.v1+json".into(),
+            size: idx_bytes.len() as u64,
+        },
+    );
+    commit_repository(s.as_ref(), &u).await.unwrap();
+    let read = || async {
+        let b = s
+            .get(&layout::repo_index(&name))
+            .await
+            .unwrap()
+            .unwrap()
+            .bytes;
+        RepoIndex::from_slice(&b).unwrap()
+    };
+
+    // Three distinct children, two allowed: the tag goes, the content stays.
+    let tight = WalkLimits { max_manifests: 2 };
+    let r = untag(s.as_ref(), &name, &[Tag::parse("old").unwrap()], tight)
+        .await
+        .unwrap()
+        .to_string();
+    assert!(r.contains("more than 2 distinct manifests"), "{r}");
+    let after = read().await;
+    assert!(!after.tags.contains_key(&Tag::parse("old").unwrap()));
+    assert!(after.manifests.contains_key(&old.0.digest), "{r}");
+    assert_eq!(after.manifests.len(), 5);
+
+    // Within the limit (3 distinct, listed 9 times): the old image's content leaves the index.
+    let three = WalkLimits { max_manifests: 3 };
+    let r = untag(s.as_ref(), &name, &[Tag::parse("old2").unwrap()], three)
+        .await
+        .unwrap()
+        .to_string();
+    assert!(r.contains("dropped 1 manifest(s) and 2 blob(s)"), "{r}");
+    let after = read().await;
+    assert!(!after.manifests.contains_key(&old.0.digest), "{r}");
+    assert_eq!(after.manifests.len(), 4);
 }

@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
+use crate::oci::{media, Descriptor};
 use crate::publish::files::Files;
-use crate::publish::image::{media, BlobRef, BlobSource, ManifestNode, Node, SourceDescriptor};
+use crate::publish::image::{BlobRef, BlobSource, ManifestNode, Node};
 use crate::publish::oci::{self, Layout, CONTAINERD_NAME, REF_NAME};
 use crate::publish::source::{DockerRef, Selector};
 use crate::publish::Loaded;
@@ -30,7 +31,7 @@ struct SaveEntry {
     layers: Vec<String>,
     /// diff_id -> descriptor of a foreign layer whose compressed blob is not in the archive.
     #[serde(default)]
-    layer_sources: Option<BTreeMap<Digest, SourceDescriptor>>,
+    layer_sources: Option<BTreeMap<Digest, Descriptor>>,
 }
 
 impl SaveEntry {
@@ -216,7 +217,7 @@ fn load_oci(
 ) -> anyhow::Result<Loaded> {
     let saves = read_save_manifest(&files)?.unwrap_or_default();
     let layout = Layout::open(files, limits)?;
-    let names_of = |e: &SourceDescriptor| -> Vec<DockerRef> {
+    let names_of = |e: &Descriptor| -> Vec<DockerRef> {
         let ann = e.annotations.as_ref();
         [CONTAINERD_NAME, REF_NAME]
             .iter()
@@ -234,7 +235,7 @@ fn load_oci(
         a
     };
     // The saved entry whose config is in the chosen tree, to load it only once.
-    let by_config = |config_path: &str| -> anyhow::Result<(SourceDescriptor, Node)> {
+    let by_config = |config_path: &str| -> anyhow::Result<(Descriptor, Node)> {
         let bytes = layout.files.read_small(config_path)?.with_context(|| {
             format!("{label}: manifest.json names config {config_path} but the archive has no such file")
         })?;

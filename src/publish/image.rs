@@ -8,47 +8,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::oci::Descriptor;
 use crate::reference::Digest;
-
-/// Media types the publisher has to tell apart.
-pub mod media {
-    pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-    pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-    pub const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
-    pub const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
-    pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-    pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-    pub const OCI_NONDIST_GZIP: &str =
-        "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
-    pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-    pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-    pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-    pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
-    pub const DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-    pub const DOCKER_FOREIGN: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
-    pub const DOCKER_SCHEMA1: &str = "application/vnd.docker.distribution.manifest.v1+json";
-    pub const DOCKER_SCHEMA1_SIGNED: &str =
-        "application/vnd.docker.distribution.manifest.v1+prettyjws";
-
-    pub fn is_index(mt: &str) -> bool {
-        mt == OCI_INDEX || mt == DOCKER_LIST
-    }
-
-    /// Layers registries do not serve as-is and the publisher compresses.
-    pub fn is_uncompressed_layer(mt: &str) -> bool {
-        mt == OCI_LAYER || mt == DOCKER_LAYER
-    }
-
-    /// Layers that normally live elsewhere (Windows base layers): copied only if present.
-    pub fn is_foreign(mt: &str) -> bool {
-        mt == DOCKER_FOREIGN || mt.starts_with("application/vnd.oci.image.layer.nondistributable.")
-    }
-}
-
-/// A content descriptor as sources write them: the store walker's lenient [`Descriptor`].
-///
-/// [`Descriptor`]: crate::manifest::Descriptor
-pub use crate::manifest::Descriptor as SourceDescriptor;
 
 /// How to get one blob into the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,7 +98,7 @@ pub struct IndexNode {
     /// listed several times (anywhere in the tree) is one shared node: the tree is a graph.
     pub children: Vec<Option<Arc<Node>>>,
     /// The `manifests[]` entries as the index lists them.
-    pub entries: Vec<SourceDescriptor>,
+    pub entries: Vec<Descriptor>,
 }
 
 impl Node {

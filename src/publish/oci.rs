@@ -10,14 +10,12 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use serde::Deserialize;
 
-use crate::manifest::media_types;
+use crate::oci::{media, Descriptor, ImageIndex, ImageManifest};
 use crate::walk::{self, WalkLimits, MAX_DEPTH};
 
 use crate::publish::files::Files;
 use crate::publish::hashing::Hasher;
-use crate::publish::image::{
-    media, short, BlobRef, BlobSource, IndexNode, ManifestNode, Node, SourceDescriptor,
-};
+use crate::publish::image::{short, BlobRef, BlobSource, IndexNode, ManifestNode, Node};
 use crate::publish::source::Selector;
 use crate::reference::Digest;
 
@@ -35,22 +33,9 @@ pub fn blob_path(d: &Digest) -> String {
 #[derive(Debug)]
 pub struct Layout {
     pub files: Files,
-    pub entries: Vec<SourceDescriptor>,
+    pub entries: Vec<Descriptor>,
     /// Bounds of the walk through an image's indexes.
     pub limits: WalkLimits,
-}
-
-#[derive(Deserialize)]
-struct IndexJson {
-    #[serde(default)]
-    manifests: Vec<SourceDescriptor>,
-}
-
-#[derive(Deserialize)]
-struct ManifestJson {
-    config: SourceDescriptor,
-    #[serde(default)]
-    layers: Vec<SourceDescriptor>,
 }
 
 #[derive(Deserialize)]
@@ -79,7 +64,7 @@ impl Layout {
                 files.display()
             );
         };
-        let idx: IndexJson = serde_json::from_slice(&bytes)
+        let idx: ImageIndex = serde_json::from_slice(&bytes)
             .with_context(|| format!("{}: invalid index.json", files.display()))?;
         Ok(Layout {
             files,
@@ -109,7 +94,7 @@ impl Layout {
     }
 
     /// Picks an image the way skopeo does: by `ref.name`, by `@N`, or the only one.
-    pub fn select(&self, sel: Option<&Selector>, label: &str) -> anyhow::Result<SourceDescriptor> {
+    pub fn select(&self, sel: Option<&Selector>, label: &str) -> anyhow::Result<Descriptor> {
         match sel {
             Some(Selector::Index(i)) => self.entries.get(*i).cloned().with_context(|| {
                 format!(
@@ -119,7 +104,7 @@ impl Layout {
                 )
             }),
             Some(Selector::Name(name)) => {
-                let found: Vec<&SourceDescriptor> = self
+                let found: Vec<&Descriptor> = self
                     .entries
                     .iter()
                     .filter(|e| {
@@ -138,10 +123,10 @@ impl Layout {
     /// One image, even if several entries name the same digest (one per tag).
     fn unique(
         &self,
-        found: Vec<&SourceDescriptor>,
+        found: Vec<&Descriptor>,
         label: &str,
         what: &str,
-    ) -> anyhow::Result<SourceDescriptor> {
+    ) -> anyhow::Result<Descriptor> {
         let Some(first) = found.first() else {
             bail!("{label}: no image {what}; available: {}", self.available());
         };
@@ -156,13 +141,13 @@ impl Layout {
 
     /// Loads the manifest or index `desc` names, and everything below it: one walk reads each
     /// manifest once, then the graph is built with a child listed many times shared.
-    pub fn load(&self, desc: &SourceDescriptor) -> anyhow::Result<Node> {
+    pub fn load(&self, desc: &Descriptor) -> anyhow::Result<Node> {
         let what = self.files.display();
         let walked = walk::walk_sync(
             [desc.clone()],
             self.limits,
             &what,
-            |d: &SourceDescriptor| {
+            |d: &Descriptor| {
                 // A child the source does not carry is left out (a reduced index is published).
                 if d.digest != desc.digest && !self.files.exists(&blob_path(&d.digest)) {
                     return Ok(None);
@@ -180,7 +165,7 @@ impl Layout {
         Ok(Arc::try_unwrap(root).unwrap_or_else(|shared| (*shared).clone()))
     }
 
-    fn read_verified(&self, desc: &SourceDescriptor, what: &str) -> anyhow::Result<Vec<u8>> {
+    fn read_verified(&self, desc: &Descriptor, what: &str) -> anyhow::Result<Vec<u8>> {
         let path = blob_path(&desc.digest);
         let Some(bytes) = self.files.read_small(&path)? else {
             bail!(
@@ -208,7 +193,7 @@ impl Layout {
     }
 
     /// Reads one manifest or index and checks what it is.
-    fn read_manifest(&self, desc: &SourceDescriptor) -> anyhow::Result<ReadManifest> {
+    fn read_manifest(&self, desc: &Descriptor) -> anyhow::Result<ReadManifest> {
         let bytes = self.read_verified(desc, "manifest")?;
         let value: serde_json::Value = serde_json::from_slice(&bytes).with_context(|| {
             format!(
@@ -217,11 +202,11 @@ impl Layout {
                 desc.digest
             )
         })?;
-        let media_type = media_type_of(&value, &desc.media_type);
+        let media_type = media::of_manifest(&value, &desc.media_type);
         let what = format!("{}: manifest {}", self.files.display(), desc.digest);
-        check_media_type(&value, &media_type, &what)?;
+        media::check_manifest(&value, &media_type, &what)?;
         let entries = if media::is_index(&media_type) {
-            let idx: IndexJson =
+            let idx: ImageIndex =
                 serde_json::from_value(value.clone()).with_context(|| what.clone())?;
             idx.manifests
         } else {
@@ -238,7 +223,7 @@ impl Layout {
     /// The node for `desc`, built from what the walk read; `None` for a child the source lacks.
     fn build(
         &self,
-        desc: &SourceDescriptor,
+        desc: &Descriptor,
         reads: &HashMap<Digest, Option<ReadManifest>>,
         built: &mut HashMap<Digest, Arc<Node>>,
         depth: usize,
@@ -289,7 +274,7 @@ impl Layout {
 
     fn manifest_node(
         &self,
-        desc: &SourceDescriptor,
+        desc: &Descriptor,
         read: &ReadManifest,
         platform: &Option<String>,
     ) -> anyhow::Result<Node> {
@@ -299,7 +284,7 @@ impl Layout {
             read.value.clone(),
             read.media_type.clone(),
         );
-        let m: ManifestJson = serde_json::from_value(value).with_context(ctx)?;
+        let m: ImageManifest = serde_json::from_value(value).with_context(ctx)?;
         let at = match platform {
             Some(p) => format!("{} ({p})", short(&desc.digest)),
             None => short(&desc.digest),
@@ -376,37 +361,5 @@ struct ReadManifest {
     value: serde_json::Value,
     media_type: String,
     /// An index's `manifests[]` (empty for an image manifest).
-    entries: Vec<SourceDescriptor>,
-}
-
-/// Refuses Docker schema 1 (with advice) and anything whose media type is not a manifest's:
-/// the type is served as the manifest's `Content-Type`.
-pub fn check_media_type(
-    value: &serde_json::Value,
-    media_type: &str,
-    what: &str,
-) -> anyhow::Result<()> {
-    if media_type == media::DOCKER_SCHEMA1
-        || media_type == media::DOCKER_SCHEMA1_SIGNED
-        || value.get("schemaVersion").and_then(|v| v.as_u64()) == Some(1)
-    {
-        bail!("{what}: Docker schema 1 manifests are not supported; convert the image with `skopeo copy --format v2s2`");
-    }
-    media_types::check(media_type, value.get("artifactType").is_some(), what)
-}
-
-/// A manifest's own `mediaType`, else its descriptor's, else guessed from its shape (OCI makes
-/// the field optional).
-pub fn media_type_of(value: &serde_json::Value, descriptor: &str) -> String {
-    if let Some(mt) = value.get("mediaType").and_then(|v| v.as_str()) {
-        return mt.to_owned();
-    }
-    if !descriptor.is_empty() {
-        return descriptor.to_owned();
-    }
-    if value.get("manifests").is_some() {
-        media::OCI_INDEX.to_owned()
-    } else {
-        media::OCI_MANIFEST.to_owned()
-    }
+    entries: Vec<Descriptor>,
 }

@@ -13,11 +13,9 @@
 //! fallbacks) lists for the image, and the static referrers indexes are written after the commit.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fmt;
 use std::future::Future;
 use std::io::{self, Read};
 use std::pin::Pin;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
@@ -27,12 +25,11 @@ use serde_json::Value;
 
 use crate::index::{Descriptor, RepoIndex};
 use crate::layout;
+use crate::oci::{media, Descriptor as SourceDescriptor, ImageManifest, Platform};
 use crate::publish::files::Opened;
 use crate::publish::hashing::Hasher;
-use crate::publish::image::{
-    media, short, BlobKey, BlobRef, BlobSource, IndexNode, ManifestNode, Node, SourceDescriptor,
-};
-use crate::publish::oci::{blob_path, check_media_type, diff_ids, media_type_of};
+use crate::publish::image::{short, BlobKey, BlobRef, BlobSource, IndexNode, ManifestNode, Node};
+use crate::publish::oci::{blob_path, diff_ids};
 use crate::publish::render::{self, Produced, Rendered};
 use crate::publish::{Compression, Loaded};
 use crate::reference::{Digest, RepoName, Tag};
@@ -85,74 +82,6 @@ impl Default for MirrorOptions {
             with_referrers: false,
             src_tls_verify: true,
         }
-    }
-}
-
-/// `os/arch[/variant]`, as `--platform` takes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl FromStr for Platform {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let parts: Vec<&str> = s.split('/').collect();
-        let ok = |p: &str| {
-            !p.is_empty()
-                && p.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
-        };
-        match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => Ok(Platform {
-                os: (*os).to_owned(),
-                architecture: (*arch).to_owned(),
-                variant: None,
-            }),
-            [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(Platform {
-                os: (*os).to_owned(),
-                architecture: (*arch).to_owned(),
-                variant: Some((*v).to_owned()),
-            }),
-            _ => Err(format!(
-                "invalid platform {s:?}: expected os/arch[/variant], e.g. linux/arm64"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
-
-impl Platform {
-    /// Whether an index entry's (or a config's) platform is this one. A filter without a variant
-    /// takes any variant; arm64's default variant `v8` equals no variant.
-    pub fn matches(&self, p: &Value) -> bool {
-        let get = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or("");
-        if get("os") != self.os || get("architecture") != self.architecture {
-            return false;
-        }
-        let Some(want) = &self.variant else {
-            return true;
-        };
-        let have = get("variant");
-        let norm = |v: &str| {
-            if self.architecture == "arm64" && v.is_empty() {
-                "v8".to_owned()
-            } else {
-                v.to_owned()
-            }
-        };
-        norm(have) == norm(want)
     }
 }
 
@@ -627,9 +556,7 @@ fn keep_entry(e: &SourceDescriptor, platforms: &[Platform], filter: bool) -> boo
     if !filter || platforms.is_empty() || media::is_index(&e.media_type) {
         return true;
     }
-    e.platform
-        .as_ref()
-        .is_some_and(|p| platforms.iter().any(|f| f.matches(p)))
+    platforms.iter().any(|f| e.is_for(f))
 }
 
 /// The entries of an index the walk follows; none for an image manifest (or unparseable
@@ -642,7 +569,7 @@ fn entries_to_follow(
     let Ok(value) = serde_json::from_slice::<Value>(&m.bytes) else {
         return Vec::new();
     };
-    if !media::is_index(&media_type_of(&value, &m.media_type)) {
+    if !media::is_index(&media::of_manifest(&value, &m.media_type)) {
         return Vec::new();
     }
     value
@@ -659,14 +586,8 @@ impl Loader<'_> {
     /// Fetches every manifest below `root` that the build will need, each digest once, within
     /// the walk's bounds: a hostile index listing one child many times costs one fetch.
     async fn fetch_graph(&mut self, root: &FetchedManifest, filter: bool) -> anyhow::Result<()> {
-        let root_desc = SourceDescriptor {
-            media_type: root.media_type.clone(),
-            digest: root.digest.clone(),
-            size: root.bytes.len() as u64,
-            urls: None,
-            annotations: None,
-            platform: None,
-        };
+        let root_desc =
+            SourceDescriptor::of_manifest(&root.media_type, &root.digest, root.bytes.len() as u64);
         let this = &*self;
         let walked = walk::walk(
             [root_desc],
@@ -768,8 +689,8 @@ impl Loader<'_> {
             } else {
                 m.media_type.clone()
             };
-            let media_type = media_type_of(&value, &hint);
-            check_media_type(
+            let media_type = media::of_manifest(&value, &hint);
+            media::check_manifest(
                 &value,
                 &media_type,
                 &format!("{}: manifest {}", self.label, m.digest),
@@ -779,13 +700,7 @@ impl Loader<'_> {
                     .index(m, value, media_type, platform, depth, filter)
                     .await;
             }
-            #[derive(serde::Deserialize)]
-            struct ManifestJson {
-                config: SourceDescriptor,
-                #[serde(default)]
-                layers: Vec<SourceDescriptor>,
-            }
-            let mj: ManifestJson = serde_json::from_value(value).with_context(|| {
+            let mj: ImageManifest = serde_json::from_value(value).with_context(|| {
                 format!(
                     "{}: manifest {} is not an image manifest",
                     self.label, m.digest
@@ -795,7 +710,7 @@ impl Loader<'_> {
                 // A single-platform image: its config says which platform it is.
                 let cfg: Value =
                     serde_json::from_slice(&self.config(&mj.config).await?).unwrap_or(Value::Null);
-                if !self.platforms.iter().any(|p| p.matches(&cfg)) {
+                if !self.platforms.iter().any(|p| p.matches_json(&cfg)) {
                     let get = |k: &str| cfg.get(k).and_then(|v| v.as_str()).unwrap_or("?");
                     bail!(
                         "{}: a single-platform image for {}/{}, which --platform does not select",
@@ -1005,7 +920,7 @@ impl Loader<'_> {
                 };
                 if let Some(fm) = self.client.manifest_opt(tag.as_str(), None).await? {
                     let v: Value = serde_json::from_slice(&fm.bytes).unwrap_or(Value::Null);
-                    let mt = media_type_of(&v, &fm.media_type);
+                    let mt = media::of_manifest(&v, &fm.media_type);
                     found.push((
                         serde_json::json!({
                             "mediaType": mt,
@@ -1038,7 +953,7 @@ impl Loader<'_> {
                     );
                 }
                 let v: Value = serde_json::from_slice(&fm.bytes).unwrap_or(Value::Null);
-                let media_type = media_type_of(&v, &e.media_type);
+                let media_type = media::of_manifest(&v, &e.media_type);
                 let artifact_type = entry
                     .get("artifactType")
                     .and_then(|a| a.as_str())
@@ -1096,23 +1011,6 @@ mod graph;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn platforms_parse_and_match() {
-        let p: Platform = "linux/arm64".parse().unwrap();
-        assert!(p.matches(&json!({"os": "linux", "architecture": "arm64", "variant": "v8"})));
-        assert!(p.matches(&json!({"os": "linux", "architecture": "arm64"})));
-        assert!(!p.matches(&json!({"os": "linux", "architecture": "amd64"})));
-        let v8: Platform = "linux/arm64/v8".parse().unwrap();
-        assert!(v8.matches(&json!({"os": "linux", "architecture": "arm64"})));
-        let v7: Platform = "linux/arm/v7".parse().unwrap();
-        assert!(!v7.matches(&json!({"os": "linux", "architecture": "arm", "variant": "v6"})));
-        assert_eq!(v7.to_string(), "linux/arm/v7");
-        for bad in ["linux", "linux/", "/amd64", "a/b/c/d", "linux/am d64"] {
-            assert!(bad.parse::<Platform>().is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn referrers_index_is_deterministic() {

@@ -13,9 +13,8 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::index::Descriptor;
-use crate::publish::image::{
-    media, short, BlobKey, BlobRef, BlobSource, IndexNode, ManifestNode, Node,
-};
+use crate::oci::media;
+use crate::publish::image::{short, BlobKey, BlobRef, BlobSource, IndexNode, ManifestNode, Node};
 use crate::publish::Compression;
 use crate::reference::Digest;
 
@@ -209,11 +208,9 @@ impl Renderer<'_> {
                         entry["digest"] = json!(layers[i].digest);
                         entry["size"] = json!(layers[i].size);
                     } else if to_oci {
-                        let mt = entry["mediaType"].as_str().unwrap_or_default();
-                        if mt == media::DOCKER_LAYER_GZIP {
-                            entry["mediaType"] = json!(media::OCI_LAYER_GZIP);
-                        } else if mt == media::DOCKER_FOREIGN {
-                            entry["mediaType"] = json!(media::OCI_NONDIST_GZIP);
+                        let mt = entry["mediaType"].as_str().and_then(media::docker_to_oci);
+                        if let Some(mt) = mt {
+                            entry["mediaType"] = json!(mt);
                         }
                     }
                 }

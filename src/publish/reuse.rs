@@ -12,8 +12,7 @@ use std::collections::{HashMap, HashSet};
 
 use crate::index::RepoIndex;
 use crate::layout;
-use crate::manifest::AnyManifest;
-use crate::publish::image::media;
+use crate::oci::{media, AnyManifest};
 use crate::publish::oci::diff_ids;
 use crate::publish::render::Produced;
 use crate::publish::Compression;

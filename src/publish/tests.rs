@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::index::TagsList;
-use crate::publish::image::media;
+use crate::oci::media;
 use crate::reference::{Digest, Tag};
 use crate::store::LocalStore;
 use crate::verify::{verify, VerifyOptions};

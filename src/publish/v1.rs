@@ -23,9 +23,9 @@ use serde_json::{Map, Value};
 
 use crate::index::{RepoIndex, V1Image, V1ImageShard, V1Index};
 use crate::layout::{self, Key};
+use crate::oci::{media, ImageIndex, ImageManifest, Platform};
 use crate::publish::files::Files;
 use crate::publish::hashing::Hasher;
-use crate::publish::image::media;
 use crate::publish::render::Rendered;
 use crate::reference::{Digest, RepoName, Tag, V1ImageId};
 use crate::store::{PutMode, PutOptions, Store, StoreError};
@@ -157,35 +157,9 @@ pub(crate) async fn plan(
     Ok(Some(V1Plan { top, images, docs }))
 }
 
-/// The parts of a manifest the v1 view needs.
-#[derive(Debug, Deserialize)]
-struct ManifestJson {
-    config: DescJson,
-    #[serde(default)]
-    layers: Vec<DescJson>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DescJson {
-    #[serde(default)]
-    media_type: String,
-    digest: Digest,
-    #[serde(default)]
-    size: u64,
-    #[serde(default)]
-    platform: Option<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-struct IndexJson {
-    #[serde(default)]
-    manifests: Vec<DescJson>,
-}
-
 /// The one image a v1 client gets: the published manifest, or an index's linux/amd64 image (v1
 /// predates multi-platform images; Docker 1.x daemons that still speak it are linux/amd64).
-fn single_manifest(rendered: &Rendered) -> Result<ManifestJson, String> {
+fn single_manifest(rendered: &Rendered) -> Result<ImageManifest, String> {
     let bytes_of = |d: &Digest| {
         rendered
             .manifests
@@ -196,19 +170,15 @@ fn single_manifest(rendered: &Rendered) -> Result<ManifestJson, String> {
     };
     let mut digest = rendered.root.digest.clone();
     if media::is_index(&rendered.root.media_type) {
-        let idx: IndexJson = serde_json::from_slice(bytes_of(&digest)?)
+        let idx: ImageIndex = serde_json::from_slice(bytes_of(&digest)?)
             .map_err(|e| format!("the image index does not parse: {e}"))?;
-        let amd64 = |d: &&DescJson| {
-            let p = d.platform.as_ref();
-            let get = |k: &str| p.and_then(|p| p.get(k)).and_then(Value::as_str);
-            get("os") == Some("linux") && get("architecture") == Some("amd64")
-        };
+        let amd64: Platform = "linux/amd64".parse().expect("a valid platform");
         let child = idx
             .manifests
             .iter()
-            .filter(amd64)
+            .filter(|d| d.is_for(&amd64))
             // A plain amd64 entry before any variant of it.
-            .min_by_key(|d| d.platform.as_ref().and_then(|p| p.get("variant")).is_some())
+            .min_by_key(|d| d.platform().is_some_and(|p| p.variant.is_some()))
             .ok_or("the image index has no linux/amd64 image, the only platform v1 serves")?;
         digest = child.digest.clone();
     }
@@ -226,7 +196,7 @@ fn v1_layer_type(mt: &str) -> bool {
         media::OCI_LAYER,
         media::OCI_LAYER_GZIP,
         media::OCI_NONDIST_GZIP,
-        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+        media::OCI_NONDIST,
     ]
     .contains(&mt)
 }
