@@ -1,10 +1,10 @@
 //! Manifest and image-index parsing as `verify`, `export`, `prune` and layer reuse read stored
-//! manifests (`src/manifest.rs`). The manifests are exactly what the store holds, which a
+//! manifests (`src/oci/`). The manifests are exactly what the store holds, which a
 //! publisher copied from anywhere.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use static_registry::manifest::AnyManifest;
+use static_registry::oci::AnyManifest;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(m) = serde_json::from_slice::<AnyManifest>(data) else {
