@@ -14,7 +14,6 @@
 //! table before the repository index (which the caller commits), the per-repository files after.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -28,10 +27,7 @@ use crate::publish::hashing::Hasher;
 use crate::publish::image::media;
 use crate::publish::render::Rendered;
 use crate::reference::{Digest, RepoName, Tag, V1ImageId};
-use crate::store::{PutMode, PutOptions, Store, StoreError};
-
-/// Conditional writes retried this often before giving up (each retry means someone else won).
-const MAX_ATTEMPTS: u32 = 50;
+use crate::store::{update_json, PutMode, PutOptions, Store, MAX_ATTEMPTS};
 
 /// `created` of every image below the top one, as moby's `docker save` writes it.
 const EPOCH: &str = "1970-01-01T00:00:00Z";
@@ -596,53 +592,16 @@ pub(crate) async fn write_images(
             .insert(id.clone(), img.clone());
     }
     for (key, images) in &shards {
-        update_shard(store, key, |s| {
+        update_json(store, key, |doc: &mut Option<V1ImageShard>| {
+            let shard = doc.get_or_insert_with(V1ImageShard::default);
             for r in repos {
-                s.merge(r, images);
+                shard.merge(r, images);
             }
+            Ok(())
         })
         .await?;
     }
     Ok(())
-}
-
-/// Jittered, growing pause between compare-and-swap attempts, so racing writers spread out.
-async fn backoff(attempt: u32) {
-    let cap = 5 * u64::from(attempt.min(20) + 1);
-    tokio::time::sleep(Duration::from_millis(rand::random_range(1..=cap))).await;
-}
-
-/// Applies `change` to one shard of the id table under compare-and-swap, like the catalog.
-async fn update_shard(
-    store: &dyn Store,
-    key: &str,
-    mut change: impl FnMut(&mut V1ImageShard),
-) -> anyhow::Result<()> {
-    for attempt in 0..MAX_ATTEMPTS {
-        let (mut shard, mode) = match store.get(key).await? {
-            Some(obj) => {
-                let s: V1ImageShard = serde_json::from_slice(&obj.bytes)
-                    .with_context(|| format!("{key}: cannot parse the v1 image table"))?;
-                (s, PutMode::Update(obj.version))
-            }
-            None => (V1ImageShard::default(), PutMode::Create),
-        };
-        let before = shard.clone();
-        change(&mut shard);
-        if shard == before && matches!(mode, PutMode::Update(_)) {
-            return Ok(());
-        }
-        let body = serde_json::to_vec_pretty(&shard).expect("shard serialises");
-        match store
-            .put(key, Bytes::from(body), &json_put(mode, layout::CACHE_INDEX))
-            .await
-        {
-            Ok(()) => return Ok(()),
-            Err(StoreError::Conflict) => backoff(attempt).await,
-            Err(e) => return Err(anyhow::Error::from(e).context(format!("cannot write {key}"))),
-        }
-    }
-    bail!("{key}: gave up after {MAX_ATTEMPTS} attempts; other publishers kept changing it")
 }
 
 /// The common prefix of a repository's `_tags/<tag>` keys, derived from the layout's own key.
