@@ -120,7 +120,7 @@ pub async fn write_derived(
             .with_context(|| format!("{key}: cannot parse the repository index"))?;
         // Besides the tags this publish set, repair copies an earlier publish left missing or
         // wrong-sized (it crashed between its index commit and here); one listing finds them.
-        let prefix = tag_copies_prefix(name);
+        let prefix = layout::tag_manifests_prefix(name);
         let copies: HashMap<String, u64> = store
             .list(&prefix)
             .await?
@@ -182,14 +182,6 @@ pub async fn write_derived(
         );
     }
     bail!("{key}: gave up rewriting derived files after {MAX_ATTEMPTS} attempts; the index keeps changing")
-}
-
-/// The common prefix of a repository's `_manifests/<tag>` keys, derived from the layout's own key
-/// for a tag so that it cannot drift from it.
-pub fn tag_copies_prefix(name: &RepoName) -> String {
-    let probe = Tag::parse("x").expect("valid tag");
-    let key = layout::tag_manifest(name, &probe);
-    key.strip_suffix(probe.as_str()).unwrap_or(&key).to_owned()
 }
 
 /// Adds a repository to `_catalog.json` under compare-and-swap.

@@ -13,7 +13,7 @@
 //! Ordering follows the v2 rule (content before references): image files and the store-wide id
 //! table before the repository index (which the caller commits), the per-repository files after.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -604,13 +604,6 @@ pub(crate) async fn write_images(
     Ok(())
 }
 
-/// The common prefix of a repository's `_tags/<tag>` keys, derived from the layout's own key.
-fn tag_files_prefix(name: &RepoName) -> String {
-    let probe = Tag::parse("x").expect("valid tag");
-    let key = layout::v1::tag(name, &probe);
-    key.strip_suffix(probe.as_str()).unwrap_or(&key).to_owned()
-}
-
 /// Writes a repository's v1 files from its committed index: `_tags/<tag>` for `touched` and for
 /// any missing, deleting those of tags that left the v1 view, then `_tags.json` and
 /// `_images.json`. Repeats until the index stops moving underneath, like the v2 derived files.
@@ -620,7 +613,7 @@ pub(crate) async fn write_derived(
     touched: &[Tag],
 ) -> anyhow::Result<()> {
     let key = layout::repo_index(name);
-    let prefix = tag_files_prefix(name);
+    let prefix = layout::v1::tag_files_prefix(name);
     for attempt in 0..MAX_ATTEMPTS {
         let Some(obj) = store.get(&key).await? else {
             bail!("{key}: disappeared while writing its v1 files");
@@ -628,14 +621,15 @@ pub(crate) async fn write_derived(
         let idx = RepoIndex::from_slice(&obj.bytes)
             .with_context(|| format!("{key}: cannot parse the repository index"))?;
         let tags = idx.v1_tags();
-        let existing: HashSet<String> = store
+        // Tag -> the key listed for it.
+        let existing: HashMap<String, String> = store
             .list(&prefix)
             .await?
             .into_iter()
-            .map(|m| m.key[prefix.len()..].to_owned())
+            .map(|m| (m.key[prefix.len()..].to_owned(), m.key))
             .collect();
         for (tag, id) in &tags {
-            if !touched.contains(tag) && existing.contains(tag.as_str()) {
+            if !touched.contains(tag) && existing.contains_key(tag.as_str()) {
                 continue;
             }
             let tkey = layout::v1::tag(name, tag);
@@ -649,13 +643,12 @@ pub(crate) async fn write_derived(
                 .await
                 .with_context(|| format!("cannot write {tkey}"))?;
         }
-        for gone in existing
+        for (_, gkey) in existing
             .iter()
-            .filter(|t| !tags.keys().any(|x| x.as_str() == t.as_str()))
+            .filter(|(t, _)| !tags.keys().any(|x| x.as_str() == t.as_str()))
         {
-            let gkey = format!("{prefix}{gone}");
             store
-                .delete(&gkey)
+                .delete(gkey)
                 .await
                 .with_context(|| format!("cannot delete {gkey}"))?;
         }
