@@ -4,9 +4,9 @@
 //! table's shards) changes only through [`update_json`]: read the object and its version, apply
 //! the change, write it back only if nobody wrote it meanwhile ([`PutMode::Update`], or
 //! [`PutMode::Create`] when it did not exist), else re-read and retry after a jittered pause. No
-//! update is ever lost, on any backend whose conditional puts are real; with S3's
-//! `conditional_writes = "emulated"` the backend narrows, not closes, the window (single
-//! publisher only, see `docs/store-care.md`).
+//! update is ever lost on a backend whose conditional puts are atomic. The loop is the same for
+//! every backend: with S3's `conditional_writes = "emulated"` the store itself does a
+//! read-compare-write, which is only safe while a single publisher runs (see `store/s3.rs`).
 
 use std::time::Duration;
 
