@@ -73,15 +73,22 @@ impl RepoIndex {
     /// Parses an index document, refusing layouts newer than this binary understands.
     pub fn from_slice(bytes: &[u8]) -> anyhow::Result<Self> {
         let idx: RepoIndex = serde_json::from_slice(bytes)?;
-        if idx.layout_version > LAYOUT_VERSION {
+        idx.ensure_supported()?;
+        Ok(idx)
+    }
+
+    /// Refuses an index written by a newer layout, which this binary could misread or, by
+    /// rewriting it, corrupt.
+    pub fn ensure_supported(&self) -> anyhow::Result<()> {
+        if self.layout_version > LAYOUT_VERSION {
             anyhow::bail!(
                 "repository index for {} has layout_version {}, this binary understands up to {}; upgrade static-registry",
-                idx.name,
-                idx.layout_version,
+                self.name,
+                self.layout_version,
                 LAYOUT_VERSION
             );
         }
-        Ok(idx)
+        Ok(())
     }
 
     /// [`RepoIndex::from_slice`] for `serve`: tags and manifests recorded with a media type that

@@ -49,11 +49,9 @@ use anyhow::{bail, Context};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
 use crate::index::{RepoIndex, TagsList};
-use crate::layout;
+use crate::layout::{self, KeyKind};
 use crate::oci::AnyManifest;
-use crate::publish::commit::{
-    add_to_catalog, remove_from_catalog, tag_copies_prefix, update_index, write_derived,
-};
+use crate::publish::commit::{add_to_catalog, remove_from_catalog, update_index, write_derived};
 use crate::reference::{Digest, RepoName, Tag};
 use crate::store::{ObjectMeta, Store, Version};
 use crate::walk::{self, WalkLimits};
@@ -188,7 +186,7 @@ impl fmt::Display for PruneReport {
         let manifests = self
             .deleted
             .iter()
-            .filter(|v| v.key.starts_with("manifests/"))
+            .filter(|v| matches!(layout::parse(&v.key), Some(KeyKind::Manifest(_))))
             .count();
         write!(
             f,
@@ -293,14 +291,6 @@ async fn fetch_all(
         .await?;
     cache.extend(got);
     Ok(())
-}
-
-fn digest_of_key(key: &str) -> Option<Digest> {
-    let rest = key
-        .strip_prefix("blobs/")
-        .or_else(|| key.strip_prefix("manifests/"))?;
-    let (alg, hex) = rest.split_once('/')?;
-    Digest::parse(&format!("{alg}:{hex}")).ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -429,13 +419,14 @@ pub async fn prune(store: &dyn Store, opts: &PruneOptions) -> anyhow::Result<Pru
 
     // 1. Candidates, listed before any index is read.
     let mut candidates: Vec<(Digest, Victim)> = Vec::new();
-    for prefix in ["manifests/", "blobs/"] {
+    for prefix in [layout::MANIFESTS_PREFIX, layout::BLOBS_PREFIX] {
         for m in store
             .list(prefix)
             .await
             .with_context(|| format!("cannot list {prefix}"))?
         {
-            let Some(d) = digest_of_key(&m.key) else {
+            let (Some(KeyKind::Blob(d)) | Some(KeyKind::Manifest(d))) = layout::parse(&m.key)
+            else {
                 report
                     .notes
                     .push(format!("{}: not a content key, left alone", m.key));
@@ -464,7 +455,7 @@ pub async fn prune(store: &dyn Store, opts: &PruneOptions) -> anyhow::Result<Pru
 
     // Derived files first, so no copy keeps describing content deleted below.
     for (key, idx) in reach.indexes.clone() {
-        let prefix = tag_copies_prefix(&idx.name);
+        let prefix = layout::tag_manifests_prefix(&idx.name);
         let copies: Vec<&ObjectMeta> = repo_files
             .iter()
             .filter(|m| m.key.starts_with(&prefix))
@@ -527,7 +518,8 @@ pub async fn prune(store: &dyn Store, opts: &PruneOptions) -> anyhow::Result<Pru
     // machine's temp directory, and its incomplete multipart uploads are a bucket lifecycle
     // rule's job).
     if let Some(root) = store.local_root() {
-        report.staging = clean_staging(&root.join(".staging"), cutoff, now, opts.dry_run)?;
+        let dir = root.join(layout::LOCAL_STAGING_DIR);
+        report.staging = clean_staging(&dir, cutoff, now, opts.dry_run)?;
     }
     Ok(report)
 }
@@ -541,21 +533,23 @@ fn leftovers(
     age_of: &dyn Fn(Option<SystemTime>) -> Option<Duration>,
     report: &mut PruneReport,
 ) {
-    let with_index: HashSet<&str> = reach
+    let with_index: HashSet<RepoName> = reach
         .indexes
         .keys()
-        .filter_map(|k| k.strip_suffix(layout::REPO_INDEX_SUFFIX))
+        .filter_map(|k| layout::repo_of_index_key(k))
         .collect();
     for m in repo_files {
-        if layout::repo_of_index_key(&m.key).is_some() {
-            continue;
-        }
-        // `repositories/<name>/_<file>`: the repository is everything before `/_`.
-        let Some(pos) = m.key.find("/_") else {
-            continue;
+        let repo = match layout::parse(&m.key) {
+            Some(KeyKind::TagCopy(repo, _) | KeyKind::RepoFile(repo)) => repo,
+            Some(_) => continue,
+            None => {
+                report
+                    .notes
+                    .push(format!("{}: not a layout key, left alone", m.key));
+                continue;
+            }
         };
-        let repo = &m.key[..pos];
-        if with_index.contains(repo) || !old_enough(m.last_modified) {
+        if with_index.contains(&repo) || !old_enough(m.last_modified) {
             continue;
         }
         report.leftovers.push(Victim {
@@ -605,7 +599,7 @@ fn clean_staging(
             }
         }
         out.push(Victim {
-            key: format!(".staging/{}", e.file_name().to_string_lossy()),
+            key: layout::staging_file(&e.file_name().to_string_lossy()),
             size: md.len(),
             age: now.duration_since(modified).ok(),
         });
@@ -628,7 +622,7 @@ async fn repair_derived(
     dry_run: bool,
     report: &mut PruneReport,
 ) -> anyhow::Result<()> {
-    let prefix = tag_copies_prefix(name);
+    let prefix = layout::tag_manifests_prefix(name);
     let Some(obj) = store.get(key).await? else {
         return Ok(()); // Deleted meanwhile; its files are leftovers for a later prune.
     };
@@ -903,8 +897,7 @@ pub async fn untag(
 /// and made consistent either way.
 pub async fn delete_repository(store: &dyn Store, name: &RepoName) -> anyhow::Result<String> {
     let key = layout::repo_index(name);
-    // `repositories/<name>/_…`: a nested repository's keys never start with `_` there.
-    let own_prefix = format!("{}_", key.strip_suffix("_index.json").unwrap_or(&key));
+    let own_prefix = layout::repo_files_prefix(name);
     let files = store.list(&own_prefix).await?;
     if files.is_empty() {
         bail!("repository {name} does not exist (nothing under {own_prefix})");

@@ -29,7 +29,6 @@ use tokio::io::AsyncReadExt;
 use crate::index::{Catalog, RepoIndex, TagsList};
 use crate::layout;
 use crate::oci::{media, AnyManifest};
-use crate::publish::commit::tag_copies_prefix;
 use crate::publish::hashing::Hasher;
 use crate::reference::{Digest, RepoName};
 use crate::store::Store;
@@ -248,22 +247,15 @@ pub async fn verify(store: &dyn Store, opts: &VerifyOptions) -> anyhow::Result<R
     // Every repository's derived files, fetched concurrently: on S3 each is a round trip.
     // The tag copies come from the one listing above: a listing per repository costs a walk of
     // the whole bucket on some S3 implementations.
-    let mut copy_keys: HashMap<String, Vec<String>> = HashMap::new();
+    let mut copy_keys: HashMap<RepoName, Vec<String>> = HashMap::new();
     for m in &listed {
-        if let Some(pos) = m.key.find("/_manifests/") {
-            let prefix = &m.key[..pos + "/_manifests/".len()];
-            copy_keys
-                .entry(prefix.to_owned())
-                .or_default()
-                .push(m.key.clone());
+        if let Some(layout::KeyKind::TagCopy(name, _)) = layout::parse(&m.key) {
+            copy_keys.entry(name).or_default().push(m.key.clone());
         }
     }
     let derived: Vec<Derived> = stream::iter(&repos)
         .map(|(_, idx)| {
-            let keys = copy_keys
-                .get(&tag_copies_prefix(&idx.name))
-                .cloned()
-                .unwrap_or_default();
+            let keys = copy_keys.get(&idx.name).cloned().unwrap_or_default();
             fetch_derived(store, &idx.name, keys)
         })
         .buffered(PARALLEL)
@@ -592,7 +584,7 @@ impl RepoCheck<'_> {
             }
         }
         // Copies for tags the index no longer has would still be served by a CDN in blind mode.
-        let prefix = tag_copies_prefix(&idx.name);
+        let prefix = layout::tag_manifests_prefix(&idx.name);
         for (ckey, copy) in &derived.copies {
             let tag = &ckey[prefix.len()..];
             if idx.tags.keys().any(|t| t.as_str() == tag) {

@@ -773,13 +773,19 @@ fn racing_publishers_keep_every_tag() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     let mut published: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    let mut retries = 0;
+    // Logged compare-and-swap retries: (on an index, on the catalog, in all).
+    let mut retries = (0, 0, 0);
     for (tag, out) in &outputs {
         world.keep(&format!("racing publish {tag}"), out);
         assert!(out.status.success(), "{}", describe_output(tag, out));
-        retries += String::from_utf8_lossy(&out.stderr)
-            .matches("changed concurrently, retrying")
-            .count();
+        for line in String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .filter(|l| l.contains("changed concurrently, retrying"))
+        {
+            retries.0 += usize::from(line.contains("/_index.json: "));
+            retries.1 += usize::from(line.contains(" _catalog.json: "));
+            retries.2 += 1;
+        }
         for (name, digest) in summary_tags(out) {
             published.entry(name).or_default().insert(digest);
         }
@@ -818,19 +824,25 @@ fn racing_publishers_keep_every_tag() {
         (jobs.len(), 3),
         "{commits:#?}"
     );
-    let index_refused = commits
-        .iter()
-        .filter(|r| r.status == Some(412) && r.path.ends_with("/_index.json"))
-        .count();
+    let refused_on = |suffix: &str| {
+        commits
+            .iter()
+            .filter(|r| r.status == Some(412) && r.path.ends_with(suffix))
+            .count()
+    };
+    let (index_refused, catalog_refused) =
+        (refused_on("/_index.json"), refused_on("/_catalog.json"));
     assert_eq!(
-        retries, index_refused,
-        "each 412 on an index is one logged retry (and nothing else is): {commits:#?}"
+        retries,
+        (index_refused, catalog_refused, refused),
+        "each 412 is one logged retry of that object (and nothing else is): {commits:#?}"
     );
     eprintln!(
         "racing_publishers_keep_every_tag: {} publishers; index/catalog PUTs: {accepted} \
-         accepted, {refused} refused with 412 ({index_refused} on the index = {retries} logged \
-         compare-and-swap retries)",
-        outputs.len()
+         accepted, {refused} refused with 412 ({index_refused} on the index, {catalog_refused} \
+         on the catalog = {} logged compare-and-swap retries)",
+        outputs.len(),
+        retries.2
     );
 
     let index = stored_index(&world, "race/app");

@@ -399,6 +399,30 @@ async fn docker1_pull_sequence_gets_every_layer() {
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()["content-length"], size.to_string().as_str());
     }
+    // The embedded origin caches what the layout says never changes (image files, as publish
+    // wrote them to the store) for good, and what moves with tags briefly.
+    for (path, cache) in [
+        (
+            format!("/v1/images/{}/json", p.ancestry[0]),
+            "public, max-age=31536000, immutable",
+        ),
+        (
+            format!("/v1/images/{}/ancestry", p.ancestry[0]),
+            "public, max-age=31536000, immutable",
+        ),
+        (
+            format!("/v1/repositories/{}/tags", f.repo),
+            "public, max-age=30",
+        ),
+    ] {
+        let r = reqwest::Client::new()
+            .get(server.url(&path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert_eq!(r.headers()["cache-control"], cache, "{path}");
+    }
     // No v1 layer was stored twice: the store's v1 tree holds only JSON documents.
     for file in common::files_under(&store.path().join("v1")) {
         let name = file.to_string_lossy();

@@ -524,3 +524,49 @@ async fn untag_walks_within_the_node_limit() {
     assert!(!after.manifests.contains_key(&old.0.digest), "{r}");
     assert_eq!(after.manifests.len(), 4);
 }
+
+/// Leftovers are found by parsing keys with `layout`: the derived files of a repository without
+/// an index go; objects under `repositories/` that the layout never writes (an invalid
+/// repository name, no file part) are noted and left alone, not deleted as someone's leftovers.
+#[tokio::test]
+async fn prune_deletes_leftovers_and_leaves_foreign_keys_alone() {
+    let (dir, s) = store();
+    let img = image(s.as_ref(), &[b"kept"], "kept").await;
+    tag(s.as_ref(), "a/app", "1", &img).await;
+    let gone = RepoName::parse("gone/app").unwrap();
+    let leftovers = [
+        layout::tags_list(&gone),
+        layout::tag_manifest(&gone, &Tag::parse("1").unwrap()),
+    ];
+    let foreign = ["repositories/Bad/_tags.json", "repositories/a/readme"];
+    for k in leftovers.iter().map(String::as_str).chain(foreign) {
+        s.put(k, Bytes::from_static(b"{}"), &put_opts("application/json"))
+            .await
+            .unwrap();
+    }
+    age_everything(dir.path(), Duration::from_secs(7200));
+    let r = prune(
+        s.as_ref(),
+        &PruneOptions {
+            grace: Duration::from_secs(3600),
+            dry_run: false,
+            limits: Default::default(),
+        },
+    )
+    .await
+    .unwrap();
+    let deleted: BTreeSet<&str> = r.leftovers.iter().map(|v| v.key.as_str()).collect();
+    assert_eq!(
+        deleted,
+        leftovers.iter().map(String::as_str).collect(),
+        "{r}"
+    );
+    for k in leftovers {
+        assert!(s.head(&k).await.unwrap().is_none(), "{k}");
+    }
+    for k in foreign {
+        assert!(s.head(k).await.unwrap().is_some(), "{k} was deleted");
+        assert!(r.notes.iter().any(|n| n.contains(k)), "{k} not noted: {r}");
+    }
+    clean(s.as_ref()).await;
+}

@@ -8,33 +8,14 @@
 //! Everything written here only points at content written before it, so a crash at any point
 //! leaves no tag pointing at missing content.
 
-use std::collections::HashMap;
-use std::time::Duration;
-
 use anyhow::{bail, Context};
 use bytes::Bytes;
+use std::collections::HashMap;
 
 use crate::index::{Catalog, RepoIndex};
 use crate::layout;
 use crate::reference::{RepoName, Tag};
-use crate::store::{PutMode, PutOptions, Store, StoreError};
-
-/// Conditional writes retried this often before giving up (each retry means someone else won).
-const MAX_ATTEMPTS: u32 = 50;
-
-fn index_options(mode: PutMode) -> PutOptions {
-    PutOptions {
-        content_type: layout::JSON_CONTENT_TYPE.to_owned(),
-        cache_control: layout::CACHE_INDEX,
-        mode,
-    }
-}
-
-/// Jittered, growing pause between compare-and-swap attempts, so racing writers spread out.
-async fn backoff(attempt: u32) {
-    let cap = 5 * u64::from(attempt.min(20) + 1);
-    tokio::time::sleep(Duration::from_millis(rand::random_range(1..=cap))).await;
-}
+use crate::store::{update_json, PutMode, PutOptions, Store, MAX_ATTEMPTS};
 
 /// Merges `update` into its repository's index, then writes the derived files for the tags it
 /// sets and adds the repository to the catalog. Returns the merged index.
@@ -103,43 +84,21 @@ pub async fn update_index(
     mut change: impl FnMut(&mut RepoIndex),
 ) -> anyhow::Result<RepoIndex> {
     let key = layout::repo_index(name);
-    for attempt in 0..MAX_ATTEMPTS {
-        let (mut idx, mode) = match store.get(&key).await? {
-            Some(obj) => {
-                let idx = RepoIndex::from_slice(&obj.bytes)
-                    .with_context(|| format!("{key}: cannot parse the repository index"))?;
-                if idx.name != *name {
-                    bail!(
-                        "{key}: the index is for repository {}, not {name}",
-                        idx.name
-                    );
-                }
-                (idx, PutMode::Update(obj.version))
-            }
-            None => (RepoIndex::new(name.clone()), PutMode::Create),
-        };
-        let before = idx.clone();
-        change(&mut idx);
-        if idx == before && matches!(mode, PutMode::Update(_)) {
-            tracing::debug!("{key}: already up to date");
-            return Ok(idx);
+    let committed = update_json(store, &key, |doc: &mut Option<RepoIndex>| {
+        let idx = doc.get_or_insert_with(|| RepoIndex::new(name.clone()));
+        idx.ensure_supported()
+            .with_context(|| format!("{key}: cannot parse the repository index"))?;
+        if idx.name != *name {
+            bail!(
+                "{key}: the index is for repository {}, not {name}",
+                idx.name
+            );
         }
-        match store
-            .put(&key, Bytes::from(idx.to_vec()), &index_options(mode))
-            .await
-        {
-            Ok(()) => {
-                tracing::info!("committed {key}");
-                return Ok(idx);
-            }
-            Err(StoreError::Conflict) => {
-                tracing::debug!("{key}: changed concurrently, retrying (attempt {attempt})");
-                backoff(attempt).await;
-            }
-            Err(e) => return Err(anyhow::Error::from(e).context(format!("cannot write {key}"))),
-        }
-    }
-    bail!("{key}: gave up after {MAX_ATTEMPTS} attempts; other publishers kept changing it")
+        change(idx);
+        Ok(())
+    })
+    .await?;
+    Ok(committed.expect("the change creates the index"))
 }
 
 /// Writes `_manifests/<tag>` for `touched` and `_tags.json` from the current index, and repeats
@@ -161,7 +120,7 @@ pub async fn write_derived(
             .with_context(|| format!("{key}: cannot parse the repository index"))?;
         // Besides the tags this publish set, repair copies an earlier publish left missing or
         // wrong-sized (it crashed between its index commit and here); one listing finds them.
-        let prefix = tag_copies_prefix(name);
+        let prefix = layout::tag_manifests_prefix(name);
         let copies: HashMap<String, u64> = store
             .list(&prefix)
             .await?
@@ -203,7 +162,15 @@ pub async fn write_derived(
         let tkey = layout::tags_list(name);
         let body = serde_json::to_vec_pretty(&idx.tags_list()).expect("tags list serialises");
         store
-            .put(&tkey, Bytes::from(body), &index_options(PutMode::Overwrite))
+            .put(
+                &tkey,
+                Bytes::from(body),
+                &PutOptions {
+                    content_type: layout::JSON_CONTENT_TYPE.to_owned(),
+                    cache_control: layout::CACHE_INDEX,
+                    mode: PutMode::Overwrite,
+                },
+            )
             .await
             .with_context(|| format!("cannot write {tkey}"))?;
         let now = store.get(&key).await?.map(|o| o.version);
@@ -217,72 +184,28 @@ pub async fn write_derived(
     bail!("{key}: gave up rewriting derived files after {MAX_ATTEMPTS} attempts; the index keeps changing")
 }
 
-/// The common prefix of a repository's `_manifests/<tag>` keys, derived from the layout's own key
-/// for a tag so that it cannot drift from it.
-pub fn tag_copies_prefix(name: &RepoName) -> String {
-    let probe = Tag::parse("x").expect("valid tag");
-    let key = layout::tag_manifest(name, &probe);
-    key.strip_suffix(probe.as_str()).unwrap_or(&key).to_owned()
-}
-
 /// Adds a repository to `_catalog.json` under compare-and-swap.
 pub async fn add_to_catalog(store: &dyn Store, name: &RepoName) -> anyhow::Result<()> {
-    let key = layout::CATALOG;
-    for attempt in 0..MAX_ATTEMPTS {
-        let (mut catalog, mode) = match store.get(key).await? {
-            Some(obj) => {
-                let c: Catalog = serde_json::from_slice(&obj.bytes)
-                    .with_context(|| format!("{key}: cannot parse the catalog"))?;
-                (c, PutMode::Update(obj.version))
-            }
-            None => (Catalog::default(), PutMode::Create),
-        };
+    update_json(store, layout::CATALOG, |doc: &mut Option<Catalog>| {
+        let catalog = doc.get_or_insert_with(Catalog::default);
         // Older or hand-written catalogs may be unsorted; `insert` relies on order.
         catalog.repositories.sort();
         catalog.repositories.dedup();
-        if !catalog.insert(name) && matches!(mode, PutMode::Update(_)) {
-            return Ok(());
-        }
-        let body = serde_json::to_vec_pretty(&catalog).expect("catalog serialises");
-        match store
-            .put(key, Bytes::from(body), &index_options(mode))
-            .await
-        {
-            Ok(()) => return Ok(()),
-            Err(StoreError::Conflict) => backoff(attempt).await,
-            Err(e) => return Err(anyhow::Error::from(e).context(format!("cannot write {key}"))),
-        }
-    }
-    bail!("{key}: gave up after {MAX_ATTEMPTS} attempts; other publishers kept changing it")
+        catalog.insert(name);
+        Ok(())
+    })
+    .await?;
+    Ok(())
 }
 
 /// Removes a repository from `_catalog.json` under compare-and-swap (`delete-repository`).
 pub async fn remove_from_catalog(store: &dyn Store, name: &RepoName) -> anyhow::Result<()> {
-    let key = layout::CATALOG;
-    for attempt in 0..MAX_ATTEMPTS {
-        let Some(obj) = store.get(key).await? else {
-            return Ok(());
-        };
-        let mut catalog: Catalog = serde_json::from_slice(&obj.bytes)
-            .with_context(|| format!("{key}: cannot parse the catalog"))?;
-        let before = catalog.repositories.len();
-        catalog.repositories.retain(|r| r != name.as_str());
-        if catalog.repositories.len() == before {
-            return Ok(());
+    update_json(store, layout::CATALOG, |doc: &mut Option<Catalog>| {
+        if let Some(catalog) = doc {
+            catalog.repositories.retain(|r| r != name.as_str());
         }
-        let body = serde_json::to_vec_pretty(&catalog).expect("catalog serialises");
-        match store
-            .put(
-                key,
-                Bytes::from(body),
-                &index_options(PutMode::Update(obj.version)),
-            )
-            .await
-        {
-            Ok(()) => return Ok(()),
-            Err(StoreError::Conflict) => backoff(attempt).await,
-            Err(e) => return Err(anyhow::Error::from(e).context(format!("cannot write {key}"))),
-        }
-    }
-    bail!("{key}: gave up after {MAX_ATTEMPTS} attempts; other publishers kept changing it")
+        Ok(())
+    })
+    .await?;
+    Ok(())
 }

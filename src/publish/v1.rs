@@ -13,8 +13,7 @@
 //! Ordering follows the v2 rule (content before references): image files and the store-wide id
 //! table before the repository index (which the caller commits), the per-repository files after.
 
-use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
@@ -28,10 +27,7 @@ use crate::publish::files::Files;
 use crate::publish::hashing::Hasher;
 use crate::publish::render::Rendered;
 use crate::reference::{Digest, RepoName, Tag, V1ImageId};
-use crate::store::{PutMode, PutOptions, Store, StoreError};
-
-/// Conditional writes retried this often before giving up (each retry means someone else won).
-const MAX_ATTEMPTS: u32 = 50;
+use crate::store::{update_json, PutMode, PutOptions, Store, MAX_ATTEMPTS};
 
 /// `created` of every image below the top one, as moby's `docker save` writes it.
 const EPOCH: &str = "1970-01-01T00:00:00Z";
@@ -566,60 +562,16 @@ pub(crate) async fn write_images(
             .insert(id.clone(), img.clone());
     }
     for (key, images) in &shards {
-        update_shard(store, key, |s| {
+        update_json(store, key, |doc: &mut Option<V1ImageShard>| {
+            let shard = doc.get_or_insert_with(V1ImageShard::default);
             for r in repos {
-                s.merge(r, images);
+                shard.merge(r, images);
             }
+            Ok(())
         })
         .await?;
     }
     Ok(())
-}
-
-/// Jittered, growing pause between compare-and-swap attempts, so racing writers spread out.
-async fn backoff(attempt: u32) {
-    let cap = 5 * u64::from(attempt.min(20) + 1);
-    tokio::time::sleep(Duration::from_millis(rand::random_range(1..=cap))).await;
-}
-
-/// Applies `change` to one shard of the id table under compare-and-swap, like the catalog.
-async fn update_shard(
-    store: &dyn Store,
-    key: &str,
-    mut change: impl FnMut(&mut V1ImageShard),
-) -> anyhow::Result<()> {
-    for attempt in 0..MAX_ATTEMPTS {
-        let (mut shard, mode) = match store.get(key).await? {
-            Some(obj) => {
-                let s: V1ImageShard = serde_json::from_slice(&obj.bytes)
-                    .with_context(|| format!("{key}: cannot parse the v1 image table"))?;
-                (s, PutMode::Update(obj.version))
-            }
-            None => (V1ImageShard::default(), PutMode::Create),
-        };
-        let before = shard.clone();
-        change(&mut shard);
-        if shard == before && matches!(mode, PutMode::Update(_)) {
-            return Ok(());
-        }
-        let body = serde_json::to_vec_pretty(&shard).expect("shard serialises");
-        match store
-            .put(key, Bytes::from(body), &json_put(mode, layout::CACHE_INDEX))
-            .await
-        {
-            Ok(()) => return Ok(()),
-            Err(StoreError::Conflict) => backoff(attempt).await,
-            Err(e) => return Err(anyhow::Error::from(e).context(format!("cannot write {key}"))),
-        }
-    }
-    bail!("{key}: gave up after {MAX_ATTEMPTS} attempts; other publishers kept changing it")
-}
-
-/// The common prefix of a repository's `_tags/<tag>` keys, derived from the layout's own key.
-fn tag_files_prefix(name: &RepoName) -> String {
-    let probe = Tag::parse("x").expect("valid tag");
-    let key = layout::v1::tag(name, &probe);
-    key.strip_suffix(probe.as_str()).unwrap_or(&key).to_owned()
 }
 
 /// Writes a repository's v1 files from its committed index: `_tags/<tag>` for `touched` and for
@@ -631,7 +583,7 @@ pub(crate) async fn write_derived(
     touched: &[Tag],
 ) -> anyhow::Result<()> {
     let key = layout::repo_index(name);
-    let prefix = tag_files_prefix(name);
+    let prefix = layout::v1::tag_files_prefix(name);
     for attempt in 0..MAX_ATTEMPTS {
         let Some(obj) = store.get(&key).await? else {
             bail!("{key}: disappeared while writing its v1 files");
@@ -639,14 +591,15 @@ pub(crate) async fn write_derived(
         let idx = RepoIndex::from_slice(&obj.bytes)
             .with_context(|| format!("{key}: cannot parse the repository index"))?;
         let tags = idx.v1_tags();
-        let existing: HashSet<String> = store
+        // Tag -> the key listed for it.
+        let existing: HashMap<String, String> = store
             .list(&prefix)
             .await?
             .into_iter()
-            .map(|m| m.key[prefix.len()..].to_owned())
+            .map(|m| (m.key[prefix.len()..].to_owned(), m.key))
             .collect();
         for (tag, id) in &tags {
-            if !touched.contains(tag) && existing.contains(tag.as_str()) {
+            if !touched.contains(tag) && existing.contains_key(tag.as_str()) {
                 continue;
             }
             let tkey = layout::v1::tag(name, tag);
@@ -660,13 +613,12 @@ pub(crate) async fn write_derived(
                 .await
                 .with_context(|| format!("cannot write {tkey}"))?;
         }
-        for gone in existing
+        for (_, gkey) in existing
             .iter()
-            .filter(|t| !tags.keys().any(|x| x.as_str() == t.as_str()))
+            .filter(|(t, _)| !tags.keys().any(|x| x.as_str() == t.as_str()))
         {
-            let gkey = format!("{prefix}{gone}");
             store
-                .delete(&gkey)
+                .delete(gkey)
                 .await
                 .with_context(|| format!("cannot delete {gkey}"))?;
         }

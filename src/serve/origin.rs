@@ -82,7 +82,7 @@ impl EmbeddedOrigin {
         let Ok(mime) = q.ct.parse::<mime::Mime>() else {
             return forbidden();
         };
-        let cache = if key.starts_with("blobs/") || key.starts_with("manifests/") {
+        let cache = if layout::is_immutable(key) {
             layout::CACHE_IMMUTABLE
         } else {
             layout::CACHE_INDEX

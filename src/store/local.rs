@@ -9,6 +9,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::{Digest as _, Sha256};
 
+use crate::layout;
+
 use super::{
     ByteStream, Object, ObjectMeta, PutMode, PutOptions, Store, StoreError, StoreResult, Version,
 };
@@ -20,8 +22,8 @@ pub struct LocalStore {
     root: PathBuf,
 }
 
-const STAGING: &str = ".staging";
-const LOCKS: &str = ".locks";
+const STAGING: &str = layout::LOCAL_STAGING_DIR;
+const LOCKS: &str = layout::LOCAL_LOCKS_DIR;
 
 impl LocalStore {
     pub fn open(root: impl AsRef<Path>) -> anyhow::Result<Self> {

@@ -5,6 +5,7 @@
 
 pub mod local;
 pub mod s3;
+mod update;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use bytes::Bytes;
 pub use local::LocalStore;
 #[allow(unused_imports)] // For the configuration (`[s3]`) and the SigV4 signer.
 pub use s3::{ConditionalWrites, S3Settings, S3Store};
+pub use update::{update_json, MAX_ATTEMPTS};
 
 /// A stored object's metadata.
 #[derive(Debug, Clone)]
