@@ -4,6 +4,9 @@
 //! redirects every content request to a signed URL. With a local store it also mounts the
 //! embedded origin that those URLs point at. Operational routes (`/healthz`, `/readyz`,
 //! `/metrics`) and the token endpoint (`/token`, with private repositories) live beside the API.
+//!
+//! docs/request-handling.md follows a request from [`dispatch`] to its answer, step by step (the
+//! steps are numbered in the code too); `request_table.rs` is the same as a table test.
 
 pub mod cache;
 pub mod client_limits;

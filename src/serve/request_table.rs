@@ -199,6 +199,17 @@ enum Who {
     AliceBasic,
 }
 
+/// (private repositories configured?, method, path, who) → (status, `Location` key, error code).
+type Row<'a> = (
+    bool,
+    &'a str,
+    String,
+    Who,
+    u16,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
 /// The status, the store key the `Location` signs, and the error code of an answer.
 #[derive(Debug, PartialEq, Eq)]
 struct Got {
@@ -282,7 +293,7 @@ async fn every_route_answers_as_documented() {
     use Who::*;
     // (private repositories configured?, method, path, who) → (status, Location key, code)
     #[rustfmt::skip]
-    let rows: Vec<(bool, &str, String, Who, u16, Option<&str>, Option<&str>)> = vec![
+    let rows: Vec<Row> = vec![
         // The root: open without private repositories; with them, any valid token.
         (false, "GET", "/v2/".into(), Nobody, 200, no, no),
         (false, "GET", "/v2".into(), Nobody, 200, no, no),
