@@ -5,6 +5,7 @@
 //! bcrypt) and present it as a Bearer token. Tokens are HMAC-signed with a key from the config, so
 //! any replica verifies any replica's tokens without shared state.
 
+pub mod access;
 pub mod htpasswd;
 pub mod token;
 
@@ -14,6 +15,7 @@ use serde::Deserialize;
 
 use crate::reference::RepoName;
 
+pub use access::Access;
 pub use token::TokenIssuer;
 
 /// `[auth]` in the config file.

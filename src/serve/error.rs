@@ -26,9 +26,6 @@ impl OciError {
     pub fn name_invalid(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "NAME_INVALID", msg)
     }
-    pub fn tag_invalid(msg: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "TAG_INVALID", msg)
-    }
     pub fn digest_invalid(msg: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "DIGEST_INVALID", msg)
     }

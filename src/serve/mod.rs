@@ -4,6 +4,9 @@
 //! redirects every content request to a signed URL. With a local store it also mounts the
 //! embedded origin that those URLs point at. Operational routes (`/healthz`, `/readyz`,
 //! `/metrics`) and the token endpoint (`/token`, with private repositories) live beside the API.
+//!
+//! docs/request-handling.md follows a request from [`dispatch`] to its answer, step by step (the
+//! steps are numbered in the code too); `request_table.rs` is the same as a table test.
 
 pub mod cache;
 pub mod client_limits;
@@ -16,8 +19,11 @@ pub mod origin;
 pub mod per_second;
 pub mod recent_answers;
 pub mod recent_urls;
+#[cfg(test)]
+mod request_table;
 pub mod route;
 pub mod send_floor;
+mod token;
 pub mod v1;
 pub mod v2;
 
@@ -28,18 +34,17 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method as HttpMethod, StatusCode};
+use axum::http::{HeaderName, HeaderValue, Method as HttpMethod, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
-use crate::auth::token::TokenError;
 use crate::auth::TokenIssuer;
 use crate::federation::Federation;
 use crate::sign::embedded::ORIGIN_PREFIX;
 
 use error::OciError;
 use origin::EmbeddedOrigin;
+use recent_answers::Reuse;
 use route::V2Route;
 
 /// Everything a request handler needs; shared by all requests, no per-request state.
@@ -130,6 +135,7 @@ pub(crate) type Answer = futures::future::Either<
 
 /// Answers one request: the listener calls this directly (no router in between).
 /// `peer` is the client's address (the balancer's, behind one), for region lookup.
+/// docs/request-handling.md follows a request through here, step by step.
 ///
 /// A repeat is answered before any future exists: the boxed future of a whole request is
 /// several KiB to allocate and move, more than the repeat costs (docs/performance.md).
@@ -137,6 +143,7 @@ pub(crate) fn dispatch(state: &Arc<AppState>, req: Request, peer: Option<SocketA
     let started = Instant::now();
     let logged = (state.access_log || tracing::enabled!(tracing::Level::DEBUG))
         .then(|| (req.method().clone(), req.uri().path().to_owned()));
+    // 1. A client over its rate is refused before anything else is spent on it.
     if let Some(limits) = &state.client_limits {
         if let Some(refused) = limits.check(&state.federation.regions, &req, peer) {
             let refused = ("limited", with_api_version(refused));
@@ -145,18 +152,27 @@ pub(crate) fn dispatch(state: &Arc<AppState>, req: Request, peer: Option<SocketA
             )));
         }
     }
+    // 2. A repeat of a request whose handler declared its answer reusable (step 5) gets that
+    //    answer again, without routing: it is keyed on everything the answer was declared to
+    //    depend on.
     let read = V2Read::of(state, &req, peer);
-    let reused = read.as_ref().and_then(|r| r.reused(req.uri().path()));
+    let reused = read.as_ref().and_then(|r| r.reused(target(req.uri())));
     if let Some(answer) = reused {
         return futures::future::Either::Left(std::future::ready(finish(
             state, started, logged, answer,
         )));
     }
+    // 3. Everything else is routed and answered by a handler.
     let state = state.clone();
     futures::future::Either::Right(Box::pin(async move {
         let answer = handle(&state, req, peer, read).await;
         finish(&state, started, logged, answer)
     }))
+}
+
+/// The request target a kept answer is filed under: the raw path and query.
+fn target(uri: &axum::http::Uri) -> &str {
+    uri.path_and_query().map_or("/", |pq| pq.as_str())
 }
 
 /// Metrics, the access log line and the request id, for every answer.
@@ -183,8 +199,8 @@ fn finish(
     resp
 }
 
-/// A `/v2/` read (GET or HEAD), with what its answer depends on besides the path: worked out
-/// before routing, because a repeat is answered from it alone.
+/// A `/v2/` read (GET or HEAD), with what a reusable answer to it depends on besides its
+/// target (path and query): worked out before routing, because a repeat is answered from it alone.
 struct V2Read {
     head: bool,
     region: Option<String>,
@@ -216,18 +232,18 @@ impl V2Read {
         })
     }
 
-    /// The key its answer is kept under, when answers are re-used.
-    fn answer_for<'a>(&'a self, path: &'a str) -> Option<recent_answers::AnswerFor<'a>> {
+    /// The key an answer to `target` is kept under, when answers are re-used.
+    fn answer_for<'a>(&'a self, target: &'a str) -> Option<recent_answers::AnswerFor<'a>> {
         Some(recent_answers::AnswerFor {
             head: self.head,
-            path,
+            target,
             region: self.region.as_deref(),
             health: self.health?,
         })
     }
 
-    fn reused(&self, path: &str) -> Option<(&'static str, Response)> {
-        recent_answers::get(&self.answer_for(path)?, self.second)
+    fn reused(&self, target: &str) -> Option<(&'static str, Response)> {
+        recent_answers::get(&self.answer_for(target)?, self.second)
     }
 }
 
@@ -244,6 +260,7 @@ async fn handle(
     read: Option<V2Read>,
 ) -> (&'static str, Response) {
     let path = req.uri().path();
+    // 4. Routes outside the registry API, each answered by its own module.
     if path.starts_with(ORIGIN_PREFIX) {
         let resp = match &state.embedded {
             Some(origin) => origin.serve(req).await,
@@ -262,7 +279,7 @@ async fn handle(
     let (parts, _body) = req.into_parts();
     let path = parts.uri.path();
     if path == "/token" {
-        return ("token", token(state, &parts).await);
+        return ("token", token::token(state, &parts).await);
     }
     if path.starts_with("/v1/") {
         return ("v1", v1::handle(state, &parts, peer).await);
@@ -270,37 +287,32 @@ async fn handle(
     let Some(read) = read else {
         if is_v2(path) {
             // Every write (pushes, upload sessions, deletes) gets the same answer, whatever
-            // the path.
+            // the path: this registry is read-only.
             let refused = OciError::unsupported(parts.method.as_str()).into_response();
             return ("write", with_api_version(refused));
         }
         return ("other", OciError::not_found().into_response());
     };
+    // 5. A `/v2/` read: parsed (a malformed path is refused, never redirected), then answered
+    //    by its handler, which also says whether the answer may be re-used.
     let route = match V2Route::parse(path) {
         Ok(Some(route)) => route,
         Ok(None) => return ("other", OciError::not_found().into_response()),
         Err(e) => return ("invalid", with_api_version(e.into_response())),
     };
     let label = route_label(&route);
-    let keepable = match &route {
-        V2Route::Blob(name, _) | V2Route::Manifest(name, _) => !state
-            .auth
-            .as_deref()
-            .is_some_and(|a| a.policy.has_private() && a.policy.is_private(name)),
-        _ => false,
-    };
-    let answer = v2_request(state, &parts, &parts.method, route, read.region.as_deref());
-    let resp = match within(state.request_timeout, answer).await {
-        Some(Ok(r) | Err(r)) => r,
-        None => OciError::unavailable("the request timed out; try again").into_response(),
-    };
+    let answer = v2::handle(state, &parts, route, read.region.as_deref());
+    let (resp, reuse) = within(state.request_timeout, answer)
+        .await
+        .unwrap_or_else(|| {
+            let timed_out = OciError::unavailable("the request timed out; try again");
+            (timed_out.into_response(), Reuse::Never)
+        });
     let resp = with_api_version(resp);
-    let answered = matches!(
-        resp.status(),
-        StatusCode::TEMPORARY_REDIRECT | StatusCode::OK
-    );
-    if let Some(a) = read.answer_for(path).filter(|_| keepable && answered) {
-        recent_answers::keep(&a, read.second, label, &resp);
+    if reuse == Reuse::ForSameRequest {
+        if let Some(a) = read.answer_for(target(&parts.uri)) {
+            recent_answers::keep(&a, read.second, label, &resp);
+        }
     }
     (label, resp)
 }
@@ -335,178 +347,6 @@ fn route_label(r: &V2Route) -> &'static str {
         V2Route::Manifest(..) => "manifest",
         V2Route::Blob(..) => "blob",
         V2Route::Referrers(..) => "referrers",
-    }
-}
-
-/// Which repositories a client may see in the catalog.
-type RepoFilter = Box<dyn Fn(&str) -> bool + Sync + Send>;
-
-/// Authorises and answers one `/v2/` request.
-async fn v2_request(
-    state: &AppState,
-    req: &Parts,
-    method: &HttpMethod,
-    route: V2Route,
-    region: Option<&str>,
-) -> Result<Response, Response> {
-    let authz = req
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let mut url_ttl = state.url_ttl;
-    let mut visible: Option<RepoFilter> = None;
-    if let Some(auth) = state.auth.as_deref().filter(|a| a.policy.has_private()) {
-        let name = match &route {
-            V2Route::Tags(n)
-            | V2Route::Manifest(n, _)
-            | V2Route::Blob(n, _)
-            | V2Route::Referrers(n, _) => Some(n),
-            V2Route::Base | V2Route::Catalog => None,
-        };
-        match (&route, name) {
-            (V2Route::Base, _) if !auth.authenticated(authz) => {
-                return Err(challenge(state, auth, &req.headers, None));
-            }
-            (_, Some(n)) if auth.policy.is_private(n) => {
-                if !auth.allows(authz, n.as_str()) {
-                    let scope = format!("repository:{n}:pull");
-                    return Err(challenge(state, auth, &req.headers, Some(&scope)));
-                }
-                url_ttl = url_ttl.min(Duration::from_secs(auth.private_url_ttl));
-            }
-            (V2Route::Catalog, _) => {
-                // Anonymous clients see public repositories; token holders also the private
-                // ones the policy lets them pull.
-                let user = authz
-                    .and_then(|h| h.strip_prefix("Bearer "))
-                    .and_then(|t| auth.verify(t.trim()))
-                    .map(|(u, _)| u)
-                    .filter(|u| !u.is_empty());
-                let auth = auth.clone_policy();
-                visible = Some(Box::new(move |r: &str| auth.may_pull(user.as_deref(), r)));
-            }
-            _ => {}
-        }
-    }
-    let catalog_visible = visible
-        .as_deref()
-        .map(|f| f as &(dyn Fn(&str) -> bool + Sync));
-    let r = v2::Request {
-        query: req.uri.query(),
-        region,
-        url_ttl,
-        catalog_visible,
-    };
-    v2::handle(state, method, route, r)
-        .await
-        .map_err(IntoResponse::into_response)
-}
-
-/// This endpoint's external base URL, as clients reach it.
-fn external_base(state: &AppState, headers: &HeaderMap) -> String {
-    let first = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    };
-    let (mut scheme, mut host) = (
-        if state.tls { "https" } else { "http" }.to_owned(),
-        first("host").unwrap_or_else(|| "localhost".into()),
-    );
-    if state.trust_forwarded {
-        if let Some(p) = first("x-forwarded-proto").filter(|p| p == "http" || p == "https") {
-            scheme = p;
-        }
-        if let Some(h) = first("x-forwarded-host") {
-            host = h;
-        }
-    }
-    // Only host characters: a hostile Host header must not inject into the challenge.
-    host.retain(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c));
-    format!("{scheme}://{host}")
-}
-
-fn challenge(
-    state: &AppState,
-    auth: &TokenIssuer,
-    headers: &HeaderMap,
-    scope: Option<&str>,
-) -> Response {
-    let realm = auth
-        .realm
-        .clone()
-        .unwrap_or_else(|| format!("{}/token", external_base(state, headers)));
-    let mut value = format!("Bearer realm=\"{realm}\",service=\"{}\"", auth.service);
-    if let Some(scope) = scope {
-        value.push_str(&format!(",scope=\"{scope}\""));
-    }
-    let mut resp = OciError::new(
-        StatusCode::UNAUTHORIZED,
-        "UNAUTHORIZED",
-        "authentication required",
-    )
-    .into_response();
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-    }
-    resp
-}
-
-/// `GET /token?service=…&scope=…`: Docker's token endpoint.
-async fn token(state: &AppState, req: &Parts) -> Response {
-    let Some(auth) = state.auth.clone() else {
-        return OciError::not_found().into_response();
-    };
-    if req.method != HttpMethod::GET && req.method != HttpMethod::HEAD {
-        // containerd with credentials first tries the OAuth2 password grant (POST, credentials
-        // in the form body). Answering that with an anonymous token would make it proceed with a
-        // token that grants nothing; a 405 makes it fall back to GET with Basic credentials.
-        let mut resp = OciError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "UNSUPPORTED",
-            "the token endpoint answers GET with Basic credentials",
-        )
-        .into_response();
-        resp.headers_mut()
-            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return resp;
-    }
-    let scopes: Vec<String> = req
-        .uri
-        .query()
-        .map(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .filter(|(k, _)| k == "scope")
-                .map(|(_, v)| v.into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    let creds = req
-        .headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(TokenIssuer::basic);
-    let user = creds.as_ref().map(|(u, _)| u.clone());
-    // bcrypt is deliberately slow: keep it off the async workers.
-    let issued = tokio::task::spawn_blocking(move || auth.issue(creds, &scopes)).await;
-    match issued {
-        Ok(Ok(body)) => axum::Json(body).into_response(),
-        Ok(Err(TokenError::BadCredentials)) => {
-            tracing::warn!(
-                user = user.as_deref().unwrap_or(""),
-                "token request with wrong credentials"
-            );
-            OciError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHORIZED",
-                "invalid username or password",
-            )
-            .into_response()
-        }
-        Err(_) => OciError::unavailable("token issuing failed").into_response(),
     }
 }
 

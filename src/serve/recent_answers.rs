@@ -1,13 +1,18 @@
-//! Whole answers to public content requests, re-used within the second they were made in.
+//! Whole answers re-used within the second they were made in, for the handlers that declare
+//! theirs reusable.
 //!
-//! A blob or manifest answer (a 307 to a signed URL, or a HEAD answered from the index) is a
-//! function of the method, the path, the client's region, which origins are healthy and the cached repository index. When a
-//! fleet scales up, every node asks for the same few paths at once; each serving thread keeps the
-//! answers it made in the current second and repeats them without routing, validating, looking up
-//! the index or signing again (docs/performance.md measures what that saves). The answer can be
-//! at most one second older than the index cache allows, and its URL expires at most one second
-//! earlier than a freshly signed one (as with [`super::recent_urls`]). Answers for private
-//! repositories, errors and anything but blobs and manifests are never kept.
+//! When a fleet scales up, every node asks for the same few paths at once; each serving thread
+//! keeps the answers it made in the current second and repeats them without routing, validating,
+//! looking up the index or signing again (docs/performance.md measures what that saves). The
+//! answer can be at most one second older than the index cache allows, and its URL expires at
+//! most one second earlier than a freshly signed one (as with [`super::recent_urls`]).
+//!
+//! Only a handler knows what its answer depends on, so only a handler decides: it returns
+//! [`Reuse::ForSameRequest`] with an answer that is a function of the request's [`AnswerFor`]
+//! key (method, raw path and query, the client's region, which origins are healthy) and the
+//! cached index, whatever else the request carries. Today those are the blob and manifest
+//! answers (a 307 to a signed URL, or a HEAD answered from the index) of public repositories.
+//! docs/request-handling.md lists every route's word.
 
 use std::cell::RefCell;
 
@@ -17,12 +22,25 @@ use axum::response::Response;
 
 use super::per_second::{PerSecond, Tally};
 
-/// What a kept answer depends on, besides the second and the index.
+/// A handler's word on its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// It depends on more than its [`AnswerFor`] key (credentials, the time, an error that may
+    /// pass): made afresh for every request.
+    Never,
+    /// It is a function of its [`AnswerFor`] key and the cached index: a repeat of the same key
+    /// within the same second may get it again.
+    ForSameRequest,
+}
+
+/// The key a kept answer is filed under: what a [`Reuse::ForSameRequest`] answer may depend on,
+/// besides the second and the index.
 #[derive(Debug, Clone, Copy, Hash)]
 pub struct AnswerFor<'a> {
     pub head: bool,
-    /// The raw request path (the route is a function of it).
-    pub path: &'a str,
+    /// The raw request path and query (the route is a function of the path; a handler may read
+    /// the query).
+    pub target: &'a str,
     /// The client's region and which origins are healthy: together they pick the origin.
     pub region: Option<&'a str>,
     pub health: u64,
@@ -31,7 +49,7 @@ pub struct AnswerFor<'a> {
 /// One kept answer, with the request it answered (a hash match alone is not trusted).
 struct Kept {
     head: bool,
-    path: Box<str>,
+    target: Box<str>,
     region: Option<Box<str>>,
     health: u64,
     label: &'static str,
@@ -43,7 +61,7 @@ impl Kept {
     fn is_for(&self, a: &AnswerFor<'_>) -> bool {
         self.head == a.head
             && self.health == a.health
-            && *self.path == *a.path
+            && *self.target == *a.target
             && self.region.as_deref() == a.region
     }
 }
@@ -73,7 +91,7 @@ pub fn get(a: &AnswerFor<'_>, second: u64) -> Option<(&'static str, Response)> {
 pub fn keep(a: &AnswerFor<'_>, second: u64, label: &'static str, resp: &Response) {
     let kept = Kept {
         head: a.head,
-        path: a.path.into(),
+        target: a.target.into(),
         region: a.region.map(Into::into),
         health: a.health,
         label,
@@ -115,7 +133,7 @@ mod tests {
     fn an_answer_is_reused_only_within_its_second_and_for_exactly_its_request() {
         let base = AnswerFor {
             head: false,
-            path: "/v2/a/blobs/sha256:aa",
+            target: "/v2/a/blobs/sha256:aa",
             region: Some("eu"),
             health: 0b11,
         };
@@ -129,7 +147,11 @@ mod tests {
         let variants = [
             AnswerFor { head: true, ..base },
             AnswerFor {
-                path: "/v2/b/blobs/sha256:aa",
+                target: "/v2/b/blobs/sha256:aa",
+                ..base
+            },
+            AnswerFor {
+                target: "/v2/a/blobs/sha256:aa?x=1",
                 ..base
             },
             AnswerFor {
@@ -160,7 +182,7 @@ mod tests {
     fn an_answer_from_a_past_second_is_not_kept() {
         let a = AnswerFor {
             head: true,
-            path: "/v2/c/manifests/latest",
+            target: "/v2/c/manifests/latest",
             region: None,
             health: 1,
         };

@@ -4,7 +4,7 @@
 //! splits the raw (still percent-encoded) path from the right and validates every piece with
 //! [`crate::reference`]. Anything that fails becomes an [`OciError`], never a redirect.
 
-use crate::reference::{Digest, ManifestRef, ReferenceError, RepoName};
+use crate::reference::{Digest, ManifestRef, RepoName};
 
 use super::error::OciError;
 
@@ -46,10 +46,11 @@ impl V2Route {
         let route = match kind {
             "manifests" => {
                 let name = name_of(name)?;
-                let r = ManifestRef::parse(reference).map_err(|e| match e {
-                    ReferenceError::Digest(_) => OciError::digest_invalid(e.to_string()),
-                    _ => OciError::tag_invalid(e.to_string()),
-                })?;
+                // A reference that is neither a tag nor a digest names no manifest: 404
+                // MANIFEST_UNKNOWN, as distribution answers and the OCI conformance suite
+                // requires (it asks for `.INVALID_MANIFEST_NAME`).
+                let r = ManifestRef::parse(reference)
+                    .map_err(|e| OciError::manifest_unknown(format!("{name}: {e}")))?;
                 V2Route::Manifest(name, r)
             }
             "blobs" => V2Route::Blob(name_of(name)?, digest_of(reference)?),
@@ -111,9 +112,11 @@ mod tests {
             ("/v2/a%2f..%2fb/manifests/latest", "NAME_INVALID"),
             ("/v2/A/manifests/latest", "NAME_INVALID"),
             ("/v2//manifests/latest", "NAME_INVALID"),
-            ("/v2/a/manifests/..", "TAG_INVALID"),
-            ("/v2/a/manifests/%2e%2e", "TAG_INVALID"),
-            ("/v2/a/manifests/sha256:XYZ", "DIGEST_INVALID"),
+            ("/v2/a/manifests/..", "MANIFEST_UNKNOWN"),
+            ("/v2/a/manifests/%2e%2e", "MANIFEST_UNKNOWN"),
+            ("/v2/a/manifests/sha256:XYZ", "MANIFEST_UNKNOWN"),
+            ("/v2/a/manifests/.INVALID_MANIFEST_NAME", "MANIFEST_UNKNOWN"),
+            ("/v2/A/manifests/.INVALID_MANIFEST_NAME", "NAME_INVALID"),
             ("/v2/a/blobs/latest", "DIGEST_INVALID"),
             ("/v2/a/blobs/sha256:..%2f..%2fetc", "DIGEST_INVALID"),
             (

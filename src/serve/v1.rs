@@ -10,12 +10,12 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method as HttpMethod, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::Access;
 use crate::federation::Origin;
 use crate::index::{RepoIndex, V1ImageShard, V1ShardEntry};
 use crate::layout;
@@ -215,33 +215,10 @@ impl Ctx<'_> {
         self.state.federation.pick(name, self.region.as_deref())
     }
 
-    /// Whether this request may read `name`: public repositories always; private ones with a
-    /// token that grants pull (v1 clients cannot get one from `/token`, so in practice never).
-    fn may_read(&self, name: &RepoName) -> bool {
-        match self.private_policy() {
-            Some(auth) if auth.policy.is_private(name) => {
-                auth.allows(self.authorization, name.as_str())
-            }
-            _ => true,
-        }
-    }
-
-    fn private_policy(&self) -> Option<&crate::auth::TokenIssuer> {
-        self.state
-            .auth
-            .as_deref()
-            .filter(|a| a.policy.has_private())
-    }
-
-    /// URL lifetime for content of `name` (shorter for private content, as on `/v2/`).
-    fn url_ttl(&self, name: &RepoName) -> Duration {
-        match self.private_policy() {
-            Some(auth) if auth.policy.is_private(name) => self
-                .state
-                .url_ttl
-                .min(Duration::from_secs(auth.private_url_ttl)),
-            _ => self.state.url_ttl,
-        }
+    /// The one access decision for `name` (v1 clients cannot get a token from `/token`, so in
+    /// practice private repositories are denied).
+    fn access(&self, name: &RepoName) -> Access {
+        Access::of(self.state.auth.as_deref(), self.authorization, name)
     }
 }
 
@@ -262,40 +239,43 @@ async fn answer(
     };
     match route {
         V1Route::Tags(name) => {
-            let (name, _) = repo(&ctx, &name).await?;
+            let Readable { name, access, .. } = repo(&ctx, &name).await?;
             Ok(redirect(
                 &ctx,
                 &name,
+                &access,
                 &layout::v1::tags(&name),
                 layout::JSON_CONTENT_TYPE,
                 None,
             ))
         }
         V1Route::Images(name) => {
-            let (name, _) = repo(&ctx, &name).await?;
+            let Readable { name, access, .. } = repo(&ctx, &name).await?;
             Ok(redirect(
                 &ctx,
                 &name,
+                &access,
                 &layout::v1::images(&name),
                 layout::JSON_CONTENT_TYPE,
                 None,
             ))
         }
         V1Route::Tag(name, tag) => {
-            let (name, idx) = repo(&ctx, &name).await?;
+            let Readable { name, access, idx } = repo(&ctx, &name).await?;
             if !idx.v1_tags().contains_key(&tag) {
                 return Err(V1Error::not_found(format!("tag {tag} not found in {name}")));
             }
             Ok(redirect(
                 &ctx,
                 &name,
+                &access,
                 &layout::v1::tag(&name, &tag),
                 layout::JSON_CONTENT_TYPE,
                 None,
             ))
         }
         V1Route::Image(id, file) => {
-            let (name, entry) = image(&ctx, &id).await?;
+            let (name, access, entry) = image(&ctx, &id).await?;
             let (key, content_type, size) = match file {
                 ImageFile::Json => (
                     layout::v1::image_json(&id),
@@ -310,15 +290,23 @@ async fn answer(
                     Some(entry.image.size),
                 ),
             };
-            Ok(redirect(&ctx, &name, &key, content_type, size))
+            Ok(redirect(&ctx, &name, &access, &key, content_type, size))
         }
     }
 }
 
+/// A repository this request may read, with the access decided for it and its index.
+struct Readable {
+    name: RepoName,
+    access: Access,
+    idx: Arc<RepoIndex>,
+}
+
 /// The repository a v1 name means and its index, when it has a v1 view this request may read.
-async fn repo(ctx: &Ctx<'_>, asked: &RepoName) -> Result<(RepoName, Arc<RepoIndex>), V1Error> {
+async fn repo(ctx: &Ctx<'_>, asked: &RepoName) -> Result<Readable, V1Error> {
     for name in candidates(asked) {
-        if !ctx.may_read(&name) {
+        let access = ctx.access(&name);
+        if !access.may_read() {
             return Err(V1Error::new(
                 StatusCode::UNAUTHORIZED,
                 format!("repository {name} is private; pull it with a registry v2 client"),
@@ -330,7 +318,9 @@ async fn repo(ctx: &Ctx<'_>, asked: &RepoName) -> Result<(RepoName, Arc<RepoInde
             .get(&layout::repo_index(&name))
             .await
         {
-            Ok(Cached::Found(idx)) if idx.v1.is_some() => return Ok((name, idx)),
+            Ok(Cached::Found(idx)) if idx.v1.is_some() => {
+                return Ok(Readable { name, access, idx })
+            }
             Ok(_) => {}
             Err(_) => return Err(V1Error::unavailable()),
         }
@@ -361,7 +351,7 @@ fn shard_cache(origin: &Origin) -> Arc<DocCache<V1ImageShard>> {
 }
 
 /// A v1 image by id, with a repository it may be served for (the one whose origin signs).
-async fn image(ctx: &Ctx<'_>, id: &V1ImageId) -> Result<(RepoName, V1ShardEntry), V1Error> {
+async fn image(ctx: &Ctx<'_>, id: &V1ImageId) -> Result<(RepoName, Access, V1ShardEntry), V1Error> {
     let unknown = || V1Error::not_found(format!("image {id} not found"));
     let cache = shard_cache(ctx.origin(None));
     let shard = match cache.get(&layout::v1::image_shard(id)).await {
@@ -371,12 +361,13 @@ async fn image(ctx: &Ctx<'_>, id: &V1ImageId) -> Result<(RepoName, V1ShardEntry)
     };
     let entry = shard.images.get(id).ok_or_else(unknown)?;
     // Private images stay hidden (404, not 401: ids are not names anyone should learn).
-    let name = entry
+    let (name, access) = entry
         .repositories
         .iter()
-        .find(|r| ctx.may_read(r))
+        .map(|r| (r, ctx.access(r)))
+        .find(|(_, a)| a.may_read())
         .ok_or_else(unknown)?;
-    Ok((name.clone(), entry.clone()))
+    Ok((name.clone(), access, entry.clone()))
 }
 
 /// A 307 to the signed URL of `key` (signed for HEAD when the request is one, since a URL signed
@@ -384,13 +375,20 @@ async fn image(ctx: &Ctx<'_>, id: &V1ImageId) -> Result<(RepoName, V1ShardEntry)
 fn redirect(
     ctx: &Ctx<'_>,
     name: &RepoName,
+    access: &Access,
     key: &str,
     content_type: &str,
     size: Option<u64>,
 ) -> Response {
     let method = if ctx.head { Method::Head } else { Method::Get };
     let origin = ctx.origin(Some(name));
-    let mut resp = signed_redirect(origin, method, key, content_type, ctx.url_ttl(name));
+    let mut resp = signed_redirect(
+        origin,
+        method,
+        key,
+        content_type,
+        access.url_ttl(ctx.state.url_ttl),
+    );
     let h = resp.headers_mut();
     if let Some(size) = size {
         h.insert("x-docker-size", HeaderValue::from(size));

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::body::Body;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method as HttpMethod, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::auth::access::{self, Access, CatalogView};
 use crate::index::{Catalog, ManifestEntry, RepoIndex};
 use crate::layout;
 use crate::reference::{Digest, ManifestRef, RepoName};
@@ -17,44 +19,81 @@ use crate::federation::Origin;
 
 use super::cache::Cached;
 use super::error::OciError;
+use super::recent_answers::Reuse;
 use super::recent_urls::{self, UrlFor};
 use super::route::V2Route;
+use super::token::challenge;
 use super::AppState;
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 
-/// What the caller decided about a request before routing it.
-pub struct Request<'a> {
-    pub query: Option<&'a str>,
-    pub region: Option<&'a str>,
-    pub url_ttl: Duration,
-    /// With private repositories, the catalog is filtered to what the client may see (and so is
-    /// answered locally instead of redirected to the static file, which lists everything).
-    pub catalog_visible: Option<&'a (dyn Fn(&str) -> bool + Sync)>,
-}
-
-/// Dispatches a parsed `/v2/` route.
+/// Answers a parsed `/v2/` read: decides access (the one [`Access`] decision per repository),
+/// then answers from the cached index. Returns with the answer whether it may be re-used
+/// ([`recent_answers`](super::recent_answers)).
 pub async fn handle(
     state: &AppState,
-    method: &HttpMethod,
+    req: &Parts,
     route: V2Route,
-    req: Request<'_>,
-) -> Result<Response, OciError> {
-    let head = method == HttpMethod::HEAD;
+    region: Option<&str>,
+) -> (Response, Reuse) {
+    let head = req.method == HttpMethod::HEAD;
+    let query = req.uri.query();
+    let auth = state.auth.as_deref();
+    let authorization = req
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let fed = &state.federation;
-    let ctx = |name: Option<&RepoName>| Ctx {
-        origin: fed.pick(name, req.region),
-        url_ttl: req.url_ttl,
+    let ctx = |name: Option<&RepoName>, access: &Access| Ctx {
+        origin: fed.pick(name, region),
+        url_ttl: access.url_ttl(state.url_ttl),
     };
-    let query = req.query;
-    match route {
-        V2Route::Base => Ok((StatusCode::OK, axum::Json(serde_json::json!({}))).into_response()),
-        V2Route::Manifest(name, r) => manifest(&ctx(Some(&name)), head, &name, &r).await,
-        V2Route::Blob(name, d) => blob(&ctx(Some(&name)), head, &name, &d).await,
-        V2Route::Tags(name) => tags(&ctx(Some(&name)), &name, query).await,
-        V2Route::Catalog => catalog(&ctx(None), query, req.catalog_visible).await,
-        V2Route::Referrers(name, d) => referrers(&ctx(Some(&name)), &name, &d, query).await,
+    let name = match &route {
+        V2Route::Base => {
+            // With private repositories, the root asks for a token so that clients learn
+            // where `/token` is; otherwise it never challenges.
+            if !access::may_enter(auth, authorization) {
+                return (challenge(state, &req.headers, None), Reuse::Never);
+            }
+            let ok = (StatusCode::OK, axum::Json(serde_json::json!({}))).into_response();
+            return (ok, Reuse::Never);
+        }
+        V2Route::Catalog => {
+            // Lists what this client may see: no answer shared between clients.
+            let view = CatalogView::of(auth, authorization);
+            let answer = catalog(&ctx(None, &Access::Public), query, &view).await;
+            return (
+                answer.unwrap_or_else(IntoResponse::into_response),
+                Reuse::Never,
+            );
+        }
+        V2Route::Tags(n)
+        | V2Route::Manifest(n, _)
+        | V2Route::Blob(n, _)
+        | V2Route::Referrers(n, _) => n,
+    };
+    let access = Access::of(auth, authorization, name);
+    if let Access::Denied { scope } = &access {
+        return (challenge(state, &req.headers, Some(scope)), Reuse::Never);
+    }
+    let ctx = ctx(Some(name), &access);
+    // Blob and manifest answers read neither the query nor any header; a public repository's
+    // are the same for every client, so they may be re-used. Tags, catalog and referrers pages
+    // read the query and are not hot enough to be worth keeping.
+    let keepable = access == Access::Public;
+    let answer = match &route {
+        V2Route::Manifest(name, r) => manifest(&ctx, head, name, r).await.map(|a| (a, keepable)),
+        V2Route::Blob(name, d) => blob(&ctx, head, name, d).await.map(|a| (a, keepable)),
+        V2Route::Tags(name) => tags(&ctx, name, query).await.map(|a| (a, false)),
+        V2Route::Referrers(name, d) => referrers(&ctx, name, d, query).await.map(|a| (a, false)),
+        V2Route::Base | V2Route::Catalog => unreachable!("answered above"),
+    };
+    match answer {
+        Ok((resp, true)) => (resp, Reuse::ForSameRequest),
+        Ok((resp, false)) => (resp, Reuse::Never),
+        // An error may pass (a storage outage, a publish in flight): never kept.
+        Err(e) => (e.into_response(), Reuse::Never),
     }
 }
 
@@ -279,10 +318,11 @@ async fn tags(state: &Ctx<'_>, name: &RepoName, query: Option<&str>) -> Result<R
 async fn catalog(
     state: &Ctx<'_>,
     query: Option<&str>,
-    visible: Option<&(dyn Fn(&str) -> bool + Sync)>,
+    view: &CatalogView,
 ) -> Result<Response, OciError> {
     let mut page = Page::parse(query)?;
-    if visible.is_some() && page.is_none() {
+    // The static file lists everything: a filtered catalog is answered here.
+    if !view.lists_all() && page.is_none() {
         page = Some(Page {
             n: None,
             last: None,
@@ -312,7 +352,7 @@ async fn catalog(
         doc.repositories
             .iter()
             .map(String::as_str)
-            .filter(|r| visible.is_none_or(|v| v(r))),
+            .filter(|r| view.lists(r)),
     );
     let link = next.map(|last| {
         format!(
