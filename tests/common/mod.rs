@@ -27,14 +27,9 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest as _;
 
-/// The binary under test (`SR_TEST_BIN` names a copy of it, for a target dir that other
-/// builds may overwrite while the tests run).
+/// The binary under test.
 pub fn bin() -> &'static str {
-    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        std::env::var("SR_TEST_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_static-registry").into())
-    })
+    env!("CARGO_BIN_EXE_static-registry")
 }
 
 /// The repository root (fixtures are relative to it).
