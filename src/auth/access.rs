@@ -104,25 +104,10 @@ impl CatalogView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::htpasswd::Htpasswd;
-    use crate::auth::{AuthConfig, Rule};
+    use crate::auth::Rule;
 
     fn issuer(rules: Vec<Rule>) -> TokenIssuer {
-        let hash = bcrypt::hash("pw", 4).unwrap();
-        let cfg = AuthConfig {
-            htpasswd: "unused".into(),
-            token_key_file: "unused".into(),
-            token_ttl: 300,
-            service: "svc".into(),
-            realm: None,
-            private_url_ttl: 60,
-            rules,
-        };
-        TokenIssuer::new(
-            &[7u8; 32],
-            Htpasswd::parse(&format!("alice:{hash}\nbob:{hash}")).unwrap(),
-            &cfg,
-        )
+        crate::auth::token::test_issuer(rules, &["alice", "bob"])
     }
 
     fn bearer(t: &TokenIssuer, user: Option<&str>, scope: &str) -> String {

@@ -225,29 +225,39 @@ fn httpdate_rfc3339(secs: u64) -> String {
     )
 }
 
+/// A token issuer for tests: the given rules, each user with the password `pw` (bcrypt cost 4).
+#[cfg(test)]
+pub(crate) fn test_issuer(rules: Vec<crate::auth::Rule>, users: &[&str]) -> TokenIssuer {
+    let hash = bcrypt::hash("pw", 4).unwrap();
+    let cfg = AuthConfig {
+        htpasswd: "unused".into(),
+        token_key_file: "unused".into(),
+        token_ttl: 300,
+        service: "svc".into(),
+        realm: None,
+        private_url_ttl: 60,
+        rules,
+    };
+    let file: String = users.iter().map(|u| format!("{u}:{hash}\n")).collect();
+    TokenIssuer::new(
+        &[7u8; 32],
+        crate::auth::htpasswd::Htpasswd::parse(&file).unwrap(),
+        &cfg,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::auth::Rule;
 
     fn issuer() -> TokenIssuer {
-        let hash = bcrypt::hash("pw", 4).unwrap();
-        let cfg = AuthConfig {
-            htpasswd: "unused".into(),
-            token_key_file: "unused".into(),
-            token_ttl: 300,
-            service: "svc".into(),
-            realm: None,
-            private_url_ttl: 60,
-            rules: vec![Rule {
+        test_issuer(
+            vec![Rule {
                 prefix: "private/".into(),
                 users: vec!["alice".into()],
             }],
-        };
-        TokenIssuer::new(
-            &[7u8; 32],
-            Htpasswd::parse(&format!("alice:{hash}\nbob:{hash}")).unwrap(),
-            &cfg,
+            &["alice", "bob"],
         )
     }
 

@@ -13,8 +13,7 @@ use axum::body::Body;
 use axum::http::{header, Request};
 use tower::ServiceExt;
 
-use crate::auth::htpasswd::Htpasswd;
-use crate::auth::{AuthConfig, Rule, TokenIssuer};
+use crate::auth::{Rule, TokenIssuer};
 use crate::federation::region::RegionResolver;
 use crate::federation::{Federation, Origin};
 use crate::index::{
@@ -118,24 +117,11 @@ fn store(dir: &Path) -> Arc<LocalStore> {
 }
 
 fn issuer() -> TokenIssuer {
-    let hash = bcrypt::hash("pw", 4).unwrap();
-    let cfg = AuthConfig {
-        htpasswd: "unused".into(),
-        token_key_file: "unused".into(),
-        token_ttl: 300,
-        service: "svc".into(),
-        realm: None,
-        private_url_ttl: 60,
-        rules: vec![Rule {
-            prefix: "team/".into(),
-            users: vec!["alice".into()],
-        }],
-    };
-    TokenIssuer::new(
-        &[7u8; 32],
-        Htpasswd::parse(&format!("alice:{hash}")).unwrap(),
-        &cfg,
-    )
+    let rules = vec![Rule {
+        prefix: "team/".into(),
+        users: vec!["alice".into()],
+    }];
+    crate::auth::token::test_issuer(rules, &["alice"])
 }
 
 /// The endpoint over `store`, signing for an nginx `secure_link` edge at `https://edge.test`,
