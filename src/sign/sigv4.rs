@@ -19,7 +19,7 @@ use anyhow::{bail, Context};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest as _, Sha256};
 
-use super::{unix_secs, Method, SignRequest, Signer};
+use super::{encode, unix_secs, Method, SignRequest, Signer};
 use crate::aws::{CredentialSource, Credentials, StaticCredentials};
 
 type HmacSha256 = Hmac<Sha256>;
@@ -289,7 +289,7 @@ impl SigV4Signer {
 
         let path_start = url.len();
         url.push_str(&self.base_path);
-        encode_into(&mut url, key, true);
+        encode::push(&mut url, key, encode::PATH);
         let path_end = url.len();
 
         // Sorted by (encoded) name: uppercase `X-Amz-*` sorts before lowercase `response-*`,
@@ -309,7 +309,7 @@ impl SigV4Signer {
         url.push_str("&X-Amz-SignedHeaders=host");
         if !content_type.is_empty() {
             url.push_str("&response-content-type=");
-            encode_into(&mut url, content_type, false);
+            encode::push(&mut url, content_type, encode::QUERY_VALUE);
         }
         let query_end = url.len();
 
@@ -365,7 +365,7 @@ fn new_state(cfg: &SigV4Config, scope_suffix: &str, creds: Arc<Credentials>, day
             .filter(|t| !t.is_empty())
             .map(|t| {
                 let mut q = String::with_capacity(t.len() * 3 / 2);
-                encode_into(&mut q, t, false);
+                encode::push(&mut q, t, encode::QUERY_VALUE);
                 q
             }),
         day: day_key(cfg, scope_suffix, &creds, day),
@@ -381,9 +381,9 @@ fn day_key(cfg: &SigV4Config, scope_suffix: &str, creds: &Credentials, day: u64)
     let k_signing = signing_key(&creds.secret_access_key, date, &cfg.region, &cfg.service);
     let scope = format!("{date}{scope_suffix}");
     let mut credential_q = String::with_capacity(creds.access_key_id.len() + 64);
-    encode_into(&mut credential_q, &creds.access_key_id, false);
+    encode::push(&mut credential_q, &creds.access_key_id, encode::QUERY_VALUE);
     credential_q.push_str("%2F");
-    encode_into(&mut credential_q, &scope, false);
+    encode::push(&mut credential_q, &scope, encode::QUERY_VALUE);
     DayKey {
         day,
         yyyymmdd,
@@ -442,41 +442,15 @@ fn url_parts(cfg: &SigV4Config) -> anyhow::Result<(String, String, String)> {
     let mut base_path = ep.path().trim_end_matches('/').to_owned();
     base_path.push('/');
     if cfg.path_style {
-        encode_into(&mut base_path, &cfg.bucket, false);
+        encode::push(&mut base_path, &cfg.bucket, encode::QUERY_VALUE);
         base_path.push('/');
     }
     let prefix = cfg.prefix.trim_matches('/');
     if !prefix.is_empty() {
-        encode_into(&mut base_path, prefix, true);
+        encode::push(&mut base_path, prefix, encode::PATH);
         base_path.push('/');
     }
     Ok((origin, host, base_path))
-}
-
-/// SigV4's URI encoding: RFC 3986 unreserved characters as they are, everything else `%XX`
-/// (uppercase hex); `/` is kept in paths (S3 keys) and encoded in query values.
-fn encode_into(out: &mut String, s: &str, keep_slash: bool) {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let keep = b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'.' | b'_' | b'~')
-            || (keep_slash && b == b'/');
-        if !keep {
-            // Runs of kept bytes are copied at once: keys are almost all unreserved. A non-empty
-            // run starts and ends on char boundaries (it is ASCII, and ends at ASCII or a lead
-            // byte); an empty one may not, so it is skipped rather than sliced.
-            if start < i {
-                out.push_str(&s[start..i]);
-            }
-            out.push('%');
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 15)] as char);
-            start = i + 1;
-        }
-    }
-    out.push_str(&s[start..]);
 }
 
 fn push_u64(out: &mut String, mut n: u64) {
@@ -497,22 +471,12 @@ fn day_of(unix: u64) -> u64 {
     unix / SECS_PER_DAY
 }
 
-/// `YYYYMMDD` of a day since the epoch (Howard Hinnant's civil-from-days; no date crate needed).
+/// `YYYYMMDD` of a day since the epoch (once a day, when the signing key is derived).
 fn yyyymmdd(day: u64) -> [u8; 8] {
-    let z = day as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let mut out = [0u8; 8];
-    put_digits(&mut out[0..4], y as u64);
-    put_digits(&mut out[4..6], m as u64);
-    put_digits(&mut out[6..8], d as u64);
-    out
+    let at = i64::try_from(day * SECS_PER_DAY).unwrap_or(i64::MAX);
+    let at = jiff::Timestamp::from_second(at).unwrap_or(jiff::Timestamp::MAX);
+    let s = at.strftime("%Y%m%d").to_string();
+    s.as_bytes().try_into().expect("a four-digit year")
 }
 
 /// `X-Amz-Date`: `YYYYMMDDTHHMMSSZ`.
@@ -636,12 +600,6 @@ mod tests {
     #[test]
     fn encoding() {
         let mut s = String::new();
-        encode_into(&mut s, "a/b c+d=e;f~g.h_i-j%kü", false);
-        assert_eq!(s, "a%2Fb%20c%2Bd%3De%3Bf~g.h_i-j%25k%C3%BC");
-        s.clear();
-        encode_into(&mut s, "repositories/a/b/_tags.json", true);
-        assert_eq!(s, "repositories/a/b/_tags.json");
-        s.clear();
         push_u64(&mut s, 0);
         push_u64(&mut s, 604_800);
         assert_eq!(s, "0604800");
@@ -952,60 +910,5 @@ mod tests {
         let c = cfg("http://127.0.0.1:9000", "bucketname", "", true);
         let e = SigV4Signer::new(c, Arc::new(NoCreds)).await.unwrap_err();
         assert!(format!("{e:#}").contains("no credentials found"));
-    }
-
-    /// `cargo test --release sigv4_cost -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn sigv4_cost() {
-        const N: u32 = 1_000_000;
-        let s = SigV4Signer::with_credentials(
-            cfg(
-                "https://s3.us-east-1.amazonaws.com",
-                "my-bucket",
-                "registry",
-                false,
-            ),
-            creds(None),
-        )
-        .unwrap();
-        let key = "blobs/sha256/a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4";
-        let now = SystemTime::now();
-        let req = SignRequest {
-            method: Method::Get,
-            key,
-            content_type: OCI_MANIFEST,
-            ttl: Duration::from_secs(300),
-        };
-        let mut total = 0usize;
-        for _ in 0..10_000 {
-            total += s.sign(&req, now).len();
-        }
-        let t = std::time::Instant::now();
-        for _ in 0..N {
-            total += std::hint::black_box(s.sign(std::hint::black_box(&req), now)).len();
-        }
-        let per_url = t.elapsed().as_nanos() as f64 / f64::from(N);
-
-        let t = std::time::Instant::now();
-        for i in 0..10_000u64 {
-            std::hint::black_box(s.day_key(&s.load().creds, 20_000 + i));
-        }
-        let per_key = t.elapsed().as_nanos() as f64 / 10_000.0;
-
-        let c = s.cfg.clone();
-        let cr = creds(None);
-        let unix = unix_secs(now);
-        let t = std::time::Instant::now();
-        for _ in 0..20_000 {
-            total +=
-                std::hint::black_box(rusty(&c, &cr, Method::Get, key, OCI_MANIFEST, 300, unix))
-                    .len();
-        }
-        let per_rusty = t.elapsed().as_nanos() as f64 / 20_000.0;
-        println!(
-            "sigv4: {per_url:.0} ns/URL, signing-key derivation {per_key:.0} ns, \
-             rusty-s3 {per_rusty:.0} ns/URL (checksum {total})"
-        );
     }
 }
