@@ -19,7 +19,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tower::ServiceExt;
 
 use static_registry::aws::Credentials;
-use static_registry::federation::region::RegionResolver;
+use static_registry::federation::region::{CidrTable, RegionResolver};
 use static_registry::federation::{Federation, Origin};
 use static_registry::index::{Descriptor, ManifestEntry, RepoIndex};
 use static_registry::layout;
@@ -31,6 +31,8 @@ use static_registry::serve::{self, AppState};
 use static_registry::sign::cloudfront::{
     CloudFrontConfig, CloudFrontSigner, HashAlgorithm, PolicyMode,
 };
+use static_registry::sign::hmac_token::{HmacTokenConfig, HmacTokenSigner};
+use static_registry::sign::public::{PublicConfig, PublicSigner};
 use static_registry::sign::secure_link::{SecureLinkConfig, SecureLinkSigner};
 use static_registry::sign::sigv4::{SigV4Config, SigV4Signer};
 use static_registry::sign::{Method, SignRequest, Signer};
@@ -181,6 +183,21 @@ fn route(c: &mut Criterion) {
     g.bench_function("federation_pick", |b| {
         b.iter(|| fed.pick(black_box(Some(&name)), None).name.len())
     });
+
+    // A region table of 50 000 IPv4 /24s plus nested /16s and IPv6 ranges (src/federation/region.rs).
+    let mut table = CidrTable::default();
+    for i in 0..50_000u32 {
+        let ip = std::net::Ipv4Addr::from(0x0a00_0000 + (i << 8));
+        table.insert(&format!("{ip}/24"), "eu").unwrap();
+    }
+    for i in 0..200u32 {
+        table.insert(&format!("11.{i}.0.0/16"), "us").unwrap();
+        table.insert(&format!("2001:db8:{i:x}::/48"), "v6").unwrap();
+    }
+    let hit: std::net::IpAddr = "10.0.77.9".parse().unwrap();
+    g.bench_function("cidr_lookup_50k", |b| {
+        b.iter(|| table.lookup(black_box(hit)).map(str::len))
+    });
     g.finish();
 }
 
@@ -227,6 +244,24 @@ fn sign(c: &mut Criterion) {
     .unwrap();
     g.bench_function("secure_link", |b| {
         b.iter(|| link.sign(black_box(&request(&key)), now))
+    });
+
+    let token_cfg: HmacTokenConfig = toml::from_str(
+        "base_url = \"https://edge.example.com\"\nprefix = \"registry\"\nkey_env = \"UNUSED\"\n",
+    )
+    .unwrap();
+    let token = HmacTokenSigner::with_hex_key(&token_cfg, &"ab".repeat(32)).unwrap();
+    g.bench_function("hmac_token", |b| {
+        b.iter(|| token.sign(black_box(&request(&key)), now))
+    });
+
+    let public = PublicSigner::from_config(&PublicConfig {
+        base_url: "https://cdn.example.com".into(),
+        prefix: "registry".into(),
+    })
+    .unwrap();
+    g.bench_function("public", |b| {
+        b.iter(|| public.sign(black_box(&request(&key)), now))
     });
     g.finish();
 

@@ -650,18 +650,6 @@ async fn copy_blob(store: &dyn Store, b: &Descriptor, dest: &Path) -> anyhow::Re
 // docker-archive:
 // ---------------------------------------------------------------------------------------------
 
-/// An async store stream read from a blocking thread (the tar writer is synchronous).
-struct BlockingRead {
-    handle: tokio::runtime::Handle,
-    inner: crate::store::ByteStream,
-}
-
-impl Read for BlockingRead {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.handle.block_on(self.inner.read(buf))
-    }
-}
-
 fn tar_header(size: u64) -> tar::Header {
     let mut h = tar::Header::new_ustar();
     h.set_size(size);
@@ -776,10 +764,8 @@ async fn export_docker_archive(
             let stream = handle
                 .block_on(store.get_stream(&key))?
                 .ok_or_else(|| anyhow!("{key} is missing from the store (run verify)"))?;
-            let reader = BlockingRead {
-                handle: handle.clone(),
-                inner: stream,
-            };
+            // Read from this blocking thread: the tar writer is synchronous.
+            let reader = tokio_util::io::SyncIoBridge::new_with_handle(stream, handle.clone());
             let written_size = if l.media_type == media::OCI_LAYER_ZSTD {
                 append_decompressed(&mut tar, &name, reader, l, diff_id)?
             } else {
@@ -833,7 +819,7 @@ async fn export_docker_archive(
 fn append_decompressed<W: Write>(
     tar: &mut tar::Builder<W>,
     name: &str,
-    reader: BlockingRead,
+    reader: impl Read,
     l: &Descriptor,
     diff_id: &Digest,
 ) -> anyhow::Result<u64> {

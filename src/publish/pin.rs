@@ -51,13 +51,10 @@ pub fn pin_tag(digest: &Digest, now: SystemTime) -> Tag {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let (y, mo, d) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
+    let at = jiff::Timestamp::from_second(i64::try_from(secs).unwrap_or(0)).unwrap_or_default();
     let tag = format!(
-        "pin-{y:04}{mo:02}{d:02}T{:02}{:02}{:02}Z-{}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
+        "pin-{}-{}",
+        at.strftime("%Y%m%dT%H%M%SZ"),
         &digest.hex()[..8]
     );
     Tag::parse(&tag).expect("pin tags are valid tags")
@@ -125,20 +122,6 @@ pub fn reference(host: Option<&str>, repo: &RepoName, digest: &Digest) -> String
     }
 }
 
-/// (year, month, day) of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 /// One entry of `tags` in the JSON summary.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -201,12 +184,6 @@ mod tests {
         );
         let later = pin_tag(&d, t + Duration::from_secs(1));
         assert!(later.as_str() > tag.as_str());
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(
-            crate::registry::client::days_from_civil(2026, 11, 22) * 86_400,
-            1_795_352_701 - 13 * 3600 - 5 * 60 - 1
-        );
         let taken = |t: &Tag| t == &tag;
         assert_eq!(unused_pin(&tag, &taken).as_str(), format!("{tag}-2"));
     }

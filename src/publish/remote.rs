@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use bytes::{Buf, Bytes};
+use futures::TryStreamExt as _;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -119,19 +120,18 @@ impl RemoteFiles {
         }
         let handle = tokio::runtime::Handle::try_current()
             .context("internal error: registry blobs are opened outside the runtime")?;
+        let blob = RemoteReader {
+            client: self.client.clone(),
+            digest: digest.clone(),
+            size: *size,
+            pos: 0,
+            skip: 0,
+            resp: None,
+            resumes: 0,
+            counted: false,
+        };
         Ok(Some(Opened {
-            reader: Box::new(RemoteReader {
-                client: self.client.clone(),
-                handle,
-                digest: digest.clone(),
-                size: *size,
-                pos: 0,
-                skip: 0,
-                resp: None,
-                pending: Bytes::new(),
-                resumes: 0,
-                counted: false,
-            }),
+            reader: Box::new(blob.into_read(handle)),
             size: *size,
         }))
     }
@@ -142,7 +142,6 @@ impl RemoteFiles {
 /// registry URL (a redirect target's signature may have expired meanwhile).
 struct RemoteReader {
     client: Arc<RegistryClient>,
-    handle: tokio::runtime::Handle,
     digest: Digest,
     size: u64,
     /// Bytes handed out so far.
@@ -150,12 +149,21 @@ struct RemoteReader {
     /// Leading bytes of the current response to drop (a server that ignored `Range`).
     skip: u64,
     resp: Option<reqwest::Response>,
-    pending: Bytes,
     resumes: u32,
     counted: bool,
 }
 
 impl RemoteReader {
+    /// The blob as a synchronous reader, run on `handle`'s runtime from a blocking thread.
+    fn into_read(self, handle: tokio::runtime::Handle) -> impl Read + Send {
+        let chunks = futures::stream::try_unfold(self, |mut r| async move {
+            Ok(r.next().await?.map(|b| (b, r)))
+        })
+        .map_err(|e: anyhow::Error| io::Error::other(format!("{e:#}")));
+        let chunks = tokio_util::io::StreamReader::new(Box::pin(chunks));
+        tokio_util::io::SyncIoBridge::new_with_handle(chunks, handle)
+    }
+
     async fn next(&mut self) -> anyhow::Result<Option<Bytes>> {
         loop {
             if self.resp.is_none() {
@@ -223,23 +231,6 @@ impl RemoteReader {
             self.size
         );
         Ok(())
-    }
-}
-
-impl Read for RemoteReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pending.is_empty() {
-            let handle = self.handle.clone();
-            match handle.block_on(self.next()) {
-                Ok(Some(b)) => self.pending = b,
-                Ok(None) => return Ok(0),
-                Err(e) => return Err(io::Error::other(format!("{e:#}"))),
-            }
-        }
-        let n = buf.len().min(self.pending.len());
-        buf[..n].copy_from_slice(&self.pending[..n]);
-        self.pending.advance(n);
-        Ok(n)
     }
 }
 

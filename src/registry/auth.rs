@@ -5,6 +5,13 @@
 //! token from `realm` (anonymously, with Basic credentials, or by exchanging an OAuth2 refresh
 //! token), then send `Authorization: Bearer <token>` until it expires. Tokens are kept in memory
 //! only and never logged.
+//!
+//! The `WWW-Authenticate` parser is ours rather than a crate's. `http-auth` (the kept parser) is
+//! strict RFC 7235: it stops with an error at the first malformed challenge, while registries
+//! send shapes it refuses (e.g. unquoted values with spaces) and the client must still read the
+//! `realm`/`service`/`scope` it can. It would also be a new dependency for ~70 lines. Ours is one
+//! pass over the header (no recursion, no allocation beyond the result) and is fuzzed by
+//! `parsers_survive_arbitrary_input`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

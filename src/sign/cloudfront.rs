@@ -137,46 +137,49 @@ impl Key {
         })
     }
 
-    /// Parses a PEM private key. Errors never quote the key.
+    /// Parses a PEM private key: the first private-key block (a file may carry other blocks, e.g.
+    /// `openssl ecparam -genkey` writes `EC PARAMETERS` first). Errors never quote the key.
     fn from_pem(pem: &str, hash: HashAlgorithm) -> anyhow::Result<Key> {
+        use rustls_pki_types::pem::PemObject as _;
+        use rustls_pki_types::PrivateKeyDer;
         let rsa_key = |k: rsa::RsaPrivateKey| match hash {
             HashAlgorithm::Sha1 => Key::RsaSha1(rsa::pkcs1v15::SigningKey::new(k)),
             HashAlgorithm::Sha256 => Key::RsaSha256(rsa::pkcs1v15::SigningKey::new(k)),
         };
-        if let Some(block) = pem_block(pem, "RSA PRIVATE KEY") {
-            let k = rsa::RsaPrivateKey::from_pkcs1_pem(block)
-                .map_err(|e| anyhow::anyhow!("invalid PKCS#1 RSA private key: {e}"))?;
-            return Ok(rsa_key(k));
-        }
-        if let Some(block) = pem_block(pem, "EC PRIVATE KEY") {
-            let k = p256::SecretKey::from_sec1_pem(block)
-                .map_err(|e| anyhow::anyhow!("invalid SEC1 EC private key (must be P-256): {e}"))?;
-            return Ok(Key::Ecdsa(k.into(), hash));
-        }
-        if let Some(block) = pem_block(pem, "PRIVATE KEY") {
-            if let Ok(k) = rsa::RsaPrivateKey::from_pkcs8_pem(block) {
-                return Ok(rsa_key(k));
+        // The PEM parser's own errors are not shown: they may quote a line of the file.
+        let Ok(der) = PrivateKeyDer::from_pem_slice(pem.as_bytes()) else {
+            if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+                bail!("the private key is encrypted; store it unencrypted (and protect the file)");
             }
-            let k = p256::ecdsa::SigningKey::from_pkcs8_pem(block).map_err(|e| {
-                anyhow::anyhow!("PKCS#8 private key is neither RSA nor EC P-256: {e}")
-            })?;
-            return Ok(Key::Ecdsa(k, hash));
-        }
-        if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
-            bail!("the private key is encrypted; store it unencrypted (and protect the file)");
-        }
-        bail!("not a PEM private key (BEGIN RSA PRIVATE KEY, BEGIN EC PRIVATE KEY or BEGIN PRIVATE KEY)")
+            bail!("not a PEM private key (BEGIN RSA PRIVATE KEY, BEGIN EC PRIVATE KEY or BEGIN PRIVATE KEY)")
+        };
+        Ok(match der {
+            PrivateKeyDer::Pkcs1(k) => rsa_key(
+                rsa::RsaPrivateKey::from_pkcs1_der(k.secret_pkcs1_der())
+                    .map_err(|e| anyhow::anyhow!("invalid PKCS#1 RSA private key: {e}"))?,
+            ),
+            PrivateKeyDer::Sec1(k) => Key::Ecdsa(
+                p256::SecretKey::from_sec1_der(k.secret_sec1_der())
+                    .map_err(|e| {
+                        anyhow::anyhow!("invalid SEC1 EC private key (must be P-256): {e}")
+                    })?
+                    .into(),
+                hash,
+            ),
+            PrivateKeyDer::Pkcs8(k) => {
+                let der = k.secret_pkcs8_der();
+                if let Ok(k) = rsa::RsaPrivateKey::from_pkcs8_der(der) {
+                    rsa_key(k)
+                } else {
+                    let k = p256::ecdsa::SigningKey::from_pkcs8_der(der).map_err(|e| {
+                        anyhow::anyhow!("PKCS#8 private key is neither RSA nor EC P-256: {e}")
+                    })?;
+                    Key::Ecdsa(k, hash)
+                }
+            }
+            _ => bail!("unsupported private key format"),
+        })
     }
-}
-
-/// The `-----BEGIN <label>-----` ... `-----END <label>-----` block of `pem`, if any (a file may
-/// carry other blocks, e.g. `openssl ecparam -genkey` writes `EC PARAMETERS` first).
-fn pem_block<'a>(pem: &'a str, label: &str) -> Option<&'a str> {
-    let begin = format!("-----BEGIN {label}-----");
-    let end = format!("-----END {label}-----");
-    let start = pem.find(&begin)?;
-    let stop = pem[start..].find(&end)? + start + end.len();
-    Some(&pem[start..stop])
 }
 
 /// CloudFront's URL-safe base64: standard base64 with `+`→`-`, `=`→`_`, `/`→`~`.
@@ -845,72 +848,5 @@ mod tests {
             CloudFrontSigner::with_pem(&config(PolicyMode::Canned, HashAlgorithm::Sha256), &pem)
                 .unwrap();
         assert!(format!("{s:?}").contains("ecdsa-p256"));
-    }
-
-    /// `cargo test --release --bin static-registry sign::cloudfront -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn cost_per_url() {
-        let n = 100_000u64;
-        let keys: Vec<String> = (0..1000)
-            .map(|i| format!("blobs/sha256/{i:064x}"))
-            .collect();
-        for (name, hash, key) in [
-            (
-                "RSA-SHA1",
-                HashAlgorithm::Sha1,
-                "test-only-rsa2048.pkcs1.pem",
-            ),
-            (
-                "ECDSA-P256-SHA256",
-                HashAlgorithm::Sha256,
-                "test-only-p256.sec1.pem",
-            ),
-        ] {
-            // (1) Steady state: every URL is a cache hit (the window's one signature made first).
-            let s = signer(PolicyMode::Wildcard, hash, key);
-            s.sign(&req(&keys[0], 60), at(1_700_000_000));
-            let made = s.signatures_made();
-            let start = std::time::Instant::now();
-            let mut len = 0;
-            for i in 0..n {
-                let now = at(1_700_000_000 + i / 100_000);
-                len += s.sign(&req(&keys[i as usize % keys.len()], 60), now).len();
-            }
-            let per = start.elapsed().as_nanos() as f64 / n as f64;
-            println!(
-                "cloudfront wildcard {name}: hit {per:.0} ns/URL over {n} URLs \
-                 ({} signatures in the loop, {} B/URL)",
-                s.signatures_made() - made,
-                len as u64 / n
-            );
-            // (2) The same 100k URLs spread over 10 minutes (~170 URL/s): ten 60 s windows, so
-            // the amortised cost includes every signature.
-            let s = signer(PolicyMode::Wildcard, hash, key);
-            let made = s.signatures_made();
-            let start = std::time::Instant::now();
-            for i in 0..n {
-                let now = at(1_700_000_000 + i * 600 / n);
-                std::hint::black_box(s.sign(&req(&keys[i as usize % keys.len()], 60), now));
-            }
-            let per = start.elapsed().as_nanos() as f64 / n as f64;
-            println!(
-                "cloudfront wildcard {name}: amortised {per:.0} ns/URL at ~170 URL/s \
-                 ({} signatures)",
-                s.signatures_made() - made
-            );
-
-            let s = signer(PolicyMode::Canned, hash, key);
-            let m = 300;
-            let start = std::time::Instant::now();
-            for i in 0..m {
-                std::hint::black_box(s.sign(&req(&keys[i % keys.len()], 60), at(1_700_000_000)));
-            }
-            let per = start.elapsed().as_nanos() as f64 / m as f64;
-            println!(
-                "cloudfront canned {name}: {:.1} µs/URL over {m} URLs",
-                per / 1000.0
-            );
-        }
     }
 }

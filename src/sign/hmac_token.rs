@@ -183,7 +183,6 @@ impl Signer for HmacTokenSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sign::public::print_cost_per_url;
     use crate::sign::Method;
     use std::time::Duration;
 
@@ -323,12 +322,5 @@ mod tests {
             !dbg.contains(KEY) && !dbg.to_lowercase().contains("52a1"),
             "{dbg}"
         );
-    }
-
-    /// `cargo test --release --bin static-registry sign::hmac_token -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn cost_per_url() {
-        print_cost_per_url("hmac-token", &signer(TokenScope::Acl), req, now());
     }
 }

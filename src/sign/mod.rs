@@ -5,6 +5,7 @@
 
 pub mod cloudfront;
 pub mod embedded;
+pub mod encode;
 pub mod hmac_token;
 pub mod public;
 pub mod secure_link;

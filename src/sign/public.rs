@@ -107,7 +107,10 @@ impl ObjectUrls {
             // The URL parser has already percent-encoded the base path; `%` is kept as is there.
             // Signers that hash the path (secure_link, hmac-token) need encoded == decoded, so
             // anything outside the unreserved set is refused rather than silently re-encoded.
-            if seg == "." || seg == ".." || !seg.bytes().all(is_unreserved) {
+            if seg == "."
+                || seg == ".."
+                || !super::encode::is_unchanged(seg, super::encode::QUERY_VALUE)
+            {
                 bail!(
                     "path segment {seg:?} of base_url/prefix must use only A-Z a-z 0-9 - . _ ~ \
                      (and not be . or ..)"
@@ -140,7 +143,7 @@ impl ObjectUrls {
     /// Appends the URL path of `key` (`/prefix/key`, percent-encoded where needed).
     pub fn push_path(&self, out: &mut String, key: &str) {
         out.push_str(&self.path_prefix);
-        push_encoded(out, key.trim_start_matches('/'));
+        super::encode::push(out, key.trim_start_matches('/'), super::encode::PATH);
     }
 
     /// Appends the absolute URL of `key`, without a query.
@@ -154,29 +157,6 @@ impl ObjectUrls {
         let mut p = String::with_capacity(self.path_prefix.len() + key.len());
         self.push_path(&mut p, key);
         p
-    }
-}
-
-/// RFC 3986 unreserved characters.
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-}
-
-/// Appends `key` with every byte other than unreserved and `/` percent-encoded (upper-case hex).
-fn push_encoded(out: &mut String, key: &str) {
-    if key.bytes().all(|b| is_unreserved(b) || b == b'/') {
-        out.push_str(key);
-        return;
-    }
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for b in key.bytes() {
-        if is_unreserved(b) || b == b'/' {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 15)] as char);
-        }
     }
 }
 
@@ -202,27 +182,6 @@ pub fn load_secret(file: Option<&Path>, env: Option<&str>, what: &str) -> anyhow
         bail!("the {what} is empty");
     }
     Ok(text)
-}
-
-/// The micro-benchmark the CDN signers' ignored `cost_per_url` tests share: signs 100,000 GET
-/// URLs over 1,000 blob keys at `now` with `req(key)` and prints the cost per URL under `label`.
-#[cfg(test)]
-pub(super) fn print_cost_per_url(
-    label: &str,
-    signer: &impl Signer,
-    req: impl Fn(&str) -> SignRequest<'_>,
-    now: SystemTime,
-) {
-    let keys: Vec<String> = (0..1000)
-        .map(|i| format!("blobs/sha256/{i:064x}"))
-        .collect();
-    let n = 100_000;
-    let start = std::time::Instant::now();
-    for i in 0..n {
-        std::hint::black_box(signer.sign(&req(&keys[i % keys.len()]), now));
-    }
-    let per = start.elapsed().as_nanos() as f64 / n as f64;
-    println!("{label}: {per:.0} ns/URL over {n} URLs");
 }
 
 #[cfg(test)]
@@ -347,18 +306,6 @@ mod tests {
         let Origin::Public(c) =
             toml::from_str("kind = \"public\"\nbase_url = \"https://x\"\n").unwrap();
         assert_eq!(c.base_url, "https://x");
-    }
-
-    /// `cargo test --release --bin static-registry sign::public -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn cost_per_url() {
-        let s = PublicSigner::from_config(&PublicConfig {
-            base_url: "https://cdn.example.com".into(),
-            prefix: "registry".into(),
-        })
-        .unwrap();
-        print_cost_per_url("public", &s, req, SystemTime::UNIX_EPOCH);
     }
 
     #[test]

@@ -59,7 +59,7 @@ use md5::{Digest, Md5};
 use serde::Deserialize;
 
 use super::public::{load_secret, ObjectUrls};
-use super::{unix_secs, SignRequest, Signer};
+use super::{encode, unix_secs, SignRequest, Signer};
 
 /// The template nginx's documentation uses, with `SECRET` for the secret.
 pub const DEFAULT_TEMPLATE: &str = "$secure_link_expires$uri SECRET";
@@ -282,24 +282,6 @@ impl SecureLinkSigner {
     }
 }
 
-/// A content type as a query value: `A-Z a-z 0-9 - . _ ~ / +` verbatim (so media types such as
-/// `application/vnd.oci.image.manifest.v1+json` reach nginx's `$arg_` unchanged), every other
-/// byte percent-encoded (upper-case hex).
-fn encode_query_value(v: &str) -> String {
-    const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/' | b'+') {
-            out.push(b as char);
-        } else {
-            out.push('%');
-            out.push(HEX[usize::from(b >> 4)] as char);
-            out.push(HEX[usize::from(b & 15)] as char);
-        }
-    }
-    out
-}
-
 impl Signer for SecureLinkSigner {
     fn kind(&self) -> &'static str {
         "secure-link"
@@ -313,7 +295,11 @@ impl Signer for SecureLinkSigner {
         self.urls.push_path(&mut url, req.key);
         // Layout keys never need percent-encoding, so this path is also nginx's decoded `$uri`.
         let content_type = match self.content_type_param {
-            Some(_) => encode_query_value(req.content_type),
+            Some(_) => {
+                let mut v = String::with_capacity(req.content_type.len());
+                encode::push(&mut v, req.content_type, encode::MEDIA_TYPE);
+                v
+            }
             None => String::new(),
         };
         let hash = self.hash(&url[path_start..], &expires, &content_type);
@@ -339,7 +325,6 @@ impl Signer for SecureLinkSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sign::public::print_cost_per_url;
     use crate::sign::Method;
     use std::time::Duration;
 
@@ -553,12 +538,5 @@ mod tests {
         );
         let s = signer(&c);
         assert!(!format!("{s:?}").contains("s3cr3t"));
-    }
-
-    /// `cargo test --release --bin static-registry sign::secure_link -- --ignored --nocapture`
-    #[test]
-    #[ignore]
-    fn cost_per_url() {
-        print_cost_per_url("secure-link", &signer(&cfg()), req, now());
     }
 }
