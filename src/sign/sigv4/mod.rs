@@ -1,11 +1,14 @@
 //! S3 (and compatibles: MinIO, Ceph RGW, R2, GCS HMAC keys) presigned URLs: AWS Signature
 //! Version 4 in the query string.
 //!
-//! This runs once per redirected request, so it is hand-written rather than taken from an SDK
-//! (rusty-s3 costs ~4 µs a URL, aws-sigv4 7–10 µs): everything that does not depend on the
-//! request (host, bucket and prefix path, the canonical-request tail) is built once, the day's
-//! signing key is derived once per UTC day and credentials, and a URL is one `String` written in
-//! place. The canonical query string and the URL's query string use the same encoding, so the
+//! This runs once per redirected request, so it is hand-written rather than taken from a crate:
+//! ours costs 0.55 µs a URL in the design notes' measurement against ~4.4 µs for rusty-s3 and
+//! 7–10 µs for aws-sigv4, and `cargo bench --bench micro -- sign/sigv4` measures 0.78 µs on the
+//! 2-core development machine (with the `percent-encoding` crate for the encoding).
+//!
+//! Everything that does not depend on the request (host, bucket and prefix path, the
+//! canonical-request tail) is built once, the day's signing key is derived once per UTC day and
+//! credentials, and a URL is one `String` written in place. The canonical query string and the URL's query string use the same encoding, so the
 //! query is written once, into the URL, and hashed from there.
 //!
 //! Tests check it against AWS's published vectors and, byte for byte, against rusty-s3.
