@@ -30,10 +30,10 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 use tokio::io::AsyncReadExt;
 
+use crate::hashing::{Hasher, HashingReader};
 use crate::index::RepoIndex;
 use crate::layout;
 use crate::oci::{media, AnyManifest, Descriptor, Platform};
-use crate::publish::hashing::{Hasher, HashingReader};
 use crate::reference::{Digest, RepoName, TaggedName};
 use crate::store::Store;
 use crate::walk::{self, WalkLimits};

@@ -8,6 +8,7 @@ pub mod aws;
 pub mod config;
 pub mod export;
 pub mod federation;
+pub mod hashing;
 pub mod index;
 pub mod layout;
 pub mod oci;

@@ -26,10 +26,10 @@ use bytes::Bytes;
 use futures::stream::{self, StreamExt, TryStreamExt};
 use tokio::io::AsyncReadExt;
 
+use crate::hashing::Hasher;
 use crate::index::{Catalog, RepoIndex, TagsList};
 use crate::layout;
 use crate::oci::{media, AnyManifest};
-use crate::publish::hashing::Hasher;
 use crate::reference::{Digest, RepoName};
 use crate::store::Store;
 use crate::walk::{self, WalkLimits};

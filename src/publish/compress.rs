@@ -9,7 +9,7 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 
-use crate::publish::hashing::{HashingReader, HashingWriter};
+use crate::hashing::{HashingReader, HashingWriter};
 use crate::publish::Compression;
 use crate::reference::{Algorithm, Digest};
 

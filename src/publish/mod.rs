@@ -15,7 +15,6 @@ pub mod commit;
 mod compress;
 mod docker_archive;
 mod files;
-pub(crate) mod hashing;
 mod image;
 mod oci;
 pub mod pin;

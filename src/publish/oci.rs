@@ -13,8 +13,8 @@ use serde::Deserialize;
 use crate::oci::{media, Descriptor, ImageIndex, ImageManifest};
 use crate::walk::{self, WalkLimits, MAX_DEPTH};
 
+use crate::hashing::Hasher;
 use crate::publish::files::Files;
-use crate::publish::hashing::Hasher;
 use crate::publish::image::{short, BlobRef, BlobSource, IndexNode, ManifestNode, Node};
 use crate::publish::source::Selector;
 use crate::reference::Digest;

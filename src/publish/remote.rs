@@ -24,11 +24,11 @@ use futures::TryStreamExt as _;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::hashing::Hasher;
 use crate::index::{Descriptor, RepoIndex};
 use crate::layout;
 use crate::oci::{media, Descriptor as SourceDescriptor, ImageManifest, Platform};
 use crate::publish::files::Opened;
-use crate::publish::hashing::Hasher;
 use crate::publish::image::{short, BlobKey, BlobRef, BlobSource, IndexNode, ManifestNode, Node};
 use crate::publish::oci::{blob_path, diff_ids};
 use crate::publish::render::{self, Produced, Rendered};

@@ -14,11 +14,11 @@ use anyhow::{bail, Context};
 use futures::stream::{self, StreamExt, TryStreamExt};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::hashing::HashingWriter;
 use crate::layout;
 use crate::oci::media;
 use crate::publish::compress::compress_layer;
 use crate::publish::files::Files;
-use crate::publish::hashing::HashingWriter;
 use crate::publish::image::{short, BlobKey, BlobRef, BlobSource};
 use crate::publish::render::Produced;
 use crate::publish::Compression;

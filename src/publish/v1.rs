@@ -20,11 +20,11 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::hashing::Hasher;
 use crate::index::{RepoIndex, V1Image, V1ImageShard, V1Index};
 use crate::layout::{self, Key};
 use crate::oci::{media, ImageIndex, ImageManifest, Platform};
 use crate::publish::files::Files;
-use crate::publish::hashing::Hasher;
 use crate::publish::render::Rendered;
 use crate::reference::{Digest, RepoName, Tag, V1ImageId};
 use crate::store::{update_json, PutMode, PutOptions, Store, MAX_ATTEMPTS};

@@ -26,7 +26,7 @@ use super::auth::{
 use super::credentials::{Credentials, Resolved};
 use super::reference::RemoteRef;
 use super::transport::{read_capped, HopError, Transport};
-use crate::publish::hashing::Hasher;
+use crate::hashing::Hasher;
 use crate::reference::{Digest, RepoName};
 
 /// Every manifest type the publisher can store, in the order registries should prefer them.
