@@ -53,7 +53,7 @@ use serde::Deserialize;
 use sha1::{Digest, Sha1};
 use sha2::Sha256;
 
-use super::public::{load_secret, ObjectUrls};
+use super::object_urls::{load_secret, ObjectUrls};
 use super::{unix_secs, SignRequest, Signer};
 
 /// The `[origin]` settings of a CloudFront origin.

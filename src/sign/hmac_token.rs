@@ -31,7 +31,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::public::{load_secret, ObjectUrls};
+use super::object_urls::{load_secret, ObjectUrls};
 use super::{unix_secs, SignRequest, Signer};
 
 type HmacSha256 = Hmac<Sha256>;

@@ -7,6 +7,7 @@ pub mod cloudfront;
 pub mod embedded;
 pub mod encode;
 pub mod hmac_token;
+pub mod object_urls;
 pub mod public;
 pub mod secure_link;
 pub mod sigv4;

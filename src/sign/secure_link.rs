@@ -58,7 +58,7 @@ use base64::Engine;
 use md5::{Digest, Md5};
 use serde::Deserialize;
 
-use super::public::{load_secret, ObjectUrls};
+use super::object_urls::{load_secret, ObjectUrls};
 use super::{encode, unix_secs, SignRequest, Signer};
 
 /// The template nginx's documentation uses, with `SECRET` for the secret.
