@@ -19,12 +19,12 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use tower::ServiceExt;
 
 use static_registry::aws::Credentials;
+use static_registry::federation::cache::CacheConfig;
 use static_registry::federation::region::{CidrTable, RegionResolver};
 use static_registry::federation::{Federation, Origin};
 use static_registry::index::{Descriptor, ManifestEntry, RepoIndex};
 use static_registry::layout;
 use static_registry::reference::{Digest, ManifestRef, RepoName, Tag};
-use static_registry::serve::cache::CacheConfig;
 use static_registry::serve::client_limits::{ClientLimits, ClientLimitsConfig};
 use static_registry::serve::route::V2Route;
 use static_registry::serve::{self, AppState};

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod aws;
+pub mod commit;
 pub mod config;
 pub mod export;
 pub mod federation;

@@ -48,10 +48,10 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{bail, Context};
 use futures::stream::{self, StreamExt, TryStreamExt};
 
+use crate::commit::{add_to_catalog, remove_from_catalog, update_index, write_derived};
 use crate::index::{RepoIndex, TagsList};
 use crate::layout::{self, KeyKind};
 use crate::oci::AnyManifest;
-use crate::publish::commit::{add_to_catalog, remove_from_catalog, update_index, write_derived};
 use crate::reference::{Digest, RepoName, Tag};
 use crate::store::{ObjectMeta, Store, Version};
 use crate::walk::{self, WalkLimits};

@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::Deserialize;
 
-use crate::serve::cache::CacheConfig;
-use crate::serve::origin::EmbeddedOrigin;
+use crate::federation::cache::CacheConfig;
+use crate::federation::origin::EmbeddedOrigin;
 use crate::sign::cloudfront::{CloudFrontConfig, CloudFrontSigner, PolicyMode};
 use crate::sign::hmac_token::{HmacTokenConfig, HmacTokenSigner, TokenScope};
 use crate::sign::public::{PublicConfig, PublicSigner};

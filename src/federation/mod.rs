@@ -6,16 +6,18 @@
 //! are down to the one that last answered. Health comes from active probes of the `_health` canary
 //! and from index loads failing.
 
+pub mod cache;
 pub mod config;
 pub mod health;
+pub mod origin;
 pub mod region;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use crate::federation::cache::{CacheConfig, DocCache};
 use crate::index::{Catalog, RepoIndex};
 use crate::reference::RepoName;
-use crate::serve::cache::{CacheConfig, DocCache};
 use crate::sign::{Method, SignRequest, Signer};
 use crate::store::Store;
 

@@ -8,8 +8,8 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::*;
+use crate::commit::commit_repository;
 use crate::index::{Catalog, Descriptor, ManifestEntry, RepoIndex};
-use crate::publish::commit::commit_repository;
 use crate::store::{LocalStore, PutMode, PutOptions, Store};
 use crate::verify::{verify, VerifyOptions};
 

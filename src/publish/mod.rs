@@ -11,7 +11,6 @@
 
 pub mod archive;
 mod byte_size;
-pub mod commit;
 mod compress;
 mod docker_archive;
 mod files;
@@ -32,7 +31,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use bytes::Bytes;
 
-pub use commit::commit_repository;
+use crate::commit::commit_repository;
 
 use crate::index::{Descriptor, ManifestEntry, RepoIndex};
 use crate::layout;

@@ -8,14 +8,12 @@
 //! docs/request-handling.md follows a request from [`dispatch`] to its answer, step by step (the
 //! steps are numbered in the code too); `request_table.rs` is the same as a table test.
 
-pub mod cache;
 pub mod client_limits;
 pub mod error;
 pub mod h2_idle;
 pub mod listener;
 pub mod metrics;
 pub mod ops;
-pub mod origin;
 pub mod per_second;
 pub mod recent_answers;
 pub mod recent_urls;
@@ -42,8 +40,8 @@ use crate::auth::TokenIssuer;
 use crate::federation::Federation;
 use crate::sign::embedded::ORIGIN_PREFIX;
 
+use crate::federation::origin::EmbeddedOrigin;
 use error::OciError;
-use origin::EmbeddedOrigin;
 use recent_answers::Reuse;
 use route::V2Route;
 

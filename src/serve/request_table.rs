@@ -24,8 +24,8 @@ use crate::reference::{Digest, RepoName, Tag, V1ImageId};
 use crate::sign::secure_link::{SecureLinkConfig, SecureLinkSigner};
 use crate::store::LocalStore;
 
-use super::cache::CacheConfig;
 use super::AppState;
+use crate::federation::cache::CacheConfig;
 
 const MT: &str = "application/vnd.oci.image.manifest.v1+json";
 const ID: &str = "55abd96a774e59f252ac2a84e55a09771bf9e0c50e361c5420e992559f7346c8";

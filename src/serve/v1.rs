@@ -16,11 +16,11 @@ use axum::http::{header, HeaderMap, HeaderValue, Method as HttpMethod, StatusCod
 use axum::response::{IntoResponse, Response};
 
 use crate::auth::Access;
+use crate::federation::cache::{CacheConfig, Cached, DocCache};
 use crate::federation::Origin;
 use crate::index::{RepoIndex, V1ImageShard, V1ShardEntry};
 use crate::layout;
 use crate::reference::{RepoName, Tag, V1ImageId};
-use crate::serve::cache::{CacheConfig, Cached, DocCache};
 use crate::sign::Method;
 
 use super::v2::signed_redirect;

@@ -17,13 +17,13 @@ use crate::sign::{Method, SignRequest};
 
 use crate::federation::Origin;
 
-use super::cache::Cached;
 use super::error::OciError;
 use super::recent_answers::Reuse;
 use super::recent_urls::{self, UrlFor};
 use super::route::V2Route;
 use super::token::challenge;
 use super::AppState;
+use crate::federation::cache::Cached;
 
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");

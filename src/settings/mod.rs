@@ -16,9 +16,9 @@ use anyhow::Context;
 
 use crate::aws::Env;
 use crate::config::Config;
+use crate::federation::cache::CacheConfig;
 use crate::federation::config::EmbeddedConfig;
 use crate::federation::region::RegionSettings;
-use crate::serve::cache::CacheConfig;
 use crate::serve::client_limits::ClientLimitsConfig;
 use crate::serve::listener::{ListenerConfig, TlsFiles};
 use crate::serve::send_floor::SendFloor;
