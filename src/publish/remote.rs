@@ -14,13 +14,12 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
-use std::io::{self, Read};
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use bytes::{Buf, Bytes};
-use futures::TryStreamExt as _;
+use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -34,6 +33,7 @@ use crate::publish::oci::{blob_path, diff_ids};
 use crate::publish::render::{self, Produced, Rendered};
 use crate::publish::{Compression, Loaded};
 use crate::reference::{Digest, RepoName, Tag};
+use crate::registry::blob_reader::BlobReader;
 use crate::registry::client::{ClientOptions, Counters, FetchedManifest, RegistryClient};
 use crate::registry::credentials::{self, CredsArg, Lookup};
 use crate::registry::reference::RemoteRef;
@@ -42,8 +42,6 @@ use crate::walk::{self, WalkLimits, MAX_DEPTH};
 
 /// Manifests fetched concurrently while walking an image's indexes.
 const PARALLEL: usize = 4;
-/// A dropped connection is resumed this many times per blob before the copy fails.
-const MAX_RESUMES: u32 = 8;
 /// cosign's tag suffixes for signatures, attestations and SBOMs.
 const COSIGN_SUFFIXES: [&str; 3] = ["sig", "att", "sbom"];
 
@@ -120,117 +118,11 @@ impl RemoteFiles {
         }
         let handle = tokio::runtime::Handle::try_current()
             .context("internal error: registry blobs are opened outside the runtime")?;
-        let blob = RemoteReader {
-            client: self.client.clone(),
-            digest: digest.clone(),
-            size: *size,
-            pos: 0,
-            skip: 0,
-            resp: None,
-            resumes: 0,
-            counted: false,
-        };
+        let blob = BlobReader::new(self.client.clone(), digest.clone(), *size);
         Ok(Some(Opened {
             reader: Box::new(blob.into_read(handle)),
             size: *size,
         }))
-    }
-}
-
-/// Streams one blob: a synchronous reader (what the staging code hashes from) over an async
-/// response. A dropped connection is resumed from the current offset with `Range`, against the
-/// registry URL (a redirect target's signature may have expired meanwhile).
-struct RemoteReader {
-    client: Arc<RegistryClient>,
-    digest: Digest,
-    size: u64,
-    /// Bytes handed out so far.
-    pos: u64,
-    /// Leading bytes of the current response to drop (a server that ignored `Range`).
-    skip: u64,
-    resp: Option<reqwest::Response>,
-    resumes: u32,
-    counted: bool,
-}
-
-impl RemoteReader {
-    /// The blob as a synchronous reader, run on `handle`'s runtime from a blocking thread.
-    fn into_read(self, handle: tokio::runtime::Handle) -> impl Read + Send {
-        let chunks = futures::stream::try_unfold(self, |mut r| async move {
-            Ok(r.next().await?.map(|b| (b, r)))
-        })
-        .map_err(|e: anyhow::Error| io::Error::other(format!("{e:#}")));
-        let chunks = tokio_util::io::StreamReader::new(Box::pin(chunks));
-        tokio_util::io::SyncIoBridge::new_with_handle(chunks, handle)
-    }
-
-    async fn next(&mut self) -> anyhow::Result<Option<Bytes>> {
-        loop {
-            if self.resp.is_none() {
-                if self.pos >= self.size {
-                    return Ok(None);
-                }
-                let (resp, skip) = self.client.blob(&self.digest, self.pos).await?;
-                if !self.counted {
-                    self.client.count_blob();
-                    self.counted = true;
-                }
-                self.resp = Some(resp);
-                self.skip = skip;
-            }
-            let resp = self.resp.as_mut().expect("set above");
-            match resp.chunk().await {
-                Ok(Some(mut b)) => {
-                    self.client.count_blob_bytes(b.len() as u64);
-                    if self.skip > 0 {
-                        let drop = self.skip.min(b.len() as u64);
-                        b.advance(drop as usize);
-                        self.skip -= drop;
-                        if b.is_empty() {
-                            continue;
-                        }
-                    }
-                    self.pos += b.len() as u64;
-                    if self.pos > self.size {
-                        bail!(
-                            "registry {} sent more than the {} bytes of blob {}",
-                            self.client.registry(),
-                            self.size,
-                            self.digest
-                        );
-                    }
-                    return Ok(Some(b));
-                }
-                Ok(None) if self.pos >= self.size => {
-                    self.resp = None;
-                    return Ok(None);
-                }
-                Ok(None) => self.resume("the response ended early")?,
-                Err(e) => self.resume(&e.to_string())?,
-            }
-        }
-    }
-
-    fn resume(&mut self, why: &str) -> anyhow::Result<()> {
-        self.resp = None;
-        self.resumes += 1;
-        if self.resumes > MAX_RESUMES {
-            bail!(
-                "blob {} from registry {}: {why} at byte {} of {}, {MAX_RESUMES} times; giving up",
-                self.digest,
-                self.client.registry(),
-                self.pos,
-                self.size
-            );
-        }
-        self.client.count_resume();
-        tracing::warn!(
-            "blob {}: {why} at byte {} of {}; resuming with Range",
-            short(&self.digest),
-            self.pos,
-            self.size
-        );
-        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@
 //! static layout (`src/publish/remote.rs`).
 
 pub mod auth;
+pub mod blob_reader;
 pub mod client;
 pub mod credentials;
 pub mod reference;
