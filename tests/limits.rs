@@ -88,12 +88,12 @@ fn idle_http2_connections_give_their_slots_back() {
     }
 }
 
-#[test]
-fn a_client_that_stops_reading_a_download_is_cut_and_its_slot_freed() {
-    const SIZE: usize = 48 << 20; // well above what loopback socket buffers hold
+/// A store holding one image whose layer is `size` bytes, served with one connection slot and a
+/// rate floor of 64 KiB/s over 1 s; returns the signed URL of that layer's download.
+fn one_slot_serving_a_blob_of(size: usize) -> (tempfile::TempDir, Server, String) {
     let store = new_store();
     let src = tempfile::tempdir().unwrap();
-    let (layer, _) = big_image(src.path(), SIZE);
+    let (layer, _) = big_image(src.path(), size);
     publish(
         store.path(),
         &format!("oci:{}:1.0", src.path().display()),
@@ -110,10 +110,17 @@ fn a_client_that_stops_reading_a_download_is_cut_and_its_slot_freed() {
             "65536",
         ],
     );
-    let addr = server.addr;
-    let redirect = get(addr, &format!("/v2/big/blob/blobs/{layer}"), &[]);
+    let redirect = get(server.addr, &format!("/v2/big/blob/blobs/{layer}"), &[]);
     assert_eq!(redirect.status, 307, "{redirect:?}");
-    let location = redirect.header("location").expect("Location");
+    let location = redirect.header("location").expect("Location").to_owned();
+    (store, server, location)
+}
+
+#[test]
+fn a_client_that_stops_reading_a_download_is_cut_and_its_slot_freed() {
+    const SIZE: usize = 48 << 20; // well above what loopback socket buffers hold
+    let (_store, server, location) = one_slot_serving_a_blob_of(SIZE);
+    let (addr, location) = (server.addr, location.as_str());
     // The download starts, then its client stops reading: it holds the only slot.
     let (mut slow, len, body) = start_download(addr, location, 0);
     // Another client is served once the slow one has been cut off.
@@ -218,29 +225,8 @@ fn each_client_gets_its_burst_of_api_and_token_requests_then_429() {
 #[test]
 fn an_http2_client_that_stops_granting_window_is_cut_and_its_slot_freed() {
     const SIZE: usize = 16 << 20; // far above a client's stream window
-    let store = new_store();
-    let src = tempfile::tempdir().unwrap();
-    let (layer, _) = big_image(src.path(), SIZE);
-    publish(
-        store.path(),
-        &format!("oci:{}:1.0", src.path().display()),
-        &["big/blob:1.0"],
-    );
-    let server = Server::start(
-        store.path(),
-        &[
-            "--max-connections",
-            "1",
-            "--send-timeout",
-            "1",
-            "--send-min-rate",
-            "65536",
-        ],
-    );
+    let (_store, server, location) = one_slot_serving_a_blob_of(SIZE);
     let addr = server.addr;
-    let redirect = get(addr, &format!("/v2/big/blob/blobs/{layer}"), &[]);
-    assert_eq!(redirect.status, 307, "{redirect:?}");
-    let location = redirect.header("location").expect("Location").to_owned();
     let rt = rt();
     // h2c with prior knowledge; the body is never read, so the client grants no more window.
     let h2 = reqwest::Client::builder()
