@@ -63,21 +63,7 @@ impl Peer {
         let addr = listener.local_addr().expect("addr");
         let seen: Log = Arc::new(Mutex::new(Vec::new()));
         let router = app(addr, seen.clone());
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let _ = axum::serve(listener, router)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-        });
+        let (tx, thread) = super::serve_in_thread(listener, router);
         Peer {
             addr,
             seen,

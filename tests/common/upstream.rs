@@ -344,24 +344,10 @@ impl TokenServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind token server");
         listener.set_nonblocking(true).expect("nonblocking");
         let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let app = axum::Router::new()
-                    .route("/token", axum::routing::get(token))
-                    .with_state(st);
-                let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async {
-                        let _ = rx.await;
-                    })
-                    .await;
-            });
-        });
+        let app = axum::Router::new()
+            .route("/token", axum::routing::get(token))
+            .with_state(st);
+        let (tx, thread) = super::serve_in_thread(listener, app);
         TokenServer {
             addr,
             issued,
