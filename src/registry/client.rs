@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, RANGE};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
@@ -850,11 +849,6 @@ fn next_link(link: &str) -> Option<String> {
                 .to_owned()
         })
     })
-}
-
-/// The next chunk of a blob response; errors are the connection's (worth resuming).
-pub async fn next_chunk(resp: &mut Response) -> Result<Option<Bytes>, reqwest::Error> {
-    resp.chunk().await
 }
 
 #[cfg(test)]

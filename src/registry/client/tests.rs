@@ -364,7 +364,7 @@ async fn responses_that_never_finish_time_out() {
     // the reader in remote.rs, which counts the resumes).
     let (mut resp, _) = c.blob(&layer_digest, 0).await.unwrap();
     let err = loop {
-        match next_chunk(&mut resp).await {
+        match resp.chunk().await {
             Ok(Some(_)) => continue,
             Ok(None) => panic!("the trickled blob ended"),
             Err(e) => break anyhow::Error::new(e),
