@@ -24,6 +24,8 @@ use super::auth::{
 };
 use super::credentials::{Credentials, Resolved};
 use super::reference::RemoteRef;
+use super::retry::is_transient_status;
+pub use super::retry::RetryPolicy;
 use super::transport::{read_capped, HopError, Transport};
 use crate::hashing::Hasher;
 use crate::reference::{Digest, RepoName};
@@ -37,39 +39,6 @@ pub const MAX_MANIFEST_SIZE: usize = 16 << 20;
 
 /// Token responses are a few kilobytes (a JWT); a megabyte is plenty.
 pub const MAX_TOKEN_RESPONSE: usize = 1 << 20;
-
-/// How hard to try before giving up on a request.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    /// Attempts per request, the first included.
-    pub attempts: u32,
-    /// First backoff; doubled per attempt, with jitter.
-    pub base: Duration,
-    pub max_delay: Duration,
-    /// Longest `Retry-After` honoured (a longer one is cut to this).
-    pub max_retry_after: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 6,
-            base: Duration::from_millis(500),
-            max_delay: Duration::from_secs(20),
-            max_retry_after: Duration::from_secs(60),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Exponential backoff with "equal jitter": half fixed, half random, so retries spread out.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let exp = self.base.saturating_mul(1u32 << attempt.min(16));
-        let d = exp.min(self.max_delay);
-        let half = d / 2;
-        half + Duration::from_nanos(rand::random_range(0..=half.as_nanos().max(1) as u64))
-    }
-}
 
 /// How to reach the registry.
 #[derive(Debug, Clone)]
@@ -162,36 +131,6 @@ pub struct RegistryClient {
     auth: tokio::sync::Mutex<Auth>,
     opts: ClientOptions,
     pub counters: Counters,
-}
-
-fn is_transient_status(s: StatusCode) -> bool {
-    s == StatusCode::TOO_MANY_REQUESTS
-        || s == StatusCode::REQUEST_TIMEOUT
-        || (s.is_server_error()
-            && s != StatusCode::NOT_IMPLEMENTED
-            && s != StatusCode::HTTP_VERSION_NOT_SUPPORTED)
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get("retry-after")?.to_str().ok()?.trim();
-    if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = parse_http_date(v)?;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?
-        .as_secs();
-    Some(Duration::from_secs(at.saturating_sub(now)))
-}
-
-/// An HTTP date (IMF-fixdate, `Sun, 06 Nov 1994 08:49:37 GMT`) to Unix seconds.
-fn parse_http_date(s: &str) -> Option<u64> {
-    let at = jiff::fmt::rfc2822::DateTimeParser::new()
-        .parse_timestamp(s)
-        .ok()?;
-    u64::try_from(at.as_second()).ok()
 }
 
 /// The challenges in every `WWW-Authenticate` header of `resp`.
@@ -487,9 +426,7 @@ impl RegistryClient {
 
     async fn pause(&self, attempt: u32, headers: &HeaderMap) {
         self.counters.retries.fetch_add(1, Ordering::Relaxed);
-        let d = retry_after(headers)
-            .map(|d| d.min(self.opts.retry.max_retry_after))
-            .unwrap_or_else(|| self.opts.retry.backoff(attempt));
+        let d = self.opts.retry.delay(attempt, headers);
         tokio::time::sleep(d).await;
     }
 

@@ -12,6 +12,7 @@ pub mod blob_reader;
 pub mod client;
 pub mod credentials;
 pub mod reference;
+pub mod retry;
 #[cfg(test)]
 pub mod testing;
 pub mod transport;

@@ -15,7 +15,10 @@ pub mod fixtures;
 pub mod hostile;
 pub mod http;
 pub mod lb;
+pub mod load;
 pub mod nginx;
+pub mod pki;
+pub mod private_world;
 pub mod s3;
 pub mod upstream;
 
