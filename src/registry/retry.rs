@@ -77,33 +77,32 @@ fn parse_http_date(s: &str) -> Option<u64> {
     u64::try_from(at.as_second()).ok()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
 
-#[test]
-fn http_dates_backoff_and_retry_after() {
-    assert_eq!(
-        parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
-        Some(784_111_777)
-    );
-    assert_eq!(parse_http_date("yesterday"), None);
-    let p = RetryPolicy::default();
-    for a in 0..10 {
-        let d = p.backoff(a);
-        assert!(
-            d <= p.max_delay && d >= p.base.min(p.max_delay) / 2,
-            "{a}: {d:?}"
+    #[test]
+    fn http_dates_backoff_and_retry_after() {
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
         );
+        assert_eq!(parse_http_date("yesterday"), None);
+        let p = RetryPolicy::default();
+        for a in 0..10 {
+            let d = p.backoff(a);
+            assert!(
+                d <= p.max_delay && d >= p.base.min(p.max_delay) / 2,
+                "{a}: {d:?}"
+            );
+        }
+        let mut h = HeaderMap::new();
+        h.insert("retry-after", HeaderValue::from_static("7"));
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
+        // The server's Retry-After wins over the backoff, capped.
+        assert_eq!(p.delay(0, &h), Duration::from_secs(7));
+        h.insert("retry-after", HeaderValue::from_static("3600"));
+        assert_eq!(p.delay(0, &h), p.max_retry_after);
     }
-    let mut h = HeaderMap::new();
-    h.insert("retry-after", HeaderValue::from_static("7"));
-    assert_eq!(retry_after(&h), Some(Duration::from_secs(7)));
-    // The server's Retry-After wins over the backoff, capped.
-    assert_eq!(p.delay(0, &h), Duration::from_secs(7));
-    h.insert("retry-after", HeaderValue::from_static("3600"));
-    assert_eq!(p.delay(0, &h), p.max_retry_after);
-}
 }
