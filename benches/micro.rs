@@ -325,6 +325,7 @@ fn request_path(c: &mut Criterion) {
             request_timeout: Duration::from_secs(30),
             reuse_answers,
             client_limits,
+            mirror: None,
         }))
     };
     let app = |reuse_answers: bool| app_with(reuse_answers, None);

@@ -40,6 +40,9 @@ pub struct Config {
     pub publish: PublishSection,
     /// Private repositories and the token endpoint.
     pub auth: Option<AuthConfig>,
+    /// Pull-through mirroring of other registries (docs/mirror.md, "Mirror mode").
+    #[serde(default)]
+    pub mirror: crate::federation::mirror::MirrorConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,7 +103,7 @@ pub struct PublishSection {
     /// Also write the registry v1 view of every published image (like `publish --v1`).
     pub v1: Option<bool>,
     /// Most a compressed archive source may decompress to (like `publish --max-archive-bytes`).
-    pub max_archive_bytes: Option<crate::publish::archive::ByteSize>,
+    pub max_archive_bytes: Option<crate::byte_size::ByteSize>,
     /// `--max-manifests` of publish, export, verify and prune (default 4096).
     pub max_manifests: Option<usize>,
 }

@@ -55,6 +55,19 @@ pub struct RepoIndex {
     /// still parse and older readers ignore it (additive: no layout_version bump).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub v1: Option<V1Index>,
+    /// Tags copied from an upstream by mirror mode: where from and when last resolved there, so
+    /// `serve` knows when to re-resolve them (additive, like `v1`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub mirrored: BTreeMap<Tag, MirroredTag>,
+}
+
+/// Where a mirrored tag came from, and when the upstream last confirmed it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirroredTag {
+    /// The upstream as clients name it (`docker.io`).
+    pub upstream: String,
+    /// Unix seconds.
+    pub resolved: i64,
 }
 
 impl RepoIndex {
@@ -67,6 +80,7 @@ impl RepoIndex {
             blobs: BTreeMap::new(),
             referrers: BTreeMap::new(),
             v1: None,
+            mirrored: BTreeMap::new(),
         }
     }
 
@@ -147,6 +161,13 @@ impl RepoIndex {
         }
         if let Some(theirs) = &other.v1 {
             self.v1.get_or_insert_with(V1Index::default).merge(theirs);
+        }
+        // A tag set by hand is no longer the upstream's: mirror mode stops refreshing it.
+        for t in other.tags.keys() {
+            match other.mirrored.get(t) {
+                Some(m) => self.mirrored.insert(t.clone(), m.clone()),
+                None => self.mirrored.remove(t),
+            };
         }
     }
 

@@ -100,6 +100,17 @@ pub fn repo_of_index_key(key: &str) -> Option<RepoName> {
 /// before their final rename; `prune` removes stale files there.
 pub const LOCAL_STAGING_DIR: &str = ".staging";
 
+/// Where mirror mode's copy leases live (`src/mirror/lease.rs`): never signed, never served.
+pub const MIRROR_LEASES_PREFIX: &str = "_mirror/leases/";
+
+/// The lease on copying `reference` (a tag or digest) of store repository `name` from an upstream:
+/// one object per image, named by a hash so any reference fits a key.
+pub fn mirror_lease(name: &RepoName, reference: &str) -> Key {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(format!("{name}\n{reference}").as_bytes());
+    format!("{MIRROR_LEASES_PREFIX}{}", hex::encode(h))
+}
+
 /// On a local store, the directory beside the layout holding the compare-and-swap lock files.
 pub const LOCAL_LOCKS_DIR: &str = ".locks";
 
@@ -130,6 +141,8 @@ pub enum KeyKind {
     V1Image(V1ImageId),
     /// Any other v1 file (the id table's shards, a repository's v1 files).
     V1File,
+    /// [`mirror_lease`]
+    MirrorLease,
 }
 
 impl KeyKind {
@@ -170,6 +183,10 @@ pub fn parse(key: &str) -> Option<KeyKind> {
         } else {
             KeyKind::RepoFile(name)
         });
+    }
+    if let Some(rest) = key.strip_prefix(MIRROR_LEASES_PREFIX) {
+        return (rest.len() == 64 && rest.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then_some(KeyKind::MirrorLease);
     }
     match key {
         CATALOG => return Some(KeyKind::Catalog),
@@ -315,7 +332,9 @@ mod tests {
             (v1::tags(&n), Some(KeyKind::V1File), false),
             (v1::tag(&n, &t), Some(KeyKind::V1File), false),
             (v1::images(&n), Some(KeyKind::V1File), false),
+            (mirror_lease(&n, "3.20"), Some(KeyKind::MirrorLease), false),
             // Not what a builder would write.
+            ("_mirror/leases/x".into(), None, false),
             (
                 format!("blobs/sha256/{}", d.hex().to_uppercase()),
                 None,

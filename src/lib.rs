@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod aws;
+pub mod byte_size;
 pub mod commit;
 pub mod config;
 pub mod export;
@@ -12,6 +13,7 @@ pub mod federation;
 pub mod hashing;
 pub mod index;
 pub mod layout;
+pub mod mirror;
 pub mod oci;
 pub mod prune;
 pub mod publish;

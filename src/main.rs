@@ -171,6 +171,23 @@ enum Command {
         #[command(flatten)]
         walk: static_registry::walk::WalkArgs,
     },
+    /// Print what Docker, containerd and podman/CRI-O need to pull through this endpoint as a
+    /// mirror (docs/mirror.md, "Mirror mode").
+    ///
+    /// The upstreams come from --upstream, else the config file's [[mirror.upstreams]], else
+    /// docker.io.
+    MirrorConfig {
+        /// The endpoint as clients reach it, e.g. https://mirror.example or http://10.0.0.5:5000.
+        #[arg(long)]
+        endpoint: url::Url,
+        /// An upstream registry, HOST[=URL] (e.g. ghcr.io, or
+        /// registry.example=http://10.0.0.9:5000); repeatable.
+        #[arg(long = "upstream", value_name = "HOST[=URL]")]
+        upstreams: Vec<String>,
+        /// Only this client's configuration.
+        #[arg(long, value_enum, default_value_t = static_registry::mirror::client_config::Client::All)]
+        client: static_registry::mirror::client_config::Client,
+    },
 }
 
 fn init_tracing(format: LogFormat) {
@@ -192,6 +209,96 @@ fn open_store(flag: Option<String>, cfg: &Config) -> anyhow::Result<Arc<dyn stor
         "no store given: pass --store DIR (or file:///path), set STATIC_REGISTRY_STORE, or set `store` in the config file",
     )?;
     store::open_with(&location, &cfg.s3)
+}
+
+/// Mirror mode from `[mirror]`: the namespace table, and the copier when an upstream populates.
+fn start_mirror(
+    cfg: &Config,
+    serve_store: Option<&str>,
+    federation: &Arc<federation::Federation>,
+) -> anyhow::Result<Option<Arc<federation::mirror::Mirror>>> {
+    use static_registry::mirror::populate::{AfterCommit, Populator};
+    let Some(mut table) = federation::mirror::Mirror::from_config(&cfg.mirror)? else {
+        return Ok(None);
+    };
+    if table.upstreams().iter().any(|u| u.populate) {
+        let location = cfg
+            .mirror
+            .store
+            .as_deref()
+            .or(serve_store)
+            .context("mirror upstreams with populate = true need a store to write to: set [mirror] store or --store")?;
+        let store = store::open_with(location, &cfg.s3)?;
+        let fed = federation.clone();
+        // This replica answers from the new index at once; others within their index_ttl.
+        let after: AfterCommit = Arc::new(move |name| {
+            let fed = fed.clone();
+            Box::pin(async move {
+                let key = static_registry::layout::repo_index(&name);
+                for origin in &fed.origins {
+                    origin.repos.invalidate(&key).await;
+                }
+            })
+        });
+        table.fill = Some(Arc::new(Populator::start(&cfg.mirror, store, after)?));
+    }
+    for u in table.upstreams() {
+        tracing::info!(
+            upstream = %u.host,
+            url = %u.url,
+            prefix = %u.prefix,
+            populate = u.populate,
+            bare_names = u.unqualified,
+            "mirroring"
+        );
+    }
+    Ok(Some(Arc::new(table)))
+}
+
+/// `mirror-config`: the upstreams from the flags, else the config file, else Docker Hub.
+fn mirror_client_config(
+    cfg: &Config,
+    endpoint: &url::Url,
+    flags: &[String],
+    client: static_registry::mirror::client_config::Client,
+) -> anyhow::Result<String> {
+    use federation::mirror::{Mirror, MirrorConfig, UpstreamConfig};
+    let from_flags = MirrorConfig {
+        upstreams: flags
+            .iter()
+            .map(|f| {
+                let (host, url) = match f.split_once('=') {
+                    Some((h, u)) => (h, Some(u.to_owned())),
+                    None => (f.as_str(), None),
+                };
+                UpstreamConfig {
+                    host: host.to_owned(),
+                    url,
+                    ..Default::default()
+                }
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let docker_hub = MirrorConfig {
+        upstreams: vec![UpstreamConfig {
+            host: federation::mirror::DOCKER_HUB.into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let chosen = if !flags.is_empty() {
+        &from_flags
+    } else if !cfg.mirror.upstreams.is_empty() {
+        &cfg.mirror
+    } else {
+        &docker_hub
+    };
+    let table = Mirror::from_config(chosen)?.context("no upstreams")?;
+    let list: Vec<_> = table.upstreams().iter().map(|u| u.as_ref()).collect();
+    Ok(static_registry::mirror::client_config::render(
+        endpoint, &list, client,
+    ))
 }
 
 #[tokio::main]
@@ -245,6 +352,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if let Some(public) = settings.public_url.as_deref() {
                 federation::warn_subdomain_origins(&built.federation, public);
             }
+            let mirror = start_mirror(&cfg, settings.store.as_deref(), &built.federation)?;
             let state = Arc::new(serve::AppState {
                 federation: built.federation,
                 url_ttl: settings.url_ttl,
@@ -256,6 +364,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 request_timeout: settings.request_timeout,
                 reuse_answers: !settings.index_ttl.is_zero(),
                 client_limits: serve::client_limits::ClientLimits::new(&settings.client_limits)?,
+                mirror,
             });
             serve::run(settings.listen, state, settings.listener_config()).await?;
             Ok(ExitCode::SUCCESS)
@@ -284,6 +393,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 pin,
                 archive: settings.archive,
                 limits: walk.limits(cfg.publish.max_manifests),
+                fill: None,
             };
             let summary = publish::publish(store, &opts).await?;
             match opts.pin.output {
@@ -361,6 +471,17 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let summary = static_registry::export::export(store, &opts).await?;
             println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::MirrorConfig {
+            endpoint,
+            upstreams,
+            client,
+        } => {
+            print!(
+                "{}",
+                mirror_client_config(&cfg, &endpoint, &upstreams, client)?
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -135,6 +135,11 @@ impl<T: Send + Sync + 'static> DocCache<T> {
         self.fresh.try_get_with_by_ref(key, self.load(key)).await
     }
 
+    /// Forgets `key`, so the next request loads it (mirror mode after it populated a repository).
+    pub async fn invalidate(&self, key: &str) {
+        self.fresh.invalidate(key).await;
+    }
+
     async fn load(&self, key: &str) -> anyhow::Result<Cached<T>> {
         self.stats.loads.fetch_add(1, Ordering::Relaxed);
         let loaded = match self.store.get(key).await {

@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod config;
 pub mod health;
+pub mod mirror;
 pub mod origin;
 pub mod region;
 

@@ -152,6 +152,7 @@ pub async fn untag(
             counts = (0, 0);
             for t in tags {
                 idx.tags.remove(t);
+                idx.mirrored.remove(t);
             }
             match closure(idx, &fetched, limits) {
                 Ok((m, b)) => {

@@ -22,7 +22,7 @@ use std::sync::Mutex;
 
 use anyhow::{bail, Context};
 
-pub use crate::publish::byte_size::ByteSize;
+pub use crate::byte_size::ByteSize;
 
 /// The default cap on what a compressed archive may decompress to.
 pub const DEFAULT_MAX_EXPANDED: u64 = 64 << 30;

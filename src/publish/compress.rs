@@ -109,7 +109,7 @@ impl<R: Read> Read for Capped<R> {
             }
             None => Err(io::Error::other(format!(
                 "the layer decompresses to more than the {} bytes allowed (--max-archive-bytes)",
-                crate::publish::byte_size::ByteSize(self.max)
+                crate::byte_size::ByteSize(self.max)
             ))),
         }
     }

@@ -10,7 +10,6 @@
 //! whose content is missing.
 
 pub mod archive;
-mod byte_size;
 mod compress;
 mod docker_archive;
 mod files;
@@ -75,6 +74,19 @@ pub struct PublishOptions {
     pub archive: archive::ArchiveLimits,
     /// Bounds of the walk through the source's image indexes (`--max-manifests`).
     pub limits: WalkLimits,
+    /// Set by mirror mode's copier: where the content goes and where its tags come from.
+    pub fill: Option<Fill>,
+}
+
+/// A publish made by mirror mode (`src/mirror/populate.rs`).
+#[derive(Debug, Clone)]
+pub struct Fill {
+    /// The store repository that receives the content, tagged or not (a pull by digest names
+    /// no tag, yet its manifests must be referenced for `serve` to answer them).
+    pub repo: RepoName,
+    /// The upstream as clients name it: every tag this publish sets is recorded as mirrored
+    /// from it, resolved now (`RepoIndex::mirrored`).
+    pub upstream: String,
 }
 
 /// What a publish did, for the user.
@@ -235,7 +247,10 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
     };
     let mut tags = if opts.tags.is_empty() {
         // `docker://REPO@DIGEST --pin` needs no tag: the pin is one.
-        if loaded.default_tags.is_empty() && !(opts.pin.pin && mirror.is_some()) {
+        if loaded.default_tags.is_empty()
+            && !(opts.pin.pin && mirror.is_some())
+            && opts.fill.is_none()
+        {
             bail!("{label}: the source does not name the image; pass --tag REPO:TAG");
         }
         loaded.default_tags.clone()
@@ -251,7 +266,11 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
         store.describe()
     );
 
-    let repos: Vec<RepoName> = tags.iter().map(|t| t.name.clone()).collect();
+    let repos: Vec<RepoName> = tags
+        .iter()
+        .map(|t| t.name.clone())
+        .chain(opts.fill.iter().map(|f| f.repo.clone()))
+        .collect();
     let known = reuse::known_layers(store.as_ref(), &repos, opts.compression).await;
     let plan = upload::UploadPlan {
         compression: opts.compression,
@@ -315,13 +334,29 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
         })
         .collect();
     let mut updates: BTreeMap<RepoName, RepoIndex> = BTreeMap::new();
+    if let Some(fill) = &opts.fill {
+        let u = RepoIndex::new(fill.repo.clone());
+        updates.insert(fill.repo.clone(), u);
+    }
     for t in &tags {
         let u = updates
             .entry(t.name.clone())
             .or_insert_with(|| RepoIndex::new(t.name.clone()));
         u.tags.insert(t.tag.clone(), rendered.root.clone());
+    }
+    let resolved = jiff::Timestamp::now().as_second();
+    for u in updates.values_mut() {
         u.manifests.clone_from(&manifests);
         u.blobs.clone_from(&rendered.blobs);
+        if let Some(fill) = &opts.fill {
+            for t in u.tags.keys() {
+                let m = crate::index::MirroredTag {
+                    upstream: fill.upstream.clone(),
+                    resolved,
+                };
+                u.mirrored.insert(t.clone(), m);
+            }
+        }
     }
     if let Some(m) = &mirror {
         for u in updates.values_mut() {

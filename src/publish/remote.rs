@@ -67,6 +67,14 @@ pub struct MirrorOptions {
     /// HTTP (tried after HTTPS). Registries on loopback may always fall back to plain HTTP.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub src_tls_verify: bool,
+    /// Refuse an image whose blobs (layers and configs, referrers included) add up to more than
+    /// SIZE (e.g. 2GiB), before anything is downloaded.
+    #[arg(long, value_name = "SIZE")]
+    pub max_image_bytes: Option<crate::byte_size::ByteSize>,
+    /// Take credentials only from `creds` and `authfile`, never from the environment or Docker's
+    /// default config: the mirror copier inside `serve` uses what its upstream's config names.
+    #[arg(skip)]
+    pub isolated_credentials: bool,
 }
 
 impl Default for MirrorOptions {
@@ -77,6 +85,8 @@ impl Default for MirrorOptions {
             platforms: Vec::new(),
             with_referrers: false,
             src_tls_verify: true,
+            max_image_bytes: None,
+            isolated_credentials: false,
         }
     }
 }
@@ -243,9 +253,13 @@ pub(crate) async fn load(
         creds: opts.creds.clone(),
         authfile: opts.authfile.clone(),
     };
+    let isolated = opts.isolated_credentials;
     let creds = tokio::task::spawn_blocking({
         let r = r.clone();
-        move || credentials::resolve(&r, &lookup, &|k| std::env::var(k).ok())
+        move || {
+            let env = |k: &str| (!isolated).then(|| std::env::var(k).ok()).flatten();
+            credentials::resolve(&r, &lookup, &env)
+        }
     })
     .await??;
     tracing::info!(
@@ -315,6 +329,16 @@ pub(crate) async fn load(
                     .collect::<HashSet<_>>()
                     .len()
             ));
+        }
+    }
+    if let Some(max) = opts.max_image_bytes {
+        let total: u64 = loader.blobs.values().map(|(_, size)| size).sum();
+        if total > max.0 {
+            bail!(
+                "{}: the image's blobs add up to {} bytes, over the limit of {max}",
+                loader.label,
+                total
+            );
         }
     }
     let files = RemoteFiles {

@@ -33,6 +33,7 @@ fn opts(source: String, tags: &[&str]) -> PublishOptions {
         pin: Default::default(),
         archive: Default::default(),
         limits: Default::default(),
+        fill: None,
     }
 }
 

@@ -66,6 +66,8 @@ pub struct AppState {
     pub reuse_answers: bool,
     /// Per-client request rates, when configured ([`client_limits`]).
     pub client_limits: Option<client_limits::ClientLimits>,
+    /// Mirror namespaces and the copier, when `[mirror]` names upstreams (docs/mirror.md).
+    pub mirror: Option<Arc<crate::federation::mirror::Mirror>>,
 }
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");

@@ -169,6 +169,7 @@ fn state(
         request_timeout: Duration::from_secs(30),
         reuse_answers,
         client_limits: None,
+        mirror: None,
     })
 }
 

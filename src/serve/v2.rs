@@ -15,6 +15,7 @@ use crate::layout;
 use crate::reference::{Digest, ManifestRef, RepoName};
 use crate::sign::{Method, SignRequest};
 
+use crate::federation::mirror::{ns_of, Mapped, Mapping};
 use crate::federation::Origin;
 
 use super::error::OciError;
@@ -37,18 +38,12 @@ pub async fn handle(
     route: V2Route,
     region: Option<&str>,
 ) -> (Response, Reuse) {
-    let head = req.method == HttpMethod::HEAD;
     let query = req.uri.query();
     let auth = state.auth.as_deref();
     let authorization = req
         .headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let fed = &state.federation;
-    let ctx = |name: Option<&RepoName>, access: &Access| Ctx {
-        origin: fed.pick(name, region),
-        url_ttl: access.url_ttl(state.url_ttl),
-    };
     let name = match &route {
         V2Route::Base => {
             // With private repositories, the root asks for a token so that clients learn
@@ -62,7 +57,11 @@ pub async fn handle(
         V2Route::Catalog => {
             // Lists what this client may see: no answer shared between clients.
             let view = CatalogView::of(auth, authorization);
-            let answer = catalog(&ctx(None, &Access::Public), query, &view).await;
+            let ctx = Ctx {
+                origin: state.federation.pick(None, region),
+                url_ttl: state.url_ttl,
+            };
+            let answer = catalog(&ctx, query, &view).await;
             return (
                 answer.unwrap_or_else(IntoResponse::into_response),
                 Reuse::Never,
@@ -73,27 +72,133 @@ pub async fn handle(
         | V2Route::Blob(n, _)
         | V2Route::Referrers(n, _) => n,
     };
-    let access = Access::of(auth, authorization, name);
-    if let Access::Denied { scope } = &access {
-        return (challenge(state, &req.headers, Some(scope)), Reuse::Never);
-    }
-    let ctx = ctx(Some(name), &access);
-    // Blob and manifest answers read neither the query nor any header; a public repository's
-    // are the same for every client, so they may be re-used. Tags, catalog and referrers pages
-    // read the query and are not hot enough to be worth keeping.
-    let keepable = access == Access::Public;
-    let answer = match &route {
-        V2Route::Manifest(name, r) => manifest(&ctx, head, name, r).await.map(|a| (a, keepable)),
-        V2Route::Blob(name, d) => blob(&ctx, head, name, d).await.map(|a| (a, keepable)),
-        V2Route::Tags(name) => tags(&ctx, name, query).await.map(|a| (a, false)),
-        V2Route::Referrers(name, d) => referrers(&ctx, name, d, query).await.map(|a| (a, false)),
-        V2Route::Base | V2Route::Catalog => unreachable!("answered above"),
+    // Mirror namespaces (docs/mirror.md, "Mirror mode"): containerd's `?ns=`, a host path prefix
+    // (podman, CRI-O) or a bare name Docker's registry-mirrors sends map to a store repository.
+    let mapping = match &state.mirror {
+        Some(m) => m.map(name, ns_of(query).as_deref()),
+        None => Mapping::AsIs,
+    };
+    let answer = match &mapping {
+        Mapping::AsIs => answer(state, req, &route, name, None, region).await,
+        Mapping::Mirrored(m) => answer(state, req, &route, &m.store, Some(m), region).await,
+        // The store's own repository of that name first: with it, nothing changes.
+        Mapping::AsIsElse(m) => match answer(state, req, &route, name, None, region).await {
+            Err(e) if e.code() == Some("NAME_UNKNOWN") => {
+                answer(state, req, &route, &m.store, Some(m), region).await
+            }
+            other => other,
+        },
+        // An upstream this endpoint does not mirror: no other namespace may answer for it.
+        Mapping::UnknownNamespace => Err(OciError::name_unknown(name.as_str()).into()),
     };
     match answer {
         Ok((resp, true)) => (resp, Reuse::ForSameRequest),
         Ok((resp, false)) => (resp, Reuse::Never),
-        // An error may pass (a storage outage, a publish in flight): never kept.
-        Err(e) => (e.into_response(), Reuse::Never),
+        // An error may pass (a storage outage, a publish in flight, a mirror copy): never kept.
+        Err(Answer::Challenge(resp)) => (resp, Reuse::Never),
+        Err(Answer::Error(e)) => (e.into_response(), Reuse::Never),
+    }
+}
+
+/// Why a repository's answer is not a plain success.
+enum Answer {
+    /// 401: the access decision wants a token.
+    Challenge(Response),
+    Error(OciError),
+}
+
+impl Answer {
+    fn code(&self) -> Option<&'static str> {
+        match self {
+            Answer::Error(e) => Some(e.code),
+            Answer::Challenge(_) => None,
+        }
+    }
+}
+
+impl From<OciError> for Answer {
+    fn from(e: OciError) -> Self {
+        Answer::Error(e)
+    }
+}
+
+/// Answers a route on store repository `name` (the request's own, or the one a mirror
+/// namespace maps it to): the access decision, then the handler, then mirror mode's bookkeeping.
+/// Returns the answer and whether it may be re-used.
+async fn answer(
+    state: &AppState,
+    req: &Parts,
+    route: &V2Route,
+    name: &RepoName,
+    mirrored: Option<&Mapped>,
+    region: Option<&str>,
+) -> Result<(Response, bool), Answer> {
+    let head = req.method == HttpMethod::HEAD;
+    let query = req.uri.query();
+    let authorization = req
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let access = Access::of(state.auth.as_deref(), authorization, name);
+    if let Access::Denied { scope } = &access {
+        return Err(Answer::Challenge(challenge(
+            state,
+            &req.headers,
+            Some(scope),
+        )));
+    }
+    let ctx = Ctx {
+        origin: state.federation.pick(Some(name), region),
+        url_ttl: access.url_ttl(state.url_ttl),
+    };
+    // Blob and manifest answers read neither the query nor any header; a public repository's
+    // are the same for every client, so they may be re-used. Tags, catalog and referrers pages
+    // read the query and are not hot enough to be worth keeping.
+    let keepable = access == Access::Public;
+    let answer = match route {
+        V2Route::Manifest(_, r) => manifest(&ctx, head, name, r).await.map(|a| (a, keepable)),
+        V2Route::Blob(_, d) => blob(&ctx, head, name, d).await.map(|a| (a, keepable)),
+        V2Route::Tags(_) => tags(&ctx, name, query).await.map(|a| (a, false)),
+        V2Route::Referrers(_, d) => referrers(&ctx, name, d, query).await.map(|a| (a, false)),
+        V2Route::Base | V2Route::Catalog => unreachable!("answered before any repository"),
+    };
+    if let (Some(m), V2Route::Manifest(_, r)) = (mirrored, route) {
+        mirror_bookkeeping(state, &ctx, m, r, answer.is_ok()).await;
+    }
+    answer.map_err(Answer::Error)
+}
+
+/// Mirror mode after a manifest answer: counts hits and misses, asks the copier to populate a
+/// miss, and to re-resolve a tag the upstream last confirmed longer ago than its `tag_ttl` (the
+/// tag is served meanwhile: the upstream may be down).
+async fn mirror_bookkeeping(
+    state: &AppState,
+    ctx: &Ctx<'_>,
+    m: &Mapped,
+    r: &ManifestRef,
+    hit: bool,
+) {
+    let result = if hit { "hit" } else { "miss" };
+    metrics::counter!("static_registry_mirror_requests_total", "upstream" => m.upstream.host.clone(), "result" => result)
+        .increment(1);
+    let Some(fill) = state.mirror.as_ref().and_then(|x| x.fill.as_ref()) else {
+        return;
+    };
+    if !hit {
+        fill.missed(m, r);
+        return;
+    }
+    let ManifestRef::Tag(t) = r else { return };
+    // The index is cached: this reads no store object.
+    if let Ok(idx) = repo(ctx, &m.store).await {
+        if let Some(mt) = idx.mirrored.get(t) {
+            let age = jiff::Timestamp::now()
+                .as_second()
+                .saturating_sub(mt.resolved);
+            if age > i64::try_from(m.upstream.tag_ttl.as_secs()).unwrap_or(i64::MAX) {
+                fill.stale(m, t);
+            }
+        }
     }
 }
 

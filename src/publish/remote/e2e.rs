@@ -32,6 +32,7 @@ fn opts(source: String, creds: Option<&str>) -> PublishOptions {
         pin: PinOptions::default(),
         archive: Default::default(),
         limits: Default::default(),
+        fill: None,
     }
 }
 

@@ -69,6 +69,7 @@ fn opts(source: String) -> PublishOptions {
         pin: PinOptions::default(),
         archive: Default::default(),
         limits: Default::default(),
+        fill: None,
     }
 }
 
