@@ -99,16 +99,6 @@ fn fails_with(out: &Output, what: &str, want: &str) {
     assert!(err.contains(want), "{what}: stderr lacks {want:?}:\n{err}");
 }
 
-fn digest_of(f: &Expect) -> String {
-    match f {
-        Expect::Index { digest, .. } => digest.clone(),
-        Expect::Image(i) => i
-            .manifest
-            .clone()
-            .expect("OCI fixtures keep their manifest"),
-    }
-}
-
 fn u(v: &Value, k: &str) -> u64 {
     v[k].as_u64()
         .unwrap_or_else(|| panic!("{k} missing in {v:#}"))
@@ -178,7 +168,7 @@ fn mirror_pin_and_pull_with_every_client_after_the_upstream_stops() {
         &["--pin", "--registry-host", "mirror.example:5000"],
         &[],
     );
-    let want = digest_of(&single);
+    let want = Expect::top_digest(&single);
     assert_eq!(j["source"], src_single.as_str());
     assert_eq!(j["tags"][0]["repository"], "fix/single");
     assert_eq!(j["tags"][0]["tag"], "1.0");
@@ -205,7 +195,7 @@ fn mirror_pin_and_pull_with_every_client_after_the_upstream_stops() {
 
     let src_multi = format!("docker://{host}/fix/multi:latest");
     let jm = publish_json(s, &src_multi, &[], &[]);
-    assert_eq!(jm["tags"][0]["digest"], digest_of(&multi).as_str());
+    assert_eq!(jm["tags"][0]["digest"], Expect::top_digest(&multi).as_str());
     assert_eq!(jm["tags"][0]["mediaType"], fixtures::OCI_INDEX);
     assert_eq!(jm["pin"], Value::Null);
     assert_eq!(
@@ -243,7 +233,7 @@ fn mirror_pin_and_pull_with_every_client_after_the_upstream_stops() {
         &[],
     );
     let filtered = ja["tags"][0]["digest"].as_str().unwrap().to_owned();
-    assert_ne!(filtered, digest_of(&multi));
+    assert_ne!(filtered, Expect::top_digest(&multi));
     let notes = ja["notes"].to_string();
     assert!(notes.contains("filtered image index"), "{notes}");
     assert_eq!(u(&ja, "bytes_downloaded"), 0);
@@ -323,7 +313,7 @@ fn mirror_pin_and_pull_with_every_client_after_the_upstream_stops() {
         let image = format!("{sh}/{reference}");
         ctd.pull(&image, &[extra]).unwrap_or_else(|e| panic!("{e}"));
         let (digest, _) = ctd.image(&image).unwrap();
-        assert_eq!(digest, digest_of(expect), "ctr {reference}");
+        assert_eq!(digest, Expect::top_digest(expect), "ctr {reference}");
         check_pulled(expect, &digest, platforms, &mut |d| ctd.content(d))
             .unwrap_or_else(|e| panic!("ctr {reference}: {e}"));
     }
@@ -554,7 +544,7 @@ fn mirror_through_a_bearer_token_service() {
     );
     let j: Value = serde_json::from_slice(&out.stdout).unwrap();
     let multi = fixtures::oci_multi();
-    assert_eq!(j["tags"][0]["digest"], digest_of(&multi).as_str());
+    assert_eq!(j["tags"][0]["digest"], Expect::top_digest(&multi).as_str());
     assert_eq!(u(&j, "blobs_written"), 5);
     assert!(
         tokens.issued.load(std::sync::atomic::Ordering::SeqCst) > issued,
@@ -609,7 +599,7 @@ fn mirror_with_referrers_and_serve_the_referrers_api() {
     let mut up = Upstream::start(UpstreamAuth::Open);
     up.push("oci:fixtures/oci-single:1.0", "fix/signed:1.0", false, None);
     let single = fixtures::oci_single();
-    let subject = digest_of(&single);
+    let subject = Expect::top_digest(&single);
     let Expect::Image(img) = &single else {
         unreachable!()
     };
@@ -739,7 +729,10 @@ fn mirror_into_an_s3_store() {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
     };
     let first = json(&world.publish(&config, &src, &[], &["--output", "json"]));
-    assert_eq!(first["tags"][0]["digest"], digest_of(&multi).as_str());
+    assert_eq!(
+        first["tags"][0]["digest"],
+        Expect::top_digest(&multi).as_str()
+    );
     assert_eq!(u(&first, "blobs_written"), 5);
     let gets = up.blob_gets();
     let again = json(&world.publish(&config, &src, &[], &["--output", "json"]));

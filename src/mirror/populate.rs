@@ -58,7 +58,13 @@ struct Inner {
     lease_ttl: Duration,
     holder: String,
     after_commit: AfterCommit,
+    /// Jobs of one repository run one after another (striped by name): a client that misses a
+    /// tag also misses each of its manifests by digest, and those jobs then find them present.
+    repo_locks: Vec<tokio::sync::Mutex<()>>,
 }
+
+/// Stripes of [`Inner::repo_locks`].
+const REPO_LOCKS: usize = 64;
 
 impl Populator {
     /// Starts the copier's runtime (its own threads, so a copy never slows a request).
@@ -112,6 +118,9 @@ impl Populator {
                 .map_or(mirror::DEFAULT_LEASE_TTL, Duration::from_secs),
             holder,
             after_commit,
+            repo_locks: (0..REPO_LOCKS)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
         });
         Ok(Populator { inner })
     }
@@ -153,6 +162,12 @@ impl Inner {
         };
         let me = self.clone();
         self.runtime.spawn(async move {
+            let stripe = {
+                use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+                BuildHasherDefault::<DefaultHasher>::default().hash_one(&job.mapped.store) as usize
+                    % REPO_LOCKS
+            };
+            let _repo = me.repo_locks[stripe].lock().await;
             let permit = me.slots.clone().acquire_owned().await;
             me.pending.fetch_sub(1, Ordering::SeqCst);
             metrics::gauge!("static_registry_mirror_queue_length")
@@ -193,6 +208,12 @@ impl Inner {
                 self.failed.insert(job.key.clone(), ());
                 return;
             }
+        }
+        // Checked under the lease: whoever held it before may have copied this very image.
+        if self.present(job, now).await {
+            count("present");
+            lease::release(self.store.as_ref(), &job.key).await;
+            return;
         }
         count("started");
         let started = std::time::Instant::now();
@@ -238,6 +259,29 @@ impl Inner {
             }
         }
         lease::release(self.store.as_ref(), &job.key).await;
+    }
+}
+
+impl Inner {
+    /// Whether the store already answers `job` (read from the store, not the cache): a digest it
+    /// references, a tag it has (for a miss), or a tag resolved within its `tag_ttl` (for a
+    /// refresh).
+    async fn present(&self, job: &Job, now: i64) -> bool {
+        let m = &job.mapped;
+        let Ok(Some(obj)) = self.store.get(&layout::repo_index(&m.store)).await else {
+            return false;
+        };
+        let Ok(idx) = crate::index::RepoIndex::from_slice(&obj.bytes) else {
+            return false;
+        };
+        match (&job.reference, job.cause) {
+            (ManifestRef::Digest(d), _) => idx.manifests.contains_key(d),
+            (ManifestRef::Tag(t), Cause::Miss) => idx.tags.contains_key(t),
+            (ManifestRef::Tag(t), Cause::Refresh) => idx.mirrored.get(t).is_some_and(|mt| {
+                now.saturating_sub(mt.resolved)
+                    <= i64::try_from(m.upstream.tag_ttl.as_secs()).unwrap_or(i64::MAX)
+            }),
+        }
     }
 }
 

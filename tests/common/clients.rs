@@ -212,6 +212,15 @@ pub struct Podman {
 }
 
 impl Podman {
+    /// podman whose `registries.conf` also holds `extra` (e.g. a `[[registry.mirror]]`).
+    pub fn with_registries(extra: &str) -> Podman {
+        let p = Podman::new();
+        let mut conf = std::fs::read_to_string(&p.registries_conf).expect("read registries.conf");
+        conf.push_str(extra);
+        std::fs::write(&p.registries_conf, conf).expect("write registries.conf");
+        p
+    }
+
     pub fn new() -> Podman {
         require_tool("podman");
         let dir = tempfile::Builder::new()

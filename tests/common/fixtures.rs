@@ -47,6 +47,17 @@ pub enum Expect {
 }
 
 impl Expect {
+    /// The digest a tag of this fixture points at: the index's, or the image manifest's.
+    pub fn top_digest(&self) -> String {
+        match self {
+            Expect::Index { digest, .. } => digest.clone(),
+            Expect::Image(i) => i
+                .manifest
+                .clone()
+                .expect("OCI fixtures keep their manifest"),
+        }
+    }
+
     /// The linux/amd64 image (the one single-platform pulls pick on this machine).
     pub fn amd64(&self) -> &Image {
         match self {

@@ -228,6 +228,11 @@ impl Server {
     /// Starts `serve --store STORE --listen 127.0.0.1:PORT EXTRA...` and waits until `GET /v2/`
     /// answers 200.
     pub fn start(store: &Path, extra: &[&str]) -> Server {
+        Self::start_with_env(store, extra, &[])
+    }
+
+    /// [`Server::start`] with extra environment variables (upstream credentials for mirror mode).
+    pub fn start_with_env(store: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().expect("server temp dir");
         let mut last_log = String::new();
         for attempt in 0..5 {
@@ -247,6 +252,7 @@ impl Server {
                 .env_remove("STATIC_REGISTRY_LISTEN")
                 .env("RUST_LOG", "static_registry=debug,info")
                 .env("NO_COLOR", "1")
+                .envs(env.iter().copied())
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("clone log handle"))
                 .stderr(log)
