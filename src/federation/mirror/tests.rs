@@ -193,3 +193,21 @@ fn ns_is_read_from_the_query() {
     assert_eq!(ns_of(Some("n=1")), None);
     assert_eq!(ns_of(None), None);
 }
+
+#[test]
+fn the_example_config_builds() {
+    let c: crate::config::Config =
+        toml::from_str(include_str!("../../../config/mirror.toml")).expect("config/mirror.toml");
+    let m = Mirror::from_config(&c.mirror).unwrap().unwrap();
+    let hosts: Vec<&str> = m.upstreams().iter().map(|u| u.host.as_str()).collect();
+    assert_eq!(hosts, ["docker.io", "registry.internal:5000"]);
+    let name = |s: &str| RepoName::parse(s).unwrap();
+    assert!(m.upstreams()[0].allows(&name("library/alpine")));
+    assert!(!m.upstreams()[0].allows(&name("someone/alpine")));
+    assert_eq!(m.upstreams()[0].max_image_bytes, 4 << 30);
+    assert_eq!(m.upstreams()[0].platforms.len(), 2);
+    assert_eq!(
+        show(&m, "registry-internal/team/app", None),
+        "mirror registry.internal:5000 registry-internal/team/app team/app"
+    );
+}
