@@ -16,8 +16,8 @@
 //!   add mirrors or registries) and its trust key (20.10 otherwise writes `/etc/docker/key.json`;
 //!   `deprecated-key-path` is only accepted in the config file). Paths stay short: unix socket
 //!   paths are limited to 108 bytes. No `--containerd`: dockerd starts a containerd of its own
-//!   under the exec root, so daemons in parallel do not share one (tested: three daemons running
-//!   containers at once). Their shims put sockets in the shared `/run/containerd/s/`, named by a
+//!   under the exec root, so daemons in parallel do not share one (checked by hand: three daemons
+//!   running containers at once). Their shims put sockets in the shared `/run/containerd/s/`, named by a
 //!   hash of their containerd's socket path, so they do not clash either.
 //! - vfs storage (overlayfs is not available in every sandbox), no iptables, no bridge: no
 //!   container gets a network, so run containers with `--network none` ([`Dockerd::run`] does).
