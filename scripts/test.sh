@@ -3,10 +3,10 @@
 #
 #   scripts/test.sh [extra `cargo test` arguments...]
 #
-# The integration tests drive real clients and servers: skopeo, podman and containerd pull from
-# `static-registry serve`; nginx, docker-registry (CNCF distribution), wrk and s3s-fs are used by
-# the comparison and S3 tests. Each tool is installed only when it is missing, so a second run
-# goes straight to `cargo test`. Tests fail, never skip, when a tool is missing.
+# The integration tests drive real clients and servers: skopeo, podman, containerd and the Docker
+# daemon pull from `static-registry serve`; nginx, docker-registry (CNCF distribution), wrk and
+# s3s-fs are used by the comparison and S3 tests. Each tool is installed only when it is missing,
+# so a second run goes straight to `cargo test`. Tests fail, never skip, when a tool is missing.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,23 +36,47 @@ PACKAGES=(
     "curl:curl"
     "openssl:openssl"
 )
+# The same, installed without their recommended packages. docker.io: dockerd 20.10 and its own
+# client, /usr/bin/docker (tests/docker.rs; `docker` alone is no sign of it, as a machine may have
+# another client elsewhere on PATH). Its recommends (apparmor, cgroupfs-mount, needrestart, git)
+# would only change how the daemon runs containers; the tests need none of them.
+LEAN_PACKAGES=(
+    "docker.io:dockerd"
+)
 export PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin"
 
-missing=()
-for entry in "${PACKAGES[@]}"; do
-    pkg=${entry%%:*}
-    for cmd in ${entry#*:}; do
-        if ! command -v "$cmd" >/dev/null 2>&1; then
-            missing+=("$pkg")
-            break
-        fi
+# The packages of LIST ("pkg:cmds" entries) with a command missing.
+missing_of() {
+    local entry pkg cmd
+    for entry in "$@"; do
+        pkg=${entry%%:*}
+        for cmd in ${entry#*:}; do
+            if ! command -v "$cmd" >/dev/null 2>&1; then
+                echo "$pkg"
+                break
+            fi
+        done
     done
-done
+}
+mapfile -t missing < <(missing_of "${PACKAGES[@]}")
+mapfile -t missing_lean < <(missing_of "${LEAN_PACKAGES[@]}")
 
-if [ "${#missing[@]}" -gt 0 ]; then
-    log "installing missing packages: ${missing[*]}"
+# A static busybox: the runnable image tests/docker.rs builds has no libc. Checked by package, as
+# Debian's dynamic `busybox` package provides the same command.
+if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'ok installed'; then
+    missing+=("busybox-static")
+fi
+
+if [ "$((${#missing[@]} + ${#missing_lean[@]}))" -gt 0 ]; then
+    log "installing missing packages: ${missing[*]} ${missing_lean[*]}"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+    if [ "${#missing[@]}" -gt 0 ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+    fi
+    if [ "${#missing_lean[@]}" -gt 0 ]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+            "${missing_lean[@]}"
+    fi
 fi
 
 CARGO_BIN="${CARGO_HOME:-${HOME:-/root}/.cargo}/bin"
@@ -79,7 +103,7 @@ if ! python3 -c 'import docker_registry_client' >/dev/null 2>&1; then
     python3 -m pip install -q docker-registry-client
 fi
 
-log "tools: $(skopeo --version), $(podman --version), $(containerd --version | cut -d' ' -f1,3)"
+log "tools: $(skopeo --version), $(podman --version), $(containerd --version | cut -d' ' -f1,3), $(dockerd --version | cut -d, -f1)"
 
 # One build, then every test binary (unit and integration) runs; tests run in parallel.
 exec cargo test --locked --no-fail-fast "$@"

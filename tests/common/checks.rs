@@ -1,9 +1,11 @@
 //! The per-fixture pull checks shared by the tests that pull fixtures with real clients
-//! (tests/pull.rs, tests/s3.rs, tests/federation.rs, tests/mirror.rs, tests/ops.rs).
+//! (tests/pull.rs, tests/s3.rs, tests/federation.rs, tests/mirror.rs, tests/ops.rs,
+//! tests/docker.rs).
 
 use serde_json::Value;
 
 use super::clients::{Containerd, Podman, Skopeo};
+use super::docker::Dockerd;
 use super::fixtures::{check_pulled, Expect, Fixture, Image, Platforms};
 use super::{hex_of, sha256};
 
@@ -245,6 +247,55 @@ pub fn containerd_pulls_fixture(
         ctd.pull(&image, &["--all-platforms"])?;
         check_pulled(&f.expect, &digest, Platforms::All, &mut |d| ctd.content(d))
             .map_err(|e| format!("--all-platforms: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Checks `docker image inspect IMAGE` of a pulled image against the fixture image for `arch`:
+/// the image ID is the config digest, the rootfs layers are the diff_ids, the platform is
+/// linux/`arch`, and `RepoDigests` holds `repo_digest` (`HOST/REPO@DIGEST`, the manifest or
+/// index digest the image was pulled by).
+pub fn check_docker_image(
+    dockerd: &Dockerd,
+    image: &str,
+    expect: &Expect,
+    arch: &str,
+    repo_digest: &str,
+) -> Result<(), String> {
+    let info = dockerd.image_inspect(image)?;
+    let want = image_for(expect, arch)?;
+    let id = info["Id"].as_str().unwrap_or("");
+    if id != want.config {
+        return Err(format!(
+            "docker image ID {id}, want the fixture's config {}",
+            want.config
+        ));
+    }
+    let layers: Vec<&str> = info["RootFS"]["Layers"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if layers != want.diff_ids {
+        return Err(format!(
+            "docker rootfs layers {layers:?}, want diff_ids {:?}",
+            want.diff_ids
+        ));
+    }
+    let platform = (
+        info["Os"].as_str().unwrap_or(""),
+        info["Architecture"].as_str().unwrap_or(""),
+    );
+    if platform != ("linux", arch) {
+        return Err(format!("docker pulled {platform:?}, want linux/{arch}"));
+    }
+    let repo_digests: Vec<&str> = info["RepoDigests"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !repo_digests.contains(&repo_digest) {
+        return Err(format!(
+            "docker's RepoDigests {repo_digests:?} lack {repo_digest}"
+        ));
     }
     Ok(())
 }

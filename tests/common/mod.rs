@@ -10,6 +10,7 @@
 
 pub mod checks;
 pub mod clients;
+pub mod docker;
 pub mod download;
 pub mod fixtures;
 pub mod hostile;
@@ -52,16 +53,25 @@ pub fn hex_of(digest: &str) -> &str {
         .unwrap_or_else(|| panic!("not a sha256 digest: {digest}"))
 }
 
-/// Fails the test with a clear message when a required tool is not installed.
-pub fn require_tool(name: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(name).is_file()))
-        .unwrap_or(false);
-    assert!(
-        found,
-        "required tool `{name}` is not installed (not on PATH). Run the suite with scripts/test.sh, \
-         which installs skopeo, podman, containerd, umoci, nginx, docker-registry, wrk and s3s-fs."
-    );
+/// Where `name` is on PATH (the first match), if anywhere.
+pub fn find_tool(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join(name))
+            .find(|p| p.is_file())
+    })
+}
+
+/// Fails the test with a clear message when a required tool is not installed; returns its path.
+pub fn require_tool(name: &str) -> PathBuf {
+    find_tool(name).unwrap_or_else(|| {
+        panic!(
+            "required tool `{name}` is not installed (not on PATH). Run the suite with \
+             scripts/test.sh, which installs skopeo, podman, containerd, umoci, nginx, \
+             docker-registry, dockerd and docker (docker.io), busybox (busybox-static), wrk and \
+             s3s-fs."
+        )
+    })
 }
 
 /// Renders a finished command for an assertion message.
