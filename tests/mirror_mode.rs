@@ -11,7 +11,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use common::checks::check_docker_image;
 use common::clients::{Containerd, Podman, Skopeo};
+use common::docker::Dockerd;
 use common::fixtures::{self, check_pulled, Expect, Platforms};
 use common::lb::metric_sum;
 use common::upstream::{TokenServer, Upstream, UpstreamAuth, TOKEN_ISSUER, TOKEN_SERVICE};
@@ -385,4 +387,67 @@ fn a_tag_moved_upstream_moves_after_tag_ttl_and_the_old_digest_still_pulls() {
         )
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(pulled.manifest().unwrap().0, old);
+}
+
+#[test]
+fn docker_registry_mirrors_pulls_a_docker_hub_name_from_the_store() {
+    // The test's registry plays Docker Hub: `host = "docker.io"` takes Docker's bare names.
+    let mut up = Upstream::start(UpstreamAuth::Open);
+    up.push(
+        "oci:fixtures/oci-multi:latest",
+        "library/tool:1.0",
+        true,
+        None,
+    );
+    let multi = fixtures::oci_multi();
+    let store = new_store();
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let cfg = cfg_dir.path().join("hub.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[mirror.upstreams]]\nhost = \"docker.io\"\nurl = \"http://{}\"\npopulate = true\nallow = [\"library/*\"]\n",
+            up.host()
+        ),
+    )
+    .unwrap();
+    let s = serve(store.path(), &cfg, &[]);
+    // Populate first: a miss would send the daemon to the real Docker Hub.
+    let path = "/v2/library/tool/manifests/1.0?ns=docker.io";
+    assert_eq!(head(&s, path).0, 404);
+    let want = until_present(&s, path);
+    assert_eq!(want, Expect::top_digest(&multi));
+    assert!(store
+        .path()
+        .join("repositories/docker.io/library/tool/_index.json")
+        .exists());
+    up.stop();
+
+    let docker = Dockerd::start_with(&["--registry-mirror", &s.url("")]);
+    docker
+        .pull("tool:1.0")
+        .unwrap_or_else(|e| panic!("docker pull through registry-mirrors: {e}\n{}", s.log()));
+    check_docker_image(
+        &docker,
+        "tool:1.0",
+        &multi,
+        "amd64",
+        &format!("tool@{want}"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    docker.assert_stayed_local();
+    // The bare name reached the store's docker.io/library/tool, as a hit.
+    assert!(
+        s.log()
+            .contains("path=\"/v2/library/tool/manifests/1.0\" status=200"),
+        "{}",
+        s.log()
+    );
+    assert!(
+        metric(
+            &s,
+            "static_registry_mirror_requests_total",
+            &["upstream=\"docker.io\"", "result=\"hit\""]
+        ) >= 1.0
+    );
 }
