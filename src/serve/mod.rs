@@ -152,7 +152,7 @@ pub(crate) fn dispatch(state: &Arc<AppState>, req: Request, peer: Option<SocketA
             )));
         }
     }
-    // 2. A repeat of a request whose handler declared its answer reusable (step 5) gets that
+    // 2. A repeat of a request whose handler declared its answer reusable (step 6) gets that
     //    answer again, without routing: it is keyed on everything the answer was declared to
     //    depend on.
     let read = V2Read::of(state, &req, peer);

@@ -131,6 +131,23 @@ fn state(
     auth: Option<Arc<TokenIssuer>>,
     reuse_answers: bool,
 ) -> Arc<AppState> {
+    state_with_mirror(store, auth, reuse_answers, None)
+}
+
+fn state_with_mirror(
+    store: Arc<LocalStore>,
+    auth: Option<Arc<TokenIssuer>>,
+    reuse_answers: bool,
+    mirror: Option<&str>,
+) -> Arc<AppState> {
+    let mirror = mirror.map(|text| {
+        let c: crate::federation::mirror::MirrorConfig = toml::from_str(text).unwrap();
+        Arc::new(
+            crate::federation::mirror::Mirror::from_config(&c)
+                .unwrap()
+                .unwrap(),
+        )
+    });
     let signer = SecureLinkSigner::with_secret(
         &SecureLinkConfig {
             base_url: "https://edge.test".into(),
@@ -169,7 +186,7 @@ fn state(
         request_timeout: Duration::from_secs(30),
         reuse_answers,
         client_limits: None,
-        mirror: None,
+        mirror,
     })
 }
 
@@ -506,4 +523,72 @@ async fn reused_answers_equal_fresh_ones_whatever_the_query_and_headers() {
         super::recent_answers::REUSED.total() > before,
         "no answer was re-used: the test compared fresh answers only"
     );
+}
+
+/// Mirror namespaces (docs/mirror.md, "How requests map to the store"): containerd's `?ns=`, a
+/// path prefix, and bare names all reach the same store repository, through the same access
+/// decision; an `ns` nobody mirrors is never answered.
+#[tokio::test]
+async fn mirror_namespaces_answer_as_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store(dir.path());
+    let mirror = r#"
+[[upstreams]]
+host = "registry.test:5000"
+prefix = "pub"
+
+[[upstreams]]
+host = "docker.io"
+prefix = "library"
+
+[[upstreams]]
+host = "team.example"
+prefix = "team"
+"#;
+    let open = super::router(state_with_mirror(store.clone(), None, false, Some(mirror)));
+    let private = super::router(state_with_mirror(
+        store,
+        Some(Arc::new(issuer())),
+        false,
+        Some(mirror),
+    ));
+    let (m, b) = (m(), b());
+    let (mk, bk) = (layout::manifest(&m), layout::blob(&b));
+    let no = None::<&str>;
+    #[rustfmt::skip]
+    let rows: Vec<(bool, &str, String, u16, Option<&str>, Option<&str>)> = vec![
+        // containerd: ns names the upstream; the name is under its prefix in the store.
+        (false, "GET", "/v2/app/manifests/1.0?ns=registry.test:5000".into(), 307, Some(&mk), no),
+        (false, "HEAD", "/v2/app/manifests/1.0?ns=registry.test:5000".into(), 200, no, no),
+        (false, "GET", format!("/v2/app/blobs/{b}?ns=registry.test:5000"), 307, Some(&bk), no),
+        (false, "GET", format!("/v2/hello/blobs/{b}?ns=docker.io"), 307, Some(&bk), no),
+        // A miss is a 404 the client falls back on.
+        (false, "GET", "/v2/app/manifests/1.0?ns=docker.io".into(), 404, no, Some("NAME_UNKNOWN")),
+        (false, "GET", "/v2/app/manifests/2.0?ns=registry.test:5000".into(), 404, no, Some("MANIFEST_UNKNOWN")),
+        // An ns nobody mirrors, even where the bare name exists.
+        (false, "GET", "/v2/pub/app/manifests/1.0?ns=quay.io".into(), 404, no, Some("NAME_UNKNOWN")),
+        // podman/CRI-O: the store prefix (or the host) as a path prefix.
+        (false, "GET", "/v2/docker.io/hello/manifests/1.0".into(), 307, Some(&mk), no),
+        (false, "GET", "/v2/pub/app/manifests/1.0".into(), 307, Some(&mk), no),
+        // Docker's bare names: the store's own repository first, else docker.io's prefix.
+        (false, "GET", "/v2/hello/manifests/1.0".into(), 307, Some(&mk), no),
+        (false, "HEAD", "/v2/nothing/manifests/1.0".into(), 404, no, no),
+        // The mapped repository goes through the access decision: team/ is private.
+        (true, "GET", "/v2/app/manifests/1.0?ns=team.example".into(), 401, no, Some("UNAUTHORIZED")),
+        (true, "GET", "/v2/app/manifests/1.0?ns=registry.test:5000".into(), 307, Some(&mk), no),
+    ];
+    let mut failures = Vec::new();
+    for (private_repos, method, path, status, location, code) in &rows {
+        let app = if *private_repos { &private } else { &open };
+        let (got, _) = send(app, method, path, None).await;
+        let want = Got {
+            status: *status,
+            location: location.map(str::to_owned),
+            code: code.map(str::to_owned),
+        };
+        if got != want {
+            failures.push(format!("{method} {path}: got {got:?}, want {want:?}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
