@@ -451,3 +451,59 @@ fn docker_registry_mirrors_pulls_a_docker_hub_name_from_the_store() {
         ) >= 1.0
     );
 }
+
+#[test]
+fn the_size_limit_and_platform_filter_bound_a_copy() {
+    let up = Upstream::start(UpstreamAuth::Open);
+    up.push("oci:fixtures/oci-multi:latest", "library/app:1", true, None);
+    let path = format!("/v2/library/app/manifests/1?ns={}", up.host());
+
+    // Over the size limit: refused before a blob is fetched, counted, logged, still a miss.
+    let store = new_store();
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let small = serve(
+        store.path(),
+        &config(cfg_dir.path(), &up, "max_image_bytes = 100\n"),
+        &[],
+    );
+    let before = up.blob_gets();
+    assert_eq!(head(&small, &path).0, 404);
+    wait_for("the copy to fail", Duration::from_secs(60), || {
+        (metric(&small, "static_registry_mirror_populates_total", &["result=\"failed\""]) >= 1.0)
+            .then_some(())
+    });
+    assert!(small.log().contains("over the limit of 100 bytes"), "{}", small.log());
+    assert_eq!(up.blob_gets(), before, "blobs were fetched for a refused image");
+    assert_eq!(head(&small, &path).0, 404);
+    drop(small);
+
+    // A platform filter: only linux/arm64 of the index is copied (a filtered index of its own).
+    let store = new_store();
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let arm = serve(
+        store.path(),
+        &config(cfg_dir.path(), &up, "platforms = [\"linux/arm64\"]\n"),
+        &[],
+    );
+    assert_eq!(head(&arm, &path).0, 404);
+    let filtered = until_present(&arm, &path);
+    let multi = fixtures::oci_multi();
+    assert_ne!(filtered, Expect::top_digest(&multi));
+    let Expect::Index { images, .. } = &multi else {
+        panic!("oci-multi is an index")
+    };
+    let idx: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            store
+                .path()
+                .join(format!("repositories/{PREFIX}/library/app/_index.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let blobs = idx["blobs"].as_object().unwrap();
+    let arm64 = images.iter().find(|i| i.architecture == "arm64").expect("arm64 image");
+    let amd64 = images.iter().find(|i| i.architecture == "amd64").expect("amd64 image");
+    assert!(blobs.contains_key(&arm64.config), "{idx}");
+    assert!(!blobs.contains_key(&amd64.config), "{idx}");
+}
