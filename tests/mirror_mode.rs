@@ -469,11 +469,23 @@ fn the_size_limit_and_platform_filter_bound_a_copy() {
     let before = up.blob_gets();
     assert_eq!(head(&small, &path).0, 404);
     wait_for("the copy to fail", Duration::from_secs(60), || {
-        (metric(&small, "static_registry_mirror_populates_total", &["result=\"failed\""]) >= 1.0)
+        (metric(
+            &small,
+            "static_registry_mirror_populates_total",
+            &["result=\"failed\""],
+        ) >= 1.0)
             .then_some(())
     });
-    assert!(small.log().contains("over the limit of 100 bytes"), "{}", small.log());
-    assert_eq!(up.blob_gets(), before, "blobs were fetched for a refused image");
+    assert!(
+        small.log().contains("over the limit of 100 bytes"),
+        "{}",
+        small.log()
+    );
+    assert_eq!(
+        up.blob_gets(),
+        before,
+        "blobs were fetched for a refused image"
+    );
     assert_eq!(head(&small, &path).0, 404);
     drop(small);
 
@@ -502,8 +514,14 @@ fn the_size_limit_and_platform_filter_bound_a_copy() {
     )
     .unwrap();
     let blobs = idx["blobs"].as_object().unwrap();
-    let arm64 = images.iter().find(|i| i.architecture == "arm64").expect("arm64 image");
-    let amd64 = images.iter().find(|i| i.architecture == "amd64").expect("amd64 image");
+    let arm64 = images
+        .iter()
+        .find(|i| i.architecture == "arm64")
+        .expect("arm64 image");
+    let amd64 = images
+        .iter()
+        .find(|i| i.architecture == "amd64")
+        .expect("amd64 image");
     assert!(blobs.contains_key(&arm64.config), "{idx}");
     assert!(!blobs.contains_key(&amd64.config), "{idx}");
 }

@@ -525,6 +525,9 @@ async fn reused_answers_equal_fresh_ones_whatever_the_query_and_headers() {
     );
 }
 
+/// (private repositories configured?, method, path) → (status, `Location` key, error code).
+type MirrorRow<'a> = (bool, &'a str, String, u16, Option<&'a str>, Option<&'a str>);
+
 /// Mirror namespaces (docs/mirror.md, "How requests map to the store"): containerd's `?ns=`, a
 /// path prefix, and bare names all reach the same store repository, through the same access
 /// decision; an `ns` nobody mirrors is never answered.
@@ -556,7 +559,7 @@ prefix = "team"
     let (mk, bk) = (layout::manifest(&m), layout::blob(&b));
     let no = None::<&str>;
     #[rustfmt::skip]
-    let rows: Vec<(bool, &str, String, u16, Option<&str>, Option<&str>)> = vec![
+    let rows: Vec<MirrorRow> = vec![
         // containerd: ns names the upstream; the name is under its prefix in the store.
         (false, "GET", "/v2/app/manifests/1.0?ns=registry.test:5000".into(), 307, Some(&mk), no),
         (false, "HEAD", "/v2/app/manifests/1.0?ns=registry.test:5000".into(), 200, no, no),
