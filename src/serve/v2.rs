@@ -163,7 +163,15 @@ async fn answer(
         V2Route::Base | V2Route::Catalog => unreachable!("answered before any repository"),
     };
     if let (Some(m), V2Route::Manifest(_, r)) = (mirrored, route) {
-        mirror_bookkeeping(state, &ctx, m, r, answer.is_ok()).await;
+        // Only a 404 is a miss: an unreachable store (503) says nothing about the image.
+        let hit = match &answer {
+            Ok(_) => Some(true),
+            Err(e) if matches!(e.code, "NAME_UNKNOWN" | "MANIFEST_UNKNOWN") => Some(false),
+            Err(_) => None,
+        };
+        if let Some(hit) = hit {
+            mirror_bookkeeping(state, &ctx, m, r, hit).await;
+        }
     }
     answer.map_err(Answer::Error)
 }
