@@ -59,6 +59,13 @@ fn until_present(s: &Server, path: &str) -> String {
     )
 }
 
+/// The store's index of `{PREFIX}/NAME`, parsed.
+fn index_of(store: &Path, name: &str) -> serde_json::Value {
+    let path = store.join(format!("repositories/{PREFIX}/{name}/_index.json"));
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_slice(&bytes).expect("index JSON")
+}
+
 fn metric(s: &Server, name: &str, labels: &[&str]) -> f64 {
     let text = blocking_request(s.addr, "GET", "/metrics")
         .map(|r| String::from_utf8_lossy(&r.body).into_owned())
@@ -111,15 +118,7 @@ fn containerd_falls_back_then_pulls_the_populated_image_from_the_store() {
     let digest = until_present(&s, &format!("/v2/library/app/manifests/1{ns}"));
     assert_eq!(digest, Expect::top_digest(&multi));
     // The store holds it under the upstream's prefix, every platform, the tag stamped mirrored.
-    let idx: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            store
-                .path()
-                .join(format!("repositories/{PREFIX}/library/app/_index.json")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let idx = index_of(store.path(), "library/app");
     assert_eq!(idx["tags"]["1"]["digest"], Expect::top_digest(&multi));
     assert_eq!(idx["mirrored"]["1"]["upstream"], up.host());
     assert_eq!(
@@ -260,15 +259,7 @@ fn two_replicas_that_miss_together_copy_once() {
     assert_eq!(until_present(&a, &path), want);
     assert_eq!(until_present(&b, &path), want);
     // Every distinct blob of every platform exactly once, whichever replica copied it.
-    let idx: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            store
-                .path()
-                .join(format!("repositories/{PREFIX}/library/app/_index.json")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let idx = index_of(store.path(), "library/app");
     let blobs = idx["blobs"].as_object().expect("blobs").len();
     assert!(blobs >= 4, "{idx}");
     assert_eq!(up.blob_gets() - before, blobs, "{}", up.log());
@@ -504,15 +495,7 @@ fn the_size_limit_and_platform_filter_bound_a_copy() {
     let Expect::Index { images, .. } = &multi else {
         panic!("oci-multi is an index")
     };
-    let idx: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            store
-                .path()
-                .join(format!("repositories/{PREFIX}/library/app/_index.json")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let idx = index_of(store.path(), "library/app");
     let blobs = idx["blobs"].as_object().unwrap();
     let arm64 = images
         .iter()
