@@ -54,10 +54,21 @@ pub fn image_for<'a>(expect: &'a Expect, arch: &str) -> Result<&'a Image, String
 /// Checks `podman image inspect` output `info` against the fixture image `want`: the image ID is
 /// the config digest and the rootfs layers are the diff_ids.
 pub fn check_podman_id_and_layers(info: &Value, want: &Image) -> Result<(), String> {
+    check_id_and_layers("podman", info, hex_of(&want.config), want)
+}
+
+/// An inspect answer's `Id` is `want_id` (how the client spells the config digest) and its
+/// `RootFS.Layers` are the fixture's diff_ids.
+fn check_id_and_layers(
+    client: &str,
+    info: &Value,
+    want_id: &str,
+    want: &Image,
+) -> Result<(), String> {
     let id = info["Id"].as_str().unwrap_or("");
-    if id != hex_of(&want.config) {
+    if id != want_id {
         return Err(format!(
-            "podman image ID {id}, want the fixture's config {}",
+            "{client} image ID {id}, want the fixture's config {}",
             want.config
         ));
     }
@@ -67,7 +78,7 @@ pub fn check_podman_id_and_layers(info: &Value, want: &Image) -> Result<(), Stri
         .unwrap_or_default();
     if layers != want.diff_ids {
         return Err(format!(
-            "podman rootfs layers {layers:?}, want diff_ids {:?}",
+            "{client} rootfs layers {layers:?}, want diff_ids {:?}",
             want.diff_ids
         ));
     }
@@ -264,23 +275,7 @@ pub fn check_docker_image(
 ) -> Result<(), String> {
     let info = dockerd.image_inspect(image)?;
     let want = image_for(expect, arch)?;
-    let id = info["Id"].as_str().unwrap_or("");
-    if id != want.config {
-        return Err(format!(
-            "docker image ID {id}, want the fixture's config {}",
-            want.config
-        ));
-    }
-    let layers: Vec<&str> = info["RootFS"]["Layers"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    if layers != want.diff_ids {
-        return Err(format!(
-            "docker rootfs layers {layers:?}, want diff_ids {:?}",
-            want.diff_ids
-        ));
-    }
+    check_id_and_layers("docker", &info, &want.config, want)?;
     let platform = (
         info["Os"].as_str().unwrap_or(""),
         info["Architecture"].as_str().unwrap_or(""),
