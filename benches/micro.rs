@@ -326,6 +326,8 @@ fn request_path(c: &mut Criterion) {
             reuse_answers,
             client_limits,
             mirror: None,
+            ui: None,
+            cors: None,
         }))
     };
     let app = |reuse_answers: bool| app_with(reuse_answers, None);

@@ -43,6 +43,9 @@ pub struct Config {
     /// Pull-through mirroring of other registries (docs/mirror.md, "Mirror mode").
     #[serde(default)]
     pub mirror: crate::federation::mirror::MirrorConfig,
+    /// The web page (docs/ui.md).
+    #[serde(default)]
+    pub ui: crate::ui::UiConfig,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,6 +97,9 @@ pub struct ServeSection {
     /// Log every request at info level.
     #[serde(default)]
     pub access_log: bool,
+    /// Origins (`https://ui.example`, or `"*"`) whose pages may read the registry API (CORS).
+    #[serde(default)]
+    pub cors_origins: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -23,5 +23,6 @@ pub mod serve;
 pub mod settings;
 pub mod sign;
 pub mod store;
+pub mod ui;
 pub mod verify;
 pub mod walk;

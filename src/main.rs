@@ -255,6 +255,54 @@ fn start_mirror(
     Ok(Some(Arc::new(table)))
 }
 
+/// The web page from `[ui]`, with its store summary recomputed in the background (and `prune
+/// --dry-run`'s answer on what a prune would reclaim).
+fn start_ui(
+    cfg: &Config,
+    federation: &Arc<federation::Federation>,
+    auth: Option<Arc<auth::TokenIssuer>>,
+) -> anyhow::Result<Option<Arc<static_registry::ui::Ui>>> {
+    use static_registry::prune::{self, PruneOptions};
+    use static_registry::ui::{Reclaim, Reclaimable, Ui};
+    let reclaim: Reclaim = Arc::new(|store| {
+        Box::pin(async move {
+            let opts = PruneOptions {
+                grace: prune::DEFAULT_GRACE,
+                dry_run: true,
+                limits: Default::default(),
+            };
+            // On a thread of its own: prune's future is not `Send` for every lifetime (it was
+            // written for the command line), and a dry run every few minutes can afford one.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            std::thread::Builder::new()
+                .name("ui-prune-dry-run".into())
+                .spawn(move || {
+                    let report = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(anyhow::Error::from)
+                        .and_then(|rt| rt.block_on(prune::prune(store.as_ref(), &opts)));
+                    let _ = tx.send(report);
+                })?;
+            let r = rx.await.context("the prune dry run stopped")??;
+            Ok(Reclaimable {
+                grace: prune::DEFAULT_GRACE,
+                items: r.deleted.len(),
+                bytes: r.bytes_freed(),
+                young: r.kept_young,
+                young_bytes: r.kept_young_bytes,
+            })
+        })
+    });
+    let Some(ui) = Ui::new(&cfg.ui, federation.clone(), auth, Some(reclaim))? else {
+        return Ok(None);
+    };
+    let ui = Arc::new(ui);
+    tokio::spawn(ui.summaries.clone().run());
+    tracing::info!(prefix = ui.prefix(), "web page");
+    Ok(Some(ui))
+}
+
 /// `mirror-config`: the upstreams from the flags, else the config file, else Docker Hub.
 fn mirror_client_config(
     cfg: &Config,
@@ -353,6 +401,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 federation::warn_subdomain_origins(&built.federation, public);
             }
             let mirror = start_mirror(&cfg, settings.store.as_deref(), &built.federation)?;
+            let ui = start_ui(&cfg, &built.federation, auth.clone())?;
             let state = Arc::new(serve::AppState {
                 federation: built.federation,
                 url_ttl: settings.url_ttl,
@@ -365,6 +414,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 reuse_answers: !settings.index_ttl.is_zero(),
                 client_limits: serve::client_limits::ClientLimits::new(&settings.client_limits)?,
                 mirror,
+                ui,
+                cors: serve::cors::Cors::new(&settings.cors_origins)?,
             });
             serve::run(settings.listen, state, settings.listener_config()).await?;
             Ok(ExitCode::SUCCESS)

@@ -88,6 +88,26 @@ impl CatalogView {
         }
     }
 
+    /// The view of a web UI visitor: as [`CatalogView::of`], but a visitor may also sign in with
+    /// HTTP Basic credentials from the same htpasswd ([`TokenIssuer::viewer`]).
+    pub fn of_visitor(auth: Option<&TokenIssuer>, authorization: Option<&str>) -> CatalogView {
+        let Some(auth) = auth.filter(|a| a.policy.has_private()) else {
+            return CatalogView {
+                policy: None,
+                user: None,
+            };
+        };
+        CatalogView {
+            policy: Some(auth.clone_policy()),
+            user: auth.viewer(authorization),
+        }
+    }
+
+    /// The signed-in user, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
     /// Whether every repository is listed (no private ones exist): the catalog may then be the
     /// static file, the same for everyone.
     pub fn lists_all(&self) -> bool {
@@ -114,6 +134,46 @@ mod tests {
         let creds = user.map(|u| (u.to_owned(), "pw".to_owned()));
         let v = t.issue(creds, &[scope.to_owned()]).unwrap();
         format!("Bearer {}", v["token"].as_str().unwrap())
+    }
+
+    #[test]
+    fn web_visitors_sign_in_with_a_token_or_basic_credentials() {
+        let t = issuer(vec![Rule {
+            prefix: "team/".into(),
+            users: vec!["alice".into()],
+        }]);
+        let basic = |cred: &str| {
+            format!(
+                "Basic {}",
+                base64::Engine::encode(&base64::engine::general_purpose::STANDARD, cred)
+            )
+        };
+        let cases = [
+            (None, None, false),
+            (Some(basic("alice:pw")), Some("alice"), true),
+            (Some(basic("bob:pw")), Some("bob"), false),
+            (Some(basic("alice:wrong")), None, false),
+            (Some(basic("mallory:pw")), None, false),
+            (
+                Some(bearer(&t, Some("alice"), "repository:x:pull")),
+                Some("alice"),
+                true,
+            ),
+            (Some("Bearer junk".to_owned()), None, false),
+        ];
+        for (header, user, sees_team) in cases {
+            // Twice: the second answer comes from the login cache and must not differ.
+            for _ in 0..2 {
+                let v = CatalogView::of_visitor(Some(&t), header.as_deref());
+                assert_eq!(v.user(), user, "{header:?}");
+                assert_eq!(v.lists("team/app"), sees_team, "{header:?}");
+                assert!(v.lists("pub/app"));
+            }
+        }
+        // Without private repositories everyone sees everything, signed in or not.
+        let open = issuer(vec![]);
+        assert!(CatalogView::of_visitor(Some(&open), None).lists_all());
+        assert!(CatalogView::of_visitor(None, None).lists("team/app"));
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct TokenIssuer {
     pub private_url_ttl: u64,
     pub policy: Policy,
     users: Htpasswd,
+    /// Basic logins checked lately (the web UI), by a hash of the header: a page view then does
+    /// not pay bcrypt again. A minute, so a removed user loses access within one.
+    logins: moka::sync::Cache<[u8; 32], String>,
 }
 
 impl std::fmt::Debug for TokenIssuer {
@@ -103,6 +106,10 @@ impl TokenIssuer {
             private_url_ttl: cfg.private_url_ttl,
             policy: Policy::new(cfg.rules.clone()),
             users,
+            logins: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(std::time::Duration::from_secs(60))
+                .build(),
         }
     }
 
@@ -192,6 +199,31 @@ impl TokenIssuer {
     /// A copy of the policy, for filters that outlive the request borrow.
     pub fn clone_policy(&self) -> Policy {
         self.policy.clone()
+    }
+
+    /// The user a request is signed in as, for the web UI: a valid token's user, or HTTP Basic
+    /// credentials that the htpasswd accepts. `None` for anonymous or wrong credentials.
+    pub fn viewer(&self, authorization: Option<&str>) -> Option<String> {
+        let header = authorization?;
+        if let Some(token) = header.strip_prefix("Bearer ") {
+            return self
+                .verify(token.trim())
+                .map(|(u, _)| u)
+                .filter(|u| !u.is_empty());
+        }
+        let key: [u8; 32] = {
+            use sha2::Digest as _;
+            sha2::Sha256::digest(header.as_bytes()).into()
+        };
+        if let Some(user) = self.logins.get(&key) {
+            return Some(user);
+        }
+        let (user, password) = Self::basic(header)?;
+        if !self.users.verify(&user, &password) {
+            return None;
+        }
+        self.logins.insert(key, user.clone());
+        Some(user)
     }
 
     /// Whether the header carries any valid token (for `/v2/`).

@@ -133,6 +133,55 @@ pub struct ImageIndex {
     pub manifests: Vec<Descriptor>,
 }
 
+/// What an image config says about the image, for people (the web UI): read leniently, since
+/// configs written by old tools omit most of it.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ImageConfig {
+    #[serde(default)]
+    pub created: Option<String>,
+    #[serde(default)]
+    pub architecture: Option<String>,
+    #[serde(default)]
+    pub os: Option<String>,
+    #[serde(default)]
+    pub config: Option<RunConfig>,
+    #[serde(default)]
+    pub history: Vec<History>,
+}
+
+/// The `config` section of an image config: how a container of the image starts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RunConfig {
+    #[serde(default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default)]
+    pub env: Option<Vec<String>>,
+    #[serde(default)]
+    pub labels: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    pub exposed_ports: Option<BTreeMap<String, Value>>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub working_dir: Option<String>,
+}
+
+/// One step of an image's history.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct History {
+    #[serde(default)]
+    pub created: Option<String>,
+    #[serde(default)]
+    pub created_by: Option<String>,
+    #[serde(default)]
+    pub empty_layer: Option<bool>,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

@@ -9,6 +9,7 @@
 //! steps are numbered in the code too); `request_table.rs` is the same as a table test.
 
 pub mod client_limits;
+pub mod cors;
 pub mod error;
 pub mod h2_idle;
 pub mod listener;
@@ -68,6 +69,10 @@ pub struct AppState {
     pub client_limits: Option<client_limits::ClientLimits>,
     /// Mirror namespaces and the copier, when `[mirror]` names upstreams (docs/mirror.md).
     pub mirror: Option<Arc<crate::federation::mirror::Mirror>>,
+    /// The web page (`[ui]`, docs/ui.md), unless disabled.
+    pub ui: Option<Arc<crate::ui::Ui>>,
+    /// CORS for the registry API (`[serve] cors_origins`), when configured.
+    pub cors: Option<cors::Cors>,
 }
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
@@ -143,12 +148,27 @@ pub(crate) fn dispatch(state: &Arc<AppState>, req: Request, peer: Option<SocketA
     let started = Instant::now();
     let logged = (state.access_log || tracing::enabled!(tracing::Level::DEBUG))
         .then(|| (req.method().clone(), req.uri().path().to_owned()));
+    // CORS (off unless configured): the origin an answer names, for allowed `/v2/` requests.
+    let cors = state
+        .cors
+        .as_ref()
+        .filter(|_| is_v2(req.uri().path()))
+        .and_then(|c| c.allow(req.headers()));
+    let logged = Logged { line: logged, cors };
     // 1. A client over its rate is refused before anything else is spent on it.
     if let Some(limits) = &state.client_limits {
         if let Some(refused) = limits.check(&state.federation.regions, &req, peer) {
             let refused = ("limited", with_api_version(refused));
             return futures::future::Either::Left(std::future::ready(finish(
                 state, started, logged, refused,
+            )));
+        }
+    }
+    if let Some(origin) = &logged.cors {
+        if cors::is_preflight(req.method(), req.headers()) {
+            let answer = ("base", cors::preflight(origin.clone()));
+            return futures::future::Either::Left(std::future::ready(finish(
+                state, started, logged, answer,
             )));
         }
     }
@@ -175,13 +195,24 @@ fn target(uri: &axum::http::Uri) -> &str {
     uri.path_and_query().map_or("/", |pq| pq.as_str())
 }
 
-/// Metrics, the access log line and the request id, for every answer.
+/// What [`finish`] adds to an answer besides metrics: the access log line's method and path (when
+/// logged) and the CORS origin (when allowed).
+struct Logged {
+    line: Option<(HttpMethod, String)>,
+    cors: Option<HeaderValue>,
+}
+
+/// Metrics, the access log line, CORS and the request id, for every answer.
 fn finish(
     state: &AppState,
     started: Instant,
-    logged: Option<(HttpMethod, String)>,
+    logged: Logged,
     (route, mut resp): (&'static str, Response),
 ) -> Response {
+    if let Some(origin) = logged.cors {
+        cors::decorate(&mut resp, origin);
+    }
+    let logged = logged.line;
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
     metrics::record(route, status, elapsed.as_secs_f64());
@@ -283,6 +314,10 @@ async fn handle(
     }
     if path.starts_with("/v1/") {
         return ("v1", v1::handle(state, &parts, peer).await);
+    }
+    // The web page, under its prefix (docs/ui.md).
+    if let Some(ui) = state.ui.as_ref().filter(|u| u.owns(path)) {
+        return ("ui", ui.handle(&parts).await);
     }
     let Some(read) = read else {
         if is_v2(path) {

@@ -187,6 +187,8 @@ fn state_with_mirror(
         reuse_answers,
         client_limits: None,
         mirror,
+        ui: None,
+        cors: None,
     })
 }
 

@@ -165,6 +165,8 @@ pub struct ServeSettings {
     pub public_url: Option<String>,
     pub access_log: bool,
     pub client_limits: ClientLimitsConfig,
+    /// Origins whose browser pages may read `/v2/` (CORS); empty: none.
+    pub cors_origins: Vec<String>,
     /// Deprecations and the like, for the caller to log.
     pub warnings: Vec<String>,
 }
@@ -298,6 +300,7 @@ impl ServeSettings {
             public_url: f.public_url.clone(),
             access_log: flags.access_log || f.access_log,
             client_limits: f.client_limits.clone(),
+            cors_origins: f.cors_origins.clone(),
             warnings,
         })
     }
