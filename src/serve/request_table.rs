@@ -597,3 +597,67 @@ prefix = "team"
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// CORS (`[serve] cors_origins`): an allowed origin's preflight is answered and its answers name
+/// it; any other origin gets the answers it always got, with no CORS header.
+#[tokio::test]
+async fn cors_answers_allowed_origins_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut state = state(store(dir.path()), None, false);
+    Arc::get_mut(&mut state).unwrap().cors =
+        super::cors::Cors::new(&["https://ui.example".into()]).unwrap();
+    let app = super::router(state);
+    let call = |method: &'static str, path: &'static str, origin: &'static str| {
+        let app = app.clone();
+        async move {
+            let req = Request::builder()
+                .method(method)
+                .uri(path)
+                .header(header::HOST, "registry.test")
+                .header(header::ORIGIN, origin)
+                .header(header::ACCESS_CONTROL_REQUEST_METHOD, "GET")
+                .header(header::ACCESS_CONTROL_REQUEST_HEADERS, "authorization")
+                .body(Body::empty())
+                .unwrap();
+            app.oneshot(req).await.unwrap()
+        }
+    };
+    let pre = call("OPTIONS", "/v2/pub/app/tags/list", "https://ui.example").await;
+    assert_eq!(pre.status(), 204);
+    let h = pre.headers();
+    assert_eq!(h[header::ACCESS_CONTROL_ALLOW_ORIGIN], "https://ui.example");
+    assert!(h[header::ACCESS_CONTROL_ALLOW_METHODS]
+        .to_str()
+        .unwrap()
+        .contains("GET"));
+    assert!(h[header::ACCESS_CONTROL_ALLOW_HEADERS]
+        .to_str()
+        .unwrap()
+        .contains("Authorization"));
+    let get = call("GET", "/v2/pub/app/manifests/1.0", "https://ui.example").await;
+    assert_eq!(get.status(), 307);
+    assert_eq!(
+        get.headers()[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://ui.example"
+    );
+    assert!(get.headers()[header::ACCESS_CONTROL_EXPOSE_HEADERS]
+        .to_str()
+        .unwrap()
+        .contains("Docker-Content-Digest"));
+    let other = call("GET", "/v2/pub/app/manifests/1.0", "https://evil.example").await;
+    assert_eq!(other.status(), 307);
+    assert!(!other
+        .headers()
+        .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    // A preflight from elsewhere is what it always was: a write the registry refuses.
+    let refused = call("OPTIONS", "/v2/pub/app/tags/list", "https://evil.example").await;
+    assert_eq!(refused.status(), 405);
+    assert!(!refused
+        .headers()
+        .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+    // Outside /v2/, nothing changes.
+    let ping = call("GET", "/v1/_ping", "https://ui.example").await;
+    assert!(!ping
+        .headers()
+        .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN));
+}
