@@ -85,7 +85,7 @@ fn copyable(label: &str, command: &str) -> Markup {
     html! {
         span class="cmd" {
             code { (command) }
-            button type="button" class="copy" data-copy=(command) aria-label={ "Copy " (label) } { "Copy" }
+            button type="button" class="copy" data-copy=(command) aria-label={ "Copy " (label) } aria-live="polite" { "Copy" }
         }
     }
 }

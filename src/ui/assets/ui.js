@@ -36,7 +36,6 @@ document.addEventListener("DOMContentLoaded", () => {
       }
       button.textContent = ok ? "Copied" : "Select and copy";
       button.classList.toggle("copied", ok);
-      button.setAttribute("aria-live", "polite");
       setTimeout(() => { button.textContent = "Copy"; button.classList.remove("copied"); }, 2000);
     });
   }
