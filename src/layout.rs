@@ -111,6 +111,11 @@ pub fn mirror_lease(name: &RepoName, reference: &str) -> Key {
     format!("{MIRROR_LEASES_PREFIX}{}", hex::encode(h))
 }
 
+/// On a local store, the file beside the layout holding the embedded origin's URL-signing secret
+/// when none is configured: created on first start, shared by every replica of the store, never
+/// served (keys never start with `.`).
+pub const LOCAL_ORIGIN_SECRET: &str = ".origin-secret";
+
 /// On a local store, the directory beside the layout holding the compare-and-swap lock files.
 pub const LOCAL_LOCKS_DIR: &str = ".locks";
 

@@ -4,7 +4,7 @@
 //! the embedded origin, an `s3://` bucket by SigV4-presigned URLs on that bucket.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::federation::cache::CacheConfig;
 use crate::federation::origin::EmbeddedOrigin;
+use crate::layout;
 use crate::sign::cloudfront::{CloudFrontConfig, CloudFrontSigner, PolicyMode};
 use crate::sign::hmac_token::{HmacTokenConfig, HmacTokenSigner, TokenScope};
 use crate::sign::public::{PublicConfig, PublicSigner};
@@ -165,20 +166,78 @@ impl Stores {
     }
 }
 
-fn embedded_signer(cfg: &EmbeddedConfig) -> anyhow::Result<EmbeddedSigner> {
+/// The embedded origin's signer. Its secret comes from `secret_file`, else from
+/// [`layout::LOCAL_ORIGIN_SECRET`] in the store directory, created on first start, so replicas
+/// sharing a store share it with no ceremony. The first line signs; further lines are also
+/// accepted (a rotation: docs/operations.md).
+fn embedded_signer(cfg: &EmbeddedConfig, store_root: &Path) -> anyhow::Result<EmbeddedSigner> {
     let url = cfg.url.as_deref();
-    let Some(path) = &cfg.secret_file else {
-        return Ok(EmbeddedSigner::random(url));
+    let path = match &cfg.secret_file {
+        Some(p) => p.clone(),
+        None => ensure_store_secret(store_root)?,
     };
-    let secret = std::fs::read(path)
+    let text = std::fs::read(&path)
         .with_context(|| format!("cannot read origin secret file {}", path.display()))?;
-    let secret = secret.trim_ascii();
+    let secrets: Vec<&[u8]> = text
+        .split(|b| *b == b'\n')
+        .map(<[u8]>::trim_ascii)
+        .filter(|l| !l.is_empty())
+        .collect();
     anyhow::ensure!(
-        secret.len() >= 16,
-        "origin secret in {} is shorter than 16 bytes; generate one with `head -c 32 /dev/urandom | base64`",
+        !secrets.is_empty(),
+        "origin secret file {} is empty",
         path.display()
     );
-    Ok(EmbeddedSigner::new(secret, url))
+    for s in &secrets {
+        anyhow::ensure!(
+            s.len() >= 16,
+            "a secret in {} is shorter than 16 bytes; generate one with `head -c 32 /dev/urandom | base64`",
+            path.display()
+        );
+    }
+    Ok(EmbeddedSigner::rotating(secrets[0], &secrets[1..], url))
+}
+
+/// The store's own origin secret file, created (owner-only, 32 random bytes in base64) if it does
+/// not exist. Created beside and then linked into place, so a replica starting at the same moment
+/// either creates it or reads the whole of the one that won.
+fn ensure_store_secret(root: &Path) -> anyhow::Result<PathBuf> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = root.join(layout::LOCAL_ORIGIN_SECRET);
+    if path.exists() {
+        return Ok(path);
+    }
+    let tmp = root.join(format!(
+        "{}.{}-{:016x}.tmp",
+        layout::LOCAL_ORIGIN_SECRET,
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    let secret: [u8; 32] = rand::random();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))?;
+    writeln!(
+        f,
+        "{}",
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, secret)
+    )?;
+    f.sync_all()?;
+    drop(f);
+    let linked = std::fs::hard_link(&tmp, &path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            tracing::info!(path = %path.display(), "created the embedded origin's URL-signing secret (shared by every replica of this store)");
+            Ok(path)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(path),
+        Err(e) => Err(e).with_context(|| format!("cannot create {}", path.display())),
+    }
 }
 
 async fn sigv4_for(
@@ -263,7 +322,10 @@ pub async fn build(input: FederationInput<'_>) -> anyhow::Result<Built> {
                     embedded.is_none(),
                     "only one origin can use the embedded signer"
                 );
-                let signer = embedded_signer(input.embedded)?;
+                let root = local
+                    .local_root()
+                    .context("the embedded origin needs a local store")?;
+                let signer = embedded_signer(input.embedded, root)?;
                 embedded = Some(EmbeddedOrigin {
                     files: (**local).clone(),
                     signer: signer.clone(),
@@ -404,6 +466,57 @@ pub fn check_shared_urls(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_secret_is_created_once_owner_only_and_shared() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        // Replicas starting together: one creates it, all read the same secret.
+        let paths: Vec<PathBuf> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| ensure_store_secret(dir.path()).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let path = dir.path().join(layout::LOCAL_ORIGIN_SECRET);
+        assert!(paths.iter().all(|p| *p == path));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.trim().len() >= 40, "{text:?}");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // No temporary file is left beside it.
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, [layout::LOCAL_ORIGIN_SECRET]);
+        // A second start keeps it; two signers from it agree.
+        ensure_store_secret(dir.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+        let cfg = EmbeddedConfig::default();
+        let (a, b) = (
+            embedded_signer(&cfg, dir.path()).unwrap(),
+            embedded_signer(&cfg, dir.path()).unwrap(),
+        );
+        let req = crate::sign::SignRequest {
+            method: crate::sign::Method::Get,
+            key: "blobs/sha256/ab",
+            content_type: "application/octet-stream",
+            ttl: Duration::from_secs(60),
+        };
+        let now = std::time::SystemTime::now();
+        assert_eq!(a.sign(&req, now), b.sign(&req, now));
+        // An explicit file wins; a short secret is refused.
+        let explicit = dir.path().join("mine");
+        std::fs::write(&explicit, "short\n").unwrap();
+        let cfg = EmbeddedConfig {
+            secret_file: Some(explicit),
+            url: None,
+        };
+        assert!(embedded_signer(&cfg, dir.path()).is_err());
+    }
 
     fn origins(toml_text: &str) -> (Vec<OriginConfig>, Vec<RouteConfig>) {
         #[derive(Deserialize)]

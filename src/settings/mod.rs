@@ -94,8 +94,9 @@ pub struct ServeFlags {
     /// Seconds a repository index is cached; a tag move is visible within this [default: 10].
     #[arg(long)]
     pub index_ttl: Option<u64>,
-    /// A file holding the embedded origin's signing secret. Replicas sharing a store need the
-    /// same one; without it each process picks a random secret
+    /// A file holding the embedded origin's signing secret (first line; further lines are also
+    /// accepted, for a rotation). Default: `.origin-secret` in the store directory, created on
+    /// first start and shared by every replica of the store
     /// [env: STATIC_REGISTRY_ORIGIN_SECRET_FILE].
     #[arg(long)]
     pub origin_secret_file: Option<PathBuf>,

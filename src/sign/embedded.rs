@@ -22,6 +22,8 @@ type HmacSha256 = Hmac<Sha256>;
 #[derive(Clone)]
 pub struct EmbeddedSigner {
     mac: HmacSha256,
+    /// Secrets whose URLs are still accepted (a rotation in progress), never used to sign.
+    accepted: Vec<HmacSha256>,
     /// Prepended to `/_origin/...`: empty for a same-host relative redirect, or an external URL.
     base_url: String,
 }
@@ -46,8 +48,16 @@ pub struct OriginQuery {
 
 impl EmbeddedSigner {
     pub fn new(secret: &[u8], base_url: Option<&str>) -> Self {
+        Self::rotating(secret, &[], base_url)
+    }
+
+    /// Signs with `secret`, and also accepts URLs signed with any of `accepted` (the previous
+    /// secret during a rotation, or the next one before it signs: docs/operations.md).
+    pub fn rotating(secret: &[u8], accepted: &[&[u8]], base_url: Option<&str>) -> Self {
+        let mac = |s: &[u8]| HmacSha256::new_from_slice(s).expect("HMAC takes any key length");
         EmbeddedSigner {
-            mac: HmacSha256::new_from_slice(secret).expect("HMAC takes any key length"),
+            mac: mac(secret),
+            accepted: accepted.iter().map(|s| mac(s)).collect(),
             base_url: base_url.unwrap_or("").trim_end_matches('/').to_owned(),
         }
     }
@@ -59,7 +69,11 @@ impl EmbeddedSigner {
     }
 
     fn mac_of(&self, method: &str, key: &str, exp: u64, ct: &str) -> HmacSha256 {
-        let mut mac = self.mac.clone();
+        Self::mac_with(&self.mac, method, key, exp, ct)
+    }
+
+    fn mac_with(base: &HmacSha256, method: &str, key: &str, exp: u64, ct: &str) -> HmacSha256 {
+        let mut mac = base.clone();
         for part in [method, "\n", key, "\n", &exp.to_string(), "\n", ct] {
             mac.update(part.as_bytes());
         }
@@ -80,9 +94,11 @@ impl EmbeddedSigner {
         let Ok(sig) = hex::decode(&q.sig) else {
             return false;
         };
-        self.mac_of(signed_for.as_str(), key, q.exp, &q.ct)
-            .verify_slice(&sig)
-            .is_ok()
+        std::iter::once(&self.mac).chain(&self.accepted).any(|m| {
+            Self::mac_with(m, signed_for.as_str(), key, q.exp, &q.ct)
+                .verify_slice(&sig)
+                .is_ok()
+        })
     }
 }
 
@@ -132,6 +148,38 @@ mod tests {
             }
         }
         OriginQuery { ct, exp, m, sig }
+    }
+
+    #[test]
+    fn a_rotation_accepts_both_secrets_and_signs_with_the_first() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let req = SignRequest {
+            method: Method::Get,
+            key: "blobs/sha256/ab",
+            content_type: "application/octet-stream",
+            ttl: Duration::from_secs(60),
+        };
+        let old = EmbeddedSigner::new(b"old-secret-0123456789", None);
+        let new = EmbeddedSigner::new(b"new-secret-0123456789", None);
+        // Step 1: still signs with old, accepts new. Step 2: signs with new, accepts old.
+        let step1 =
+            EmbeddedSigner::rotating(b"old-secret-0123456789", &[b"new-secret-0123456789"], None);
+        let step2 =
+            EmbeddedSigner::rotating(b"new-secret-0123456789", &[b"old-secret-0123456789"], None);
+        for (signer, verifiers) in [(&old, [&step1, &step2]), (&new, [&step1, &step2])] {
+            let (key, q) = query_of(&signer.sign(&req, now));
+            for v in verifiers {
+                assert!(v.verify(Method::Get, &key, &q, now));
+            }
+        }
+        assert_eq!(step1.sign(&req, now), old.sign(&req, now));
+        assert_eq!(step2.sign(&req, now), new.sign(&req, now));
+        // A third secret is refused by all.
+        let other = EmbeddedSigner::new(b"other-secret-0123456", None);
+        let (key, q) = query_of(&other.sign(&req, now));
+        assert!(
+            !step1.verify(Method::Get, &key, &q, now) && !step2.verify(Method::Get, &key, &q, now)
+        );
     }
 
     #[test]
