@@ -328,6 +328,7 @@ fn request_path(c: &mut Criterion) {
             mirror: None,
             ui: None,
             cors: None,
+            checks: Default::default(),
         }))
     };
     let app = |reuse_answers: bool| app_with(reuse_answers, None);

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod aws;
 pub mod byte_size;
+pub mod check;
 pub mod commit;
 pub mod config;
 pub mod export;

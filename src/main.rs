@@ -39,6 +39,12 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum CheckOutput {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Text,
     Json,
@@ -171,6 +177,21 @@ enum Command {
         #[command(flatten)]
         walk: static_registry::walk::WalkArgs,
     },
+    /// Check every origin the way clients will use it: sign and fetch the health canary, a real
+    /// manifest (its Content-Type, no Content-Encoding, its digest), a blob Range, a tampered and
+    /// an expired URL. Says what clients will do with each failure and how to fix it; exits 1 on
+    /// any failure.
+    Check {
+        #[command(flatten)]
+        flags: settings::ServeFlags,
+        /// The endpoint as clients reach it, for the embedded origin's relative redirects
+        /// (default: http://LISTEN).
+        #[arg(long)]
+        endpoint: Option<url::Url>,
+        /// Report format.
+        #[arg(long, value_enum, default_value_t = CheckOutput::Text)]
+        output: CheckOutput,
+    },
     /// Print what Docker, containerd and podman/CRI-O need to pull through this endpoint as a
     /// mirror (docs/mirror.md, "Mirror mode").
     ///
@@ -209,6 +230,75 @@ fn open_store(flag: Option<String>, cfg: &Config) -> anyhow::Result<Arc<dyn stor
         "no store given: pass --store DIR (or file:///path), set STATIC_REGISTRY_STORE, or set `store` in the config file",
     )?;
     store::open_with(&location, &cfg.s3)
+}
+
+/// The origins, routes and regions `serve` and `check` work with.
+async fn build_federation(
+    cfg: &Config,
+    settings: &ServeSettings,
+) -> anyhow::Result<federation::config::Built> {
+    let private_prefixes: Vec<&str> = cfg
+        .auth
+        .iter()
+        .flat_map(|a| a.rules.iter().map(|r| r.prefix.as_str()))
+        .collect();
+    federation::config::build(federation::config::FederationInput {
+        default_store: settings.store.as_deref(),
+        s3: &cfg.s3,
+        origins: &cfg.origins,
+        routes: &cfg.routes,
+        regions: &settings.regions,
+        embedded: &settings.embedded,
+        cache: settings.cache_config(),
+        private_prefixes: &private_prefixes,
+    })
+    .await
+}
+
+/// The endpoint as the checks reach it: `listen`, with a wildcard address as loopback.
+fn local_endpoint(settings: &ServeSettings) -> url::Url {
+    let mut addr = settings.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    url::Url::parse(&format!("{scheme}://{addr}/")).expect("a socket address is a valid host")
+}
+
+/// `check` at startup, once the listener is up: failures are logged as warnings (a client is
+/// about to meet them) and the report is kept for `/readyz`.
+fn spawn_startup_check(
+    federation: Arc<federation::Federation>,
+    endpoint: url::Url,
+    keep: Arc<std::sync::RwLock<Option<serde_json::Value>>>,
+) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let report = static_registry::check::run(&federation, &endpoint).await;
+        for f in report.findings.iter().filter(|f| !f.ok) {
+            tracing::warn!(
+                origin = %f.origin,
+                check = f.check,
+                fix = f.fix.as_deref().unwrap_or(""),
+                "origin check failed: {}; {}",
+                f.detail,
+                f.consequence.unwrap_or("")
+            );
+        }
+        if report.ok() {
+            tracing::info!(
+                checks = report.findings.len(),
+                "every origin answers as clients need"
+            );
+        }
+        if let Ok(mut k) = keep.write() {
+            *k = serde_json::to_value(&report).ok();
+        }
+    });
 }
 
 /// Mirror mode from `[mirror]`: the namespace table, and the copier when an upstream populates.
@@ -370,22 +460,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for warning in &settings.warnings {
                 tracing::warn!("{warning}");
             }
-            let private_prefixes: Vec<&str> = cfg
-                .auth
-                .iter()
-                .flat_map(|a| a.rules.iter().map(|r| r.prefix.as_str()))
-                .collect();
-            let built = federation::config::build(federation::config::FederationInput {
-                default_store: settings.store.as_deref(),
-                s3: &cfg.s3,
-                origins: &cfg.origins,
-                routes: &cfg.routes,
-                regions: &settings.regions,
-                embedded: &settings.embedded,
-                cache: settings.cache_config(),
-                private_prefixes: &private_prefixes,
-            })
-            .await?;
+            let built = build_federation(&cfg, &settings).await?;
             federation::health::spawn(
                 built.federation.clone(),
                 settings.health_interval,
@@ -416,7 +491,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 mirror,
                 ui,
                 cors: serve::cors::Cors::new(&settings.cors_origins)?,
+                checks: Default::default(),
             });
+            spawn_startup_check(
+                state.federation.clone(),
+                local_endpoint(&settings),
+                state.checks.clone(),
+            );
             serve::run(settings.listen, state, settings.listener_config()).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -523,6 +604,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let summary = static_registry::export::export(store, &opts).await?;
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
+            flags,
+            endpoint,
+            output,
+        } => {
+            let settings = ServeSettings::resolve(flags, &cfg, &aws::process_env)?;
+            let built = build_federation(&cfg, &settings).await?;
+            let endpoint = endpoint.unwrap_or_else(|| local_endpoint(&settings));
+            let report = static_registry::check::run(&built.federation, &endpoint).await;
+            match output {
+                CheckOutput::Text => print!("{}", report.text()),
+                CheckOutput::Json => println!("{:#}", serde_json::to_value(&report)?),
+            }
+            Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::MirrorConfig {
             endpoint,

@@ -73,6 +73,8 @@ pub struct AppState {
     pub ui: Option<Arc<crate::ui::Ui>>,
     /// CORS for the registry API (`[serve] cors_origins`), when configured.
     pub cors: Option<cors::Cors>,
+    /// The last `check` of every origin (run at startup), for `/readyz`.
+    pub checks: Arc<std::sync::RwLock<Option<serde_json::Value>>>,
 }
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");

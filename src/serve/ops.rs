@@ -47,6 +47,8 @@ pub fn readyz(state: &AppState) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    let body = json!({ "ready": ready, "degraded": degraded, "origins": origins });
+    let checks = state.checks.read().map(|c| c.clone()).unwrap_or_default();
+    let body =
+        json!({ "ready": ready, "degraded": degraded, "origins": origins, "checks": checks });
     (status, axum::Json(body)).into_response()
 }

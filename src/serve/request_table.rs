@@ -189,6 +189,7 @@ fn state_with_mirror(
         mirror,
         ui: None,
         cors: None,
+        checks: Default::default(),
     })
 }
 
