@@ -5,7 +5,8 @@
 #
 # The integration tests drive real clients and servers: skopeo, podman, containerd and the Docker
 # daemon pull from `static-registry serve`; nginx, docker-registry (CNCF distribution), wrk and
-# s3s-fs are used by the comparison and S3 tests. Each tool is installed only when it is missing,
+# s3s-fs are used by the comparison and S3 tests; headless Chromium and its chromedriver drive the
+# web page (tests/ui.rs). Each tool is installed only when it is missing,
 # so a second run goes straight to `cargo test`. Tests fail, never skip, when a tool is missing.
 set -euo pipefail
 
@@ -35,6 +36,8 @@ PACKAGES=(
     "wrk:wrk"
     "curl:curl"
     "openssl:openssl"
+    "chromium:chromium"
+    "chromium-driver:chromedriver"
 )
 # The same, installed without their recommended packages. docker.io: dockerd 20.10 and its own
 # client, /usr/bin/docker (tests/docker.rs; `docker` alone is no sign of it, as a machine may have
@@ -103,7 +106,7 @@ if ! python3 -c 'import docker_registry_client' >/dev/null 2>&1; then
     python3 -m pip install -q docker-registry-client
 fi
 
-log "tools: $(skopeo --version), $(podman --version), $(containerd --version | cut -d' ' -f1,3), $(dockerd --version | cut -d, -f1)"
+log "tools: $(skopeo --version), $(podman --version), $(containerd --version | cut -d' ' -f1,3), $(dockerd --version | cut -d, -f1), $(chromium --version 2>/dev/null | cut -d' ' -f1,2)"
 
 # One build, then every test binary (unit and integration) runs; tests run in parallel.
 exec cargo test --locked --no-fail-fast "$@"

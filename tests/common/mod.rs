@@ -8,6 +8,7 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod checks;
 pub mod clients;
 pub mod docker;
