@@ -140,7 +140,11 @@ impl OriginCheck<'_> {
         url: &str,
         range: Option<&str>,
     ) -> Result<Fetched, String> {
-        let mut req = self.client.request(method.clone(), url);
+        // As clients ask: Go's HTTP client (Docker, containerd) offers gzip on every request.
+        let mut req = self
+            .client
+            .request(method.clone(), url)
+            .header(reqwest::header::ACCEPT_ENCODING, "gzip");
         if let Some(r) = range {
             req = req.header(RANGE, r);
         }

@@ -317,16 +317,16 @@ async fn handle(
     if path.starts_with("/v1/") {
         return ("v1", v1::handle(state, &parts, peer).await);
     }
-    // The web page, under its prefix (docs/ui.md).
-    if let Some(ui) = state.ui.as_ref().filter(|u| u.owns(path)) {
-        return ("ui", ui.handle(&parts).await);
-    }
     let Some(read) = read else {
         if is_v2(path) {
             // Every write (pushes, upload sessions, deletes) gets the same answer, whatever
             // the path: this registry is read-only.
             let refused = OciError::unsupported(parts.method.as_str()).into_response();
             return ("write", with_api_version(refused));
+        }
+        // The web page, under its prefix (docs/ui.md): whatever the registry does not answer.
+        if let Some(ui) = state.ui.as_ref().filter(|u| u.owns(path)) {
+            return ("ui", ui.handle(&parts).await);
         }
         return ("other", OciError::not_found().into_response());
     };

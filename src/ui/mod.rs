@@ -101,9 +101,17 @@ impl Ui {
         &self.prefix
     }
 
-    /// Whether `path` is one of the page's.
+    /// Whether `path` is one of the page's. Only the page's own paths: anything else under the
+    /// prefix stays the registry's plain JSON 404, so the page never answers for a stray
+    /// `/blobs/…` or `/_catalog.json` a misconfigured client asks for.
     pub fn owns(&self, path: &str) -> bool {
-        path.starts_with(&self.prefix) || path == self.prefix.trim_end_matches('/')
+        if path == self.prefix.trim_end_matches('/') && !path.is_empty() {
+            return true;
+        }
+        let Some(rest) = path.strip_prefix(&self.prefix) else {
+            return false;
+        };
+        matches!(rest, "" | "store" | "login") || rest.starts_with("r/") || rest.starts_with("assets/")
     }
 
     /// Answers a GET or HEAD under the prefix.

@@ -35,6 +35,8 @@ fn layout(ctx: &Ctx<'_>, title: &str, body: Markup) -> Markup {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                // No favicon request (a 404 in every browser console).
+                link rel="icon" href="data:,";
                 title { (title) " · static-registry" }
                 link rel="stylesheet" href={ (p) "assets/ui.css" };
                 script src={ (p) "assets/ui.js" } defer {}
@@ -75,6 +77,10 @@ fn created(s: Option<&str>) -> String {
     }
 }
 
+fn plural(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 fn short(d: &Digest) -> String {
     let hex = d.hex();
     format!("{}:{}", d.algorithm().as_str(), &hex[..12.min(hex.len())])
@@ -85,7 +91,8 @@ fn copyable(label: &str, command: &str) -> Markup {
     html! {
         span class="cmd" {
             code { (command) }
-            button type="button" class="copy" data-copy=(command) aria-label={ "Copy " (label) } aria-live="polite" { "Copy" }
+            // Hidden until the script runs: without JavaScript it could not copy.
+            button type="button" class="copy" data-copy=(command) aria-label={ "Copy " (label) } aria-live="polite" hidden { "Copy" }
         }
     }
 }
@@ -122,7 +129,7 @@ pub fn catalog(ctx: &Ctx<'_>, s: &StoreSummary, view: &CatalogView, q: &Query) -
             @if s.computed.is_none() {
                 p class="note" { "The store is being summarised; reload in a moment." }
             }
-            p class="count" { (visible.len()) " repositories" @if !q.q.is_empty() { " matching “" (q.q) "”" } }
+            p class="count" id="count" aria-live="polite" { (plural(visible.len(), "repository", "repositories")) @if !q.q.is_empty() { " matching “" (q.q) "”" } }
             table id="repos" {
                 caption class="visually-hidden" { "Repositories" }
                 thead { tr { th scope="col" { "Name" } th scope="col" class="num" { "Tags" } th scope="col" class="num" { "Size" } th scope="col" { "Last published" } } }
@@ -157,7 +164,7 @@ pub fn repository(ctx: &Ctx<'_>, idx: &RepoIndex, tags: &[TagFacts]) -> Markup {
         html! {
             nav class="crumbs" aria-label="Breadcrumb" { a href=(ctx.prefix) { "Repositories" } " / " (name) }
             h1 { (name) }
-            p { (tags.len()) " tags, " (idx.manifests.len()) " manifests, " (idx.blobs.len()) " blobs" }
+            p { (plural(tags.len(), "tag", "tags")) ", " (plural(idx.manifests.len(), "manifest", "manifests")) ", " (plural(idx.blobs.len(), "blob", "blobs")) }
             table id="tags" {
                 caption class="visually-hidden" { "Tags, newest first" }
                 thead { tr {

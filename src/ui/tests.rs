@@ -347,7 +347,13 @@ async fn hostile_requests_get_plain_refusals() {
     };
     let fed = ui.federation.clone();
     let moved = Ui::new(&c, fed.clone(), None, None).unwrap().unwrap();
-    assert!(moved.owns("/ui/") && moved.owns("/ui") && !moved.owns("/"));
+    assert!(moved.owns("/ui/") && moved.owns("/ui") && moved.owns("/ui/r/x") && !moved.owns("/"));
+    // Only the page's own paths: a stray key-like path stays the registry's JSON 404.
+    let root = &ui;
+    for stray in ["/_catalog.json", "/blobs/sha256/ab", "/v2/", "/favicon.ico"] {
+        assert!(!root.owns(stray), "{stray}");
+    }
+    assert!(root.owns("/") && root.owns("/store") && root.owns("/r/demo/multi"));
     for bad in ["/v2", "/v2/ui", "/_origin/x", "/token"] {
         let c = UiConfig {
             prefix: Some(bad.into()),

@@ -77,8 +77,21 @@ pub const SECURE_LINK_TEMPLATE: &str = "$secure_link_expires$uri$arg_ct SECRET";
 /// How the edge treats requests.
 #[derive(Debug, Clone)]
 enum Mode {
-    SecureLink { secret: String },
+    SecureLink { secret: String, flaw: Flaw },
     Public,
+}
+
+/// A misconfiguration of a secure_link edge, as operators make them (`static-registry check`
+/// must name each).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flaw {
+    None,
+    /// The default template's edge: no `add_header Content-Type $arg_ct`, nginx's own types.
+    NoContentType,
+    /// `gzip on` for every type: manifests get `Content-Encoding: gzip`.
+    Gzip,
+    /// `max_ranges 0`: Range requests get the whole body.
+    NoRange,
 }
 
 /// A running nginx; killed on drop.
@@ -101,10 +114,22 @@ impl Nginx {
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
             "test secrets must be plain (they are written into nginx.conf)"
         );
+        Nginx::secure_link_with(root, secret, Flaw::None)
+    }
+
+    /// [`Nginx::secure_link`] with a misconfiguration.
+    pub fn secure_link_with(root: &Path, secret: &str, flaw: Flaw) -> Nginx {
+        assert!(
+            secret
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+            "test secrets must be plain (they are written into nginx.conf)"
+        );
         Nginx::start(
             root,
             Mode::SecureLink {
                 secret: secret.to_owned(),
+                flaw,
             },
         )
     }
@@ -149,19 +174,28 @@ impl Nginx {
         let p = self.prefix.path().display();
         let root = self.root.display();
         let location = match &self.mode {
-            Mode::SecureLink { secret } => format!(
+            Mode::SecureLink { secret, flaw } => format!(
                 r#"
         location / {{
             secure_link $arg_md5,$arg_expires;
             secure_link_md5 "{template}";
             if ($secure_link = "")  {{ return 403; }}
             if ($secure_link = "0") {{ return 410; }}
-            # The type comes from the signed URL: no type of nginx's own, only the signed one.
-            types {{ }}
-            default_type "";
-            add_header Content-Type $arg_ct;
+{types}
+{extra}
         }}"#,
-                template = SECURE_LINK_TEMPLATE.replace("SECRET", secret)
+                template = SECURE_LINK_TEMPLATE.replace("SECRET", secret),
+                // The type comes from the signed URL: no type of nginx's own, only the signed one.
+                types = if *flaw == Flaw::NoContentType {
+                    "            default_type application/octet-stream;"
+                } else {
+                    "            types { }\n            default_type \"\";\n            add_header Content-Type $arg_ct;"
+                },
+                extra = match flaw {
+                    Flaw::Gzip => "            gzip on; gzip_types *; gzip_min_length 0;",
+                    Flaw::NoRange => "            max_ranges 0;",
+                    Flaw::None | Flaw::NoContentType => "",
+                },
             ),
             Mode::Public => r#"
         location / {

@@ -7,15 +7,22 @@ document.addEventListener("DOMContentLoaded", () => {
   for (const input of document.querySelectorAll("input[data-filter]")) {
     const table = document.querySelector(input.dataset.filter);
     if (!table) continue;
+    const count = document.getElementById("count");
+    const initial = count ? count.textContent : "";
     input.addEventListener("input", () => {
       const q = input.value.trim().toLowerCase();
+      let shown = 0;
       for (const row of table.tBodies[0].rows) {
         row.hidden = q !== "" && !(row.dataset.name || "").includes(q);
+        if (!row.hidden) shown++;
       }
+      // The count is a live region: screen readers hear how many rows remain.
+      if (count) count.textContent = q === "" ? initial : `${shown} shown on this page (press Enter to search all)`;
     });
   }
   // Copy the command a button carries; say so on the button and to screen readers.
   for (const button of document.querySelectorAll("button.copy")) {
+    button.hidden = false;
     button.addEventListener("click", async () => {
       const text = button.dataset.copy;
       let ok = false;
