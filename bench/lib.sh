@@ -52,7 +52,8 @@ stop_pid() {
     PIDS=("${keep[@]}")
 }
 
-# ensure_tools CMD:DEBIAN_PACKAGE... installs the Debian packages of missing commands.
+# ensure_tools CMD:DEBIAN_PACKAGE... installs the Debian packages of missing commands, and s3s-fs
+# from crates.io unless the script set NEED_S3S=0.
 ensure_tools() {
     local missing=() entry
     for entry in "$@"; do
@@ -64,18 +65,20 @@ ensure_tools() {
         DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
     fi
-    if ! command -v s3s-fs >/dev/null 2>&1; then
+    if [ "${NEED_S3S:-1}" != 0 ] && ! command -v s3s-fs >/dev/null 2>&1; then
         log "installing s3s-fs"
         cargo install s3s-fs --version 0.14.1 --locked --features binary
     fi
 }
 
-# The release binary: $SR_BIN, or `cargo build --release`.
+# The release binary: $SR_BIN, or `cargo build --release` (into $CARGO_TARGET_DIR if set).
 build_release() {
     if [ -z "${SR_BIN:-}" ]; then
         log "cargo build --release"
         (cd "$ROOT" && cargo build --release --locked -q --bin static-registry)
-        SR_BIN=$ROOT/target/release/static-registry
+        local target=${CARGO_TARGET_DIR:-target}
+        case "$target" in /*) ;; *) target=$ROOT/$target ;; esac
+        SR_BIN=$target/release/static-registry
     fi
     [ -x "$SR_BIN" ] || die "no binary at $SR_BIN"
 }
