@@ -33,23 +33,50 @@ bench_init() {
 bench_cleanup() {
     local rc=$?
     local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do kill_tree "$pid"; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # A script's own last words (e.g. unmounting what a killed tool left mounted under $WORK).
+    if declare -F bench_on_exit >/dev/null; then bench_on_exit || true; fi
     if [ -n "${KEEP:-}" ]; then
         log "kept $WORK"
     else
-        rm -rf "$WORK"
+        # Never into another file system, should something still be mounted under $WORK.
+        rm -rf --one-file-system "$WORK"
     fi
     exit "$rc"
 }
 
+# kill_tree PID: SIGTERM to PID and its descendants (deepest first, found by parent pid).
+kill_tree() {
+    local child
+    for child in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$child"; done
+    kill "$1" 2>/dev/null || true
+}
+
 # Stops one process this script started (and forgets it).
 stop_pid() {
-    local pid=$1 keep=() p
+    local pid=$1
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+    forget_pid "$pid"
+}
+
+forget_pid() {
+    local keep=() p
+    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
     PIDS=("${keep[@]}")
+}
+
+# run_child CMD...: runs CMD in the foreground, but as a recorded child this script waits for:
+# bash runs a trap only between commands, so a signal then interrupts the wait at once, and the
+# cleanup stops CMD and whatever it started.
+run_child() {
+    "$@" &
+    local pid=$! rc=0
+    PIDS+=("$pid")
+    wait "$pid" || rc=$?
+    forget_pid "$pid"
+    return "$rc"
 }
 
 # ensure_tools CMD:DEBIAN_PACKAGE... installs the Debian packages of missing commands, and s3s-fs

@@ -75,7 +75,7 @@ if has_part s3; then
 fi
 if has_part docker-save; then
     [ "$(id -u)" -eq 0 ] || die "the docker-save part needs root (debootstrap, files owned by root)"
-    tools+=(debootstrap:debootstrap umoci:umoci skopeo:skopeo taskset:util-linux /usr/bin/time:time)
+    tools+=(debootstrap:debootstrap umoci:umoci skopeo:skopeo taskset:util-linux /usr/bin/time:time pgrep:procps)
 fi
 ensure_tools "${tools[@]}"
 build_release
@@ -184,6 +184,14 @@ check_nothing_written() {
 # ---------------------------------------------------------------------------------------------
 # Part docker-save: the image.
 
+# On exit: a debootstrap stopped half-way can leave /proc or /sys mounted in its target; unmount
+# whatever is mounted under $WORK (deepest first) before lib.sh removes it.
+bench_on_exit() {
+    [ -n "${WORK:-}" ] || return 0
+    awk -v w="$WORK/" 'index($2, w) == 1 { print $2 }' /proc/mounts | sort -r |
+        while read -r m; do umount -l "$m" 2>/dev/null || true; done
+}
+
 # The recipe of the image; its hash names the cached tarball, so changing a knob builds anew.
 image_recipe() {
     printf 'v3 debootstrap --variant=minbase %s %s; rm apt lists, .debs, /dev/*, logs, aux-cache; EXTRA %s; mtime %s\n' \
@@ -207,7 +215,7 @@ build_image() {
     log "docker-save: debootstrap --variant=minbase $SUITE from $MIRROR (log: $b/debootstrap.log)"
     local t
     t=$(now)
-    debootstrap --variant=minbase "$SUITE" "$b/rootfs" "$MIRROR" >"$b/debootstrap.log" 2>&1 ||
+    run_child debootstrap --variant=minbase "$SUITE" "$b/rootfs" "$MIRROR" >"$b/debootstrap.log" 2>&1 ||
         die "debootstrap failed: $(tail -3 "$b/debootstrap.log")"
     log "docker-save: debootstrap took $(elapsed "$t")s"
     # What an image build cleans up (the debian images have no apt lists), /dev, which the
@@ -221,7 +229,7 @@ build_image() {
     local oci=$b/oci
     umoci init --layout "$oci"
     umoci new --image "$oci:app"
-    umoci insert --image "$oci:app" --history.created "$created" \
+    run_child umoci insert --image "$oci:app" --history.created "$created" \
         --history.created_by "debootstrap --variant=minbase $SUITE (docker import)" "$b/rootfs" /
     rm -rf "$b/rootfs"
     local src n=0
@@ -234,13 +242,13 @@ build_image() {
         mkdir -p "$b/extra$n"
         cp -a "$src" "$b/extra$n/"
         find "$b/extra$n" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
-        umoci insert --image "$oci:app" --history.created "$created" \
+        run_child umoci insert --image "$oci:app" --history.created "$created" \
             --history.created_by "COPY $src $src" "$b/extra$n/$(basename "$src")" "$src"
         rm -rf "$b/extra$n"
     done
     umoci config --image "$oci:app" --created "$created" --author static-registry-bench \
         --config.cmd /bin/bash --history.created "$created" --history.created_by 'CMD ["/bin/bash"]'
-    skopeo copy -q "oci:$oci:app" "docker-archive:$b/skopeo.tar:bench/app:1" ||
+    run_child skopeo copy -q "oci:$oci:app" "docker-archive:$b/skopeo.tar:bench/app:1" ||
         die "skopeo could not write the docker-archive"
     rm -rf "$oci"
     # skopeo's layers are <digest>.tar with <id>/layer.tar symlinks: rewrite as docker save does.
@@ -285,7 +293,7 @@ timed() {
     local pin=()
     [ "$cores" = all ] || pin=(taskset -c "$ONE_CPU")
     t=$(now)
-    if ! "${pin[@]}" /usr/bin/time -f '%U %S' -o "$tf" "$@" >"$out" 2>"$out.err"; then
+    if ! run_child "${pin[@]}" /usr/bin/time -f '%U %S' -o "$tf" "$@" >"$out" 2>"$out.err"; then
         die "$key failed: $(tail -3 "$out.err") ($*)"
     fi
     wall=$(elapsed "$t")
