@@ -27,8 +27,9 @@
 # layout (`umoci insert` per layer), `skopeo copy oci:… docker-archive:…` writes the tarball,
 # and bench/docker_save.py lays it out exactly as `docker save` (20.10–24) does: per layer
 # `<id>/VERSION`, `<id>/json` and the uncompressed `<id>/layer.tar`, then the config,
-# `manifest.json` and `repositories`. No daemon, mount or network namespace is involved, and the
-# only download is debootstrap's from $MIRROR.
+# `manifest.json` and `repositories`. No daemon and no network namespace is involved, and the only
+# download is debootstrap's from $MIRROR (debootstrap mounts /proc in its target for a while: on
+# exit, whatever is still mounted under the work directory is unmounted).
 #
 # Knobs (environment):
 #   PARTS="s3 docker-save"  which parts to run
@@ -43,8 +44,9 @@
 #                EXTRA="/usr/lib/python3.X /usr/share/perl /usr/share/zoneinfo" (missing ones are
 #                skipped) SOURCE_DATE_EPOCH=1767225600 ONE_CPU=0 (the core of the one-core runs)
 #
-# Everything is written under the work directory (and CACHE_DIR); every process started here is
-# a child that is waited for, and lib.sh kills the servers when the script exits, however it exits.
+# Everything is written under the work directory (and CACHE_DIR). Every process started here is
+# a recorded child (lib.sh's run_child, start): when the script exits, however it exits, lib.sh
+# stops each one and its descendants.
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
