@@ -44,9 +44,9 @@
 #                EXTRA="/usr/lib/python3.X /usr/share/perl /usr/share/zoneinfo" (missing ones are
 #                skipped) SOURCE_DATE_EPOCH=1767225600 ONE_CPU=0 (the core of the one-core runs)
 #
-# Everything is written under the work directory (and CACHE_DIR). Every process started here is
-# a recorded child (lib.sh's run_child, start): when the script exits, however it exits, lib.sh
-# stops each one and its descendants.
+# Everything is written under the work directory (and CACHE_DIR). Every process that runs for long
+# (debootstrap, skopeo, the timed runs, the servers) is a recorded child (lib.sh's run_child,
+# start): when the script exits, however it exits, lib.sh stops each one and its descendants.
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
