@@ -33,26 +33,54 @@ bench_init() {
 bench_cleanup() {
     local rc=$?
     local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do kill_tree "$pid"; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    # A script's own last words (e.g. unmounting what a killed tool left mounted under $WORK).
+    if declare -F bench_on_exit >/dev/null; then bench_on_exit || true; fi
     if [ -n "${KEEP:-}" ]; then
         log "kept $WORK"
     else
-        rm -rf "$WORK"
+        # Never into another file system, should something still be mounted under $WORK.
+        rm -rf --one-file-system "$WORK"
     fi
     exit "$rc"
 }
 
+# kill_tree PID: SIGTERM to PID and its descendants (deepest first, found by parent pid).
+kill_tree() {
+    local child
+    for child in $(pgrep -P "$1" 2>/dev/null); do kill_tree "$child"; done
+    kill "$1" 2>/dev/null || true
+}
+
 # Stops one process this script started (and forgets it).
 stop_pid() {
-    local pid=$1 keep=() p
+    local pid=$1
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
-    for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || keep+=("$p"); done
+    forget_pid "$pid"
+}
+
+forget_pid() {
+    local keep=() p
+    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
     PIDS=("${keep[@]}")
 }
 
-# ensure_tools CMD:DEBIAN_PACKAGE... installs the Debian packages of missing commands.
+# run_child CMD...: runs CMD in the foreground, but as a recorded child this script waits for:
+# bash runs a trap only between commands, so a signal then interrupts the wait at once, and the
+# cleanup stops CMD and whatever it started.
+run_child() {
+    "$@" &
+    local pid=$! rc=0
+    PIDS+=("$pid")
+    wait "$pid" || rc=$?
+    forget_pid "$pid"
+    return "$rc"
+}
+
+# ensure_tools CMD:DEBIAN_PACKAGE... installs the Debian packages of missing commands, and s3s-fs
+# from crates.io unless the script set NEED_S3S=0.
 ensure_tools() {
     local missing=() entry
     for entry in "$@"; do
@@ -64,18 +92,20 @@ ensure_tools() {
         DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
         DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
     fi
-    if ! command -v s3s-fs >/dev/null 2>&1; then
+    if [ "${NEED_S3S:-1}" != 0 ] && ! command -v s3s-fs >/dev/null 2>&1; then
         log "installing s3s-fs"
         cargo install s3s-fs --version 0.14.1 --locked --features binary
     fi
 }
 
-# The release binary: $SR_BIN, or `cargo build --release`.
+# The release binary: $SR_BIN, or `cargo build --release` (into $CARGO_TARGET_DIR if set).
 build_release() {
     if [ -z "${SR_BIN:-}" ]; then
         log "cargo build --release"
         (cd "$ROOT" && cargo build --release --locked -q --bin static-registry)
-        SR_BIN=$ROOT/target/release/static-registry
+        local target=${CARGO_TARGET_DIR:-target}
+        case "$target" in /*) ;; *) target=$ROOT/$target ;; esac
+        SR_BIN=$target/release/static-registry
     fi
     [ -x "$SR_BIN" ] || die "no binary at $SR_BIN"
 }
