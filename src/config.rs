@@ -100,6 +100,9 @@ pub struct ServeSection {
     /// Origins (`https://ui.example`, or `"*"`) whose pages may read the registry API (CORS).
     #[serde(default)]
     pub cors_origins: Vec<String>,
+    /// Run `check` against every origin at startup (default true); off for origins where every
+    /// fetch is billed, or where another system does it.
+    pub startup_check: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

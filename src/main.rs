@@ -493,11 +493,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cors: serve::cors::Cors::new(&settings.cors_origins)?,
                 checks: Default::default(),
             });
-            spawn_startup_check(
-                state.federation.clone(),
-                local_endpoint(&settings),
-                state.checks.clone(),
-            );
+            if settings.startup_check {
+                spawn_startup_check(
+                    state.federation.clone(),
+                    local_endpoint(&settings),
+                    state.checks.clone(),
+                );
+            }
             serve::run(settings.listen, state, settings.listener_config()).await?;
             Ok(ExitCode::SUCCESS)
         }

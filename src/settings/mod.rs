@@ -168,6 +168,8 @@ pub struct ServeSettings {
     pub client_limits: ClientLimitsConfig,
     /// Origins whose browser pages may read `/v2/` (CORS); empty: none.
     pub cors_origins: Vec<String>,
+    /// Run `check` at startup ([`crate::check`]).
+    pub startup_check: bool,
     /// Deprecations and the like, for the caller to log.
     pub warnings: Vec<String>,
 }
@@ -302,6 +304,7 @@ impl ServeSettings {
             access_log: flags.access_log || f.access_log,
             client_limits: f.client_limits.clone(),
             cors_origins: f.cors_origins.clone(),
+            startup_check: f.startup_check.unwrap_or(true),
             warnings,
         })
     }

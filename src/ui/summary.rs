@@ -1,5 +1,6 @@
-//! The store summary behind the catalog and the operator's page, recomputed in the background on a
-//! schedule (`[ui] refresh`), never per page view: one listing of the repository indexes (their
+//! The store summary behind the catalog and the operator's page, recomputed in the background,
+//! never per page view: on the first view, then at most every `[ui] refresh` seconds while
+//! someone looks (a replica nobody browses never lists the store). Each computation is one listing of the repository indexes (their
 //! last-modified time is when each repository was last published), one read of each index, and
 //! `prune --dry-run` itself for what a prune would reclaim (through [`Reclaim`], so the page
 //! shows prune's own answer and `serve` does not depend on `prune`).
@@ -72,6 +73,8 @@ pub type Reclaim = Arc<
 /// The current summary, replaced whole by each recomputation (readers never wait for one).
 pub struct Summaries {
     current: RwLock<Arc<StoreSummary>>,
+    /// Set by a page view; the background task waits for it.
+    wanted: tokio::sync::Notify,
     store: Arc<dyn Store>,
     every: Duration,
     reclaim: Option<Reclaim>,
@@ -81,13 +84,17 @@ impl Summaries {
     pub fn new(store: Arc<dyn Store>, every: Duration, reclaim: Option<Reclaim>) -> Self {
         Summaries {
             current: RwLock::new(Arc::new(StoreSummary::default())),
+            wanted: tokio::sync::Notify::new(),
             store,
             every,
             reclaim,
         }
     }
 
+    /// The summary as last computed, and a wish for a fresh one (granted at most every
+    /// `refresh` seconds).
     pub fn current(&self) -> Arc<StoreSummary> {
+        self.wanted.notify_one();
         self.current.read().expect("summary lock").clone()
     }
 
@@ -112,7 +119,7 @@ impl Summaries {
             }
             Err(e) => {
                 tracing::warn!("cannot summarise the store for the web page: {e:#}");
-                let mut s = (*self.current()).clone();
+                let mut s = (**self.current.read().expect("summary lock")).clone();
                 s.error = Some(format!("{e:#}"));
                 s
             }
@@ -120,9 +127,11 @@ impl Summaries {
         *self.current.write().expect("summary lock") = Arc::new(next);
     }
 
-    /// Recomputes every `[ui] refresh` seconds, forever (on the caller's runtime).
+    /// Recomputes when a page was viewed since the last computation, at most every `[ui]
+    /// refresh` seconds, forever (on the caller's runtime).
     pub async fn run(self: Arc<Self>) {
         loop {
+            self.wanted.notified().await;
             self.refresh().await;
             tokio::time::sleep(self.every).await;
         }
