@@ -12,16 +12,30 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use std::collections::HashMap;
 
+use crate::immutable::Immutable;
 use crate::index::{Catalog, RepoIndex};
 use crate::layout;
 use crate::reference::{RepoName, Tag};
 use crate::store::{update_json, PutMode, PutOptions, Store, MAX_ATTEMPTS};
 
 /// Merges `update` into its repository's index, then writes the derived files for the tags it
-/// sets and adds the repository to the catalog. Returns the merged index.
-pub async fn commit_repository(store: &dyn Store, update: &RepoIndex) -> anyhow::Result<RepoIndex> {
+/// sets and adds the repository to the catalog. Returns the merged index. An immutable tag
+/// (`immutable`) that would move refuses the whole commit, decided inside the compare-and-swap.
+pub async fn commit_repository(
+    store: &dyn Store,
+    update: &RepoIndex,
+    immutable: &Immutable,
+) -> anyhow::Result<RepoIndex> {
     ensure_content_present(store, update).await?;
-    let merged = update_index(store, &update.name, |idx| idx.merge(update)).await?;
+    let merged = try_update_index(store, &update.name, |idx| {
+        for (tag, d) in &update.tags {
+            let current = idx.tags.get(tag).map(|c| &c.digest);
+            immutable.check(&update.name, tag, current, &d.digest)?;
+        }
+        idx.merge(update);
+        Ok(())
+    })
+    .await?;
     let touched: Vec<Tag> = update.tags.keys().cloned().collect();
     write_derived(store, &update.name, &touched).await?;
     add_to_catalog(store, &update.name).await?;
@@ -83,6 +97,19 @@ pub async fn update_index(
     name: &RepoName,
     mut change: impl FnMut(&mut RepoIndex),
 ) -> anyhow::Result<RepoIndex> {
+    try_update_index(store, name, |idx| {
+        change(idx);
+        Ok(())
+    })
+    .await
+}
+
+/// [`update_index`] with a change that may refuse (nothing is written then).
+pub async fn try_update_index(
+    store: &dyn Store,
+    name: &RepoName,
+    mut change: impl FnMut(&mut RepoIndex) -> anyhow::Result<()>,
+) -> anyhow::Result<RepoIndex> {
     let key = layout::repo_index(name);
     let committed = update_json(store, &key, |doc: &mut Option<RepoIndex>| {
         let idx = doc.get_or_insert_with(|| RepoIndex::new(name.clone()));
@@ -94,8 +121,7 @@ pub async fn update_index(
                 idx.name
             );
         }
-        change(idx);
-        Ok(())
+        change(idx)
     })
     .await?;
     Ok(committed.expect("the change creates the index"))

@@ -46,6 +46,9 @@ pub struct Config {
     /// The web page (docs/ui.md).
     #[serde(default)]
     pub ui: crate::ui::UiConfig,
+    /// Tags that may never move (docs/store-care.md, "Immutable tags").
+    #[serde(default)]
+    pub immutable: Vec<crate::immutable::ImmutableRule>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -59,6 +59,22 @@ pub struct RepoIndex {
     /// `serve` knows when to re-resolve them (additive, like `v1`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub mirrored: BTreeMap<Tag, MirroredTag>,
+    /// For every tag, where it pointed and since when, oldest first, the last [`MAX_HISTORY`]
+    /// moves (the last entry is the current one). Written in the same compare-and-swap as the tag,
+    /// so racing publishers each record their move (additive, like `v1`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub history: BTreeMap<Tag, Vec<TagMove>>,
+}
+
+/// How many moves of a tag the index remembers.
+pub const MAX_HISTORY: usize = 20;
+
+/// One move of a tag: the digest it then pointed at, and when (Unix seconds; 0 when the tag
+/// predates history).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagMove {
+    pub digest: Digest,
+    pub at: i64,
 }
 
 /// Where a mirrored tag came from, and when the upstream last confirmed it.
@@ -81,6 +97,7 @@ impl RepoIndex {
             referrers: BTreeMap::new(),
             v1: None,
             mirrored: BTreeMap::new(),
+            history: BTreeMap::new(),
         }
     }
 
@@ -131,12 +148,48 @@ impl RepoIndex {
         serde_json::to_vec_pretty(self).expect("index serialises")
     }
 
-    /// Merges a publish into this index: new tags win, referenced content accumulates (digest
+    /// Points `tag` at `to` at time `at`, recording the move in `history` when the digest changes
+    /// (the one place a tag move is recorded: publish, `tag` and mirror mode all come here).
+    pub fn set_tag(&mut self, tag: &Tag, to: Descriptor, at: i64) {
+        let previous = self.tags.get(tag).map(|d| d.digest.clone());
+        if previous.as_ref() != Some(&to.digest) {
+            let moves = self.history.entry(tag.clone()).or_default();
+            if moves.is_empty() {
+                if let Some(p) = previous {
+                    moves.push(TagMove { digest: p, at: 0 });
+                }
+            }
+            moves.push(TagMove {
+                digest: to.digest.clone(),
+                at,
+            });
+            let excess = moves.len().saturating_sub(MAX_HISTORY);
+            moves.drain(..excess);
+        }
+        self.tags.insert(tag.clone(), to);
+    }
+
+    /// When `tag` was last moved (0 when unknown).
+    pub fn published_at(&self, tag: &Tag) -> i64 {
+        self.history
+            .get(tag)
+            .and_then(|h| h.last())
+            .map_or(0, |m| m.at)
+    }
+
+    /// Merges a publish into this index: new tags win (their moves recorded, at the time the
+    /// publish stamped in its own history, else now), referenced content accumulates (digest
     /// pulls of earlier versions keep working until `prune` or an untag removes them).
     pub fn merge(&mut self, other: &RepoIndex) {
         self.layout_version = LAYOUT_VERSION;
-        self.tags
-            .extend(other.tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        for (tag, d) in &other.tags {
+            let at = other
+                .history
+                .get(tag)
+                .and_then(|h| h.last())
+                .map_or_else(|| jiff::Timestamp::now().as_second(), |m| m.at);
+            self.set_tag(tag, d.clone(), at);
+        }
         self.manifests
             .extend(other.manifests.iter().map(|(k, v)| (k.clone(), v.clone())));
         self.blobs

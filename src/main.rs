@@ -144,6 +144,32 @@ enum Command {
         #[command(flatten)]
         walk: static_registry::walk::WalkArgs,
     },
+    /// Move a tag to content its repository already references (retag, or roll back), with the
+    /// same compare-and-swap, immutable-tag check and ordering as publish.
+    Tag {
+        /// REPO:TAG to move (or create).
+        reference: TaggedName,
+        /// Where to: a digest (sha256:…) the repository references, or REPO:OTHER (wherever that
+        /// tag points now).
+        #[arg(long)]
+        to: static_registry::tags::Target,
+        /// The store: a directory, file:///path or s3://bucket[/prefix]
+        /// [env: STATIC_REGISTRY_STORE].
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Where a repository's tags point, since when, and where they pointed before.
+    History {
+        /// REPO or REPO:TAG.
+        reference: String,
+        /// The store: a directory, file:///path or s3://bucket[/prefix]
+        /// [env: STATIC_REGISTRY_STORE].
+        #[arg(long)]
+        store: Option<String>,
+        /// Report format.
+        #[arg(long, value_enum, default_value_t = CheckOutput::Text)]
+        output: CheckOutput,
+    },
     /// Delete a repository: its catalog entry, tag copies, tag list, referrers and index.
     ///
     /// Content is left for `prune`, since other repositories may share it.
@@ -528,6 +554,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 archive: settings.archive,
                 limits: walk.limits(cfg.publish.max_manifests),
                 fill: None,
+                immutable: static_registry::immutable::Immutable::new(&cfg.immutable),
             };
             let summary = publish::publish(store, &opts).await?;
             match opts.pin.output {
@@ -579,6 +606,52 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let report =
                     static_registry::prune::untag(store.as_ref(), &name, &tags, limits).await?;
                 println!("{report}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tag {
+            reference,
+            to,
+            store,
+        } => {
+            let store = open_store(store, &cfg)?;
+            let rules = static_registry::immutable::Immutable::new(&cfg.immutable);
+            let (d, previous) = static_registry::tags::retag(
+                store.as_ref(),
+                &reference.name,
+                &reference.tag,
+                &to,
+                &rules,
+            )
+            .await?;
+            match previous {
+                Some(p) if p == d.digest => println!("{reference} already points at {}", d.digest),
+                Some(p) => println!("{reference} -> {} (was {p})", d.digest),
+                None => println!("{reference} -> {} (new tag)", d.digest),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::History {
+            reference,
+            store,
+            output,
+        } => {
+            let (name, tag) = match reference.rsplit_once(':') {
+                Some((n, t)) if !t.contains('/') => (n, Some(t)),
+                _ => (reference.as_str(), None),
+            };
+            let name = reference::RepoName::parse(name)?;
+            let tag = tag.map(reference::Tag::parse).transpose()?;
+            let store = open_store(store, &cfg)?;
+            let list = static_registry::tags::history(store.as_ref(), &name, tag.as_ref()).await?;
+            match output {
+                CheckOutput::Text => {
+                    print!("{}", static_registry::tags::history_text(&name, &list))
+                }
+                CheckOutput::Json => println!(
+                    "{:#}",
+                    serde_json::json!({ "repository": name, "tags": list })
+                ),
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -177,32 +177,16 @@ impl Upstream {
     /// Whether `remote` (an upstream repository name) may be copied into the store: the
     /// allow-list keeps the endpoint from filling the bucket with arbitrary images.
     pub fn allows(&self, remote: &RepoName) -> bool {
-        self.populate && self.allow.iter().any(|p| glob(p, remote.as_str()))
+        self.populate
+            && self
+                .allow
+                .iter()
+                .any(|p| crate::pattern::matches(p, remote.as_str()))
     }
 
     /// The store repository of upstream repository `remote`.
     pub fn store_repo(&self, remote: &RepoName) -> Option<RepoName> {
         RepoName::parse(&format!("{}/{}", self.prefix, remote)).ok()
-    }
-}
-
-/// `*` matches within one path component, `**` across components; everything else literally.
-fn glob(pattern: &str, name: &str) -> bool {
-    match pattern.strip_prefix("**") {
-        Some(rest) => (0..=name.len()).any(|i| name.is_char_boundary(i) && glob(rest, &name[i..])),
-        None => match pattern.strip_prefix('*') {
-            Some(rest) => {
-                let end = name.find('/').unwrap_or(name.len());
-                (0..=end).any(|i| glob(rest, &name[i..]))
-            }
-            None => match (pattern.chars().next(), name.chars().next()) {
-                (None, None) => true,
-                (Some(p), Some(n)) if p == n => {
-                    glob(&pattern[p.len_utf8()..], &name[n.len_utf8()..])
-                }
-                _ => false,
-            },
-        },
     }
 }
 

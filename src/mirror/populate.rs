@@ -387,6 +387,7 @@ fn options(job: &Job) -> anyhow::Result<PublishOptions> {
             repo: m.store.clone(),
             upstream: u.host.clone(),
         }),
+        immutable: Default::default(),
     })
 }
 

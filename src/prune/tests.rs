@@ -81,7 +81,7 @@ async fn image(s: &dyn Store, layers: &[&[u8]], note: &str) -> (Descriptor, Vec<
 /// Tags the image in `repo` as publish would.
 async fn tag(s: &dyn Store, repo: &str, t: &str, img: &(Descriptor, Vec<Digest>)) {
     let u = tagged_index(s, repo, t, img).await;
-    commit_repository(s, &u).await.unwrap();
+    commit_repository(s, &u, &Default::default()).await.unwrap();
 }
 
 /// The index update that tags the image in `repo` (blob sizes read from the store).
@@ -428,7 +428,9 @@ async fn commit_refuses_content_that_disappeared() {
     let name = RepoName::parse("a/app").unwrap();
     let u = tagged_index(s.as_ref(), "a/app", "1", &img).await;
     s.delete(&layout::blob(&img.1[1])).await.unwrap();
-    let err = commit_repository(s.as_ref(), &u).await.unwrap_err();
+    let err = commit_repository(s.as_ref(), &u, &Default::default())
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("content disappeared"), "{err}");
     assert!(s.get(&layout::repo_index(&name)).await.unwrap().is_none());
 }
@@ -490,7 +492,9 @@ async fn untag_walks_within_the_node_limit() {
             size: idx_bytes.len() as u64,
         },
     );
-    commit_repository(s.as_ref(), &u).await.unwrap();
+    commit_repository(s.as_ref(), &u, &Default::default())
+        .await
+        .unwrap();
     let read = || async {
         let b = s
             .get(&layout::repo_index(&name))

@@ -153,6 +153,7 @@ pub async fn untag(
             for t in tags {
                 idx.tags.remove(t);
                 idx.mirrored.remove(t);
+                idx.history.remove(t);
             }
             match closure(idx, &fetched, limits) {
                 Ok((m, b)) => {

@@ -34,7 +34,7 @@ use crate::commit::commit_repository;
 
 use crate::index::{Descriptor, ManifestEntry, RepoIndex};
 use crate::layout;
-use crate::reference::{RepoName, TaggedName};
+use crate::reference::{Digest, RepoName, Tag, TaggedName};
 use crate::store::{PutMode, PutOptions, Store};
 use crate::walk::WalkLimits;
 use files::Files;
@@ -76,6 +76,8 @@ pub struct PublishOptions {
     pub limits: WalkLimits,
     /// Set by mirror mode's copier: where the content goes and where its tags come from.
     pub fill: Option<Fill>,
+    /// Tags that may never move (`[[immutable]]`).
+    pub immutable: crate::immutable::Immutable,
 }
 
 /// A publish made by mirror mode (`src/mirror/populate.rs`).
@@ -346,6 +348,18 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
     }
     let resolved = jiff::Timestamp::now().as_second();
     for u in updates.values_mut() {
+        let published: Vec<(Tag, Digest)> = u
+            .tags
+            .iter()
+            .map(|(t, d)| (t.clone(), d.digest.clone()))
+            .collect();
+        for (tag, digest) in published {
+            let m = crate::index::TagMove {
+                digest,
+                at: resolved,
+            };
+            u.history.insert(tag, vec![m]);
+        }
         u.manifests.clone_from(&manifests);
         u.blobs.clone_from(&rendered.blobs);
         if let Some(fill) = &opts.fill {
@@ -382,7 +396,7 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
         }
     }
     for u in updates.values() {
-        let merged = commit_repository(store.as_ref(), u).await?;
+        let merged = commit_repository(store.as_ref(), u, &opts.immutable).await?;
         remote::write_referrers_indexes(store.as_ref(), &merged, u.referrers.keys()).await?;
         if merged.v1.is_some() {
             let touched: Vec<_> = u.v1.iter().flat_map(|v| v.tags.keys().cloned()).collect();

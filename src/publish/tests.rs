@@ -34,6 +34,7 @@ fn opts(source: String, tags: &[&str]) -> PublishOptions {
         archive: Default::default(),
         limits: Default::default(),
         fill: None,
+        immutable: Default::default(),
     }
 }
 
@@ -762,7 +763,9 @@ async fn concurrent_commits_keep_every_tag() {
                     },
                 );
                 u.tags.insert(Tag::parse(&format!("t{i}")).unwrap(), d);
-                commit_repository(s.as_ref(), &u).await.unwrap()
+                commit_repository(s.as_ref(), &u, &Default::default())
+                    .await
+                    .unwrap()
             })
         })
         .collect();

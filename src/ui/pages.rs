@@ -155,6 +155,15 @@ pub fn catalog(ctx: &Ctx<'_>, s: &StoreSummary, view: &CatalogView, q: &Query) -
     )
 }
 
+/// When a tag was last moved (0: before tag history was recorded).
+fn tagged(at: i64) -> String {
+    if at <= 0 {
+        return "—".into();
+    }
+    let t = jiff::Timestamp::from_second(at).ok();
+    when(t.map(SystemTime::from))
+}
+
 pub fn repository(ctx: &Ctx<'_>, idx: &RepoIndex, tags: &[TagFacts]) -> Markup {
     let name = &idx.name;
     let host = ctx.host;
@@ -170,7 +179,7 @@ pub fn repository(ctx: &Ctx<'_>, idx: &RepoIndex, tags: &[TagFacts]) -> Markup {
                 thead { tr {
                     th scope="col" { "Tag" } th scope="col" { "Digest" } th scope="col" { "Type" }
                     th scope="col" { "Platforms" } th scope="col" class="num" { "Size" } th scope="col" { "Created" }
-                    th scope="col" { "Pull" }
+                    th scope="col" { "Tagged" } th scope="col" { "Pull" }
                 } }
                 tbody {
                     @for t in tags {
@@ -182,9 +191,27 @@ pub fn repository(ctx: &Ctx<'_>, idx: &RepoIndex, tags: &[TagFacts]) -> Markup {
                             td { (image.map(platforms).unwrap_or_default()) }
                             td class="num" { (image.map_or("—".to_owned(), |i| HumanBytes(i.compressed).to_string())) }
                             td { (created(image.and_then(|i| i.created.as_deref()))) }
+                            td { (tagged(idx.published_at(&t.tag))) }
                             td class="pull" {
                                 (copyable("the pull command by tag", &format!("docker pull {host}/{name}:{}", t.tag)))
                                 (copyable("the pull command by digest", &format!("docker pull {host}/{name}@{}", t.digest)))
+                            }
+                        }
+                    }
+                }
+            }
+            @let moved: Vec<_> = idx.history.iter().filter(|(t, h)| h.len() > 1 && idx.tags.contains_key(*t)).collect();
+            @if !moved.is_empty() {
+                section {
+                    h2 { "Tag history" }
+                    p class="note" { "Where moved tags pointed before, newest first. Roll back with " code { "static-registry tag REPO:TAG --to DIGEST" } "." }
+                    @for (tag, h) in moved {
+                        details {
+                            summary { (tag) ": moved " (plural(h.len() - 1, "time", "times")) }
+                            ol class="history" {
+                                @for m in h.iter().rev() {
+                                    li { span class="when" { (tagged(m.at)) } " " a href={ (ctx.prefix) "r/" (name) "@" (m.digest) } { code { (m.digest) } } }
+                                }
                             }
                         }
                     }

@@ -69,6 +69,7 @@ async fn publish(store: &Path, source: &str, tag: &str) {
         archive: Default::default(),
         limits: Default::default(),
         fill: None,
+        immutable: Default::default(),
     };
     crate::publish::publish(s, &opts).await.unwrap();
 }
@@ -231,6 +232,22 @@ async fn pages_show_published_images_and_never_read_a_layer() {
             );
         }
     }
+    // Tag history: moving a tag shows both digests on the repository page.
+    publish(
+        dir.path(),
+        &format!("docker-archive:{}", fixture("docker-legacy.tar")),
+        "demo/multi:latest",
+    )
+    .await;
+    let key = crate::layout::repo_index(&idx.name);
+    ui.federation.origins[0].repos.invalidate(&key).await;
+    let (_, moved, _) = get(&ui, "GET", "/r/demo/multi", None).await;
+    assert!(
+        moved.contains("Tag history")
+            && moved.contains(top.as_str())
+            && moved.contains("moved 1 time"),
+        "{moved}"
+    );
     let (status, legacy, _) = get(&ui, "GET", "/r/demo/legacy", None).await;
     assert_eq!(status, 200);
     assert!(legacy.contains("docker manifest"), "{legacy}");

@@ -131,8 +131,6 @@ fn allow_lists_match_components() {
     assert!(!ghcr.allows(&name("organisation/tool")));
     // No populate: nothing is ever copied, whatever the list says.
     assert!(!local.allows(&name("team/app")));
-    assert!(glob("a*c", "abc") && glob("a*c", "ac") && !glob("a*c", "a/c"));
-    assert!(glob("**", "x/y/z") && glob("x/**", "x/y/z") && !glob("x/**", "y/x"));
 }
 
 #[test]

@@ -33,6 +33,7 @@ fn opts(source: String, creds: Option<&str>) -> PublishOptions {
         archive: Default::default(),
         limits: Default::default(),
         fill: None,
+        immutable: Default::default(),
     }
 }
 

@@ -70,6 +70,7 @@ fn opts(source: String) -> PublishOptions {
         archive: Default::default(),
         limits: Default::default(),
         fill: None,
+        immutable: Default::default(),
     }
 }
 
