@@ -21,7 +21,6 @@ use crate::index::{
 };
 use crate::layout;
 use crate::reference::{Digest, RepoName, Tag, V1ImageId};
-use crate::sign::secure_link::{SecureLinkConfig, SecureLinkSigner};
 use crate::store::LocalStore;
 
 use super::AppState;
@@ -148,20 +147,7 @@ fn state_with_mirror(
                 .unwrap(),
         )
     });
-    let signer = SecureLinkSigner::with_secret(
-        &SecureLinkConfig {
-            base_url: "https://edge.test".into(),
-            prefix: String::new(),
-            secret_file: None,
-            secret_env: None,
-            template: crate::sign::secure_link::DEFAULT_TEMPLATE.into(),
-            md5_param: "md5".into(),
-            expires_param: "expires".into(),
-            content_type_param: None,
-        },
-        "secret".into(),
-    )
-    .unwrap();
+    let signer = crate::sign::secure_link::test_signer();
     let origin = Origin::new(
         "edge",
         Arc::new(signer),

@@ -322,6 +322,26 @@ impl Signer for SecureLinkSigner {
     }
 }
 
+/// An nginx `secure_link` signer for `https://edge.test` with the default template, for tests
+/// elsewhere in the crate (the request table, the page).
+#[cfg(test)]
+pub(crate) fn test_signer() -> SecureLinkSigner {
+    SecureLinkSigner::with_secret(
+        &SecureLinkConfig {
+            base_url: "https://edge.test".into(),
+            prefix: String::new(),
+            secret_file: None,
+            secret_env: None,
+            template: DEFAULT_TEMPLATE.into(),
+            md5_param: "md5".into(),
+            expires_param: "expires".into(),
+            content_type_param: None,
+        },
+        "secret".into(),
+    )
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

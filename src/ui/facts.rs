@@ -151,36 +151,27 @@ impl Facts {
             // not walked (the walker's limits belong to the commands, not to a page view).
             for child in top.children().take(MAX_LIST) {
                 let label = child.platform_str().unwrap_or_default();
+                // A nested index, or a child the store lacks (a filtered mirror): listed bare.
+                let listed = || PlatformFacts {
+                    platform: label.clone(),
+                    digest: child.digest.clone(),
+                    media_type: child.media_type.clone(),
+                    config: None,
+                    layers: Vec::new(),
+                    compressed: 0,
+                    summary: None,
+                };
                 if media::is_index(&child.media_type) {
-                    platforms.push(PlatformFacts {
-                        platform: label,
-                        digest: child.digest.clone(),
-                        media_type: child.media_type.clone(),
-                        config: None,
-                        layers: Vec::new(),
-                        compressed: 0,
-                        summary: None,
-                    });
+                    platforms.push(listed());
                     continue;
                 }
                 match self.document(&layout::manifest(&child.digest)).await {
                     Ok(bytes) => {
                         let m: AnyManifest = serde_json::from_slice(&bytes)?;
-                        platforms.push(
-                            self.platform(label, &child.digest, &child.media_type, &m)
-                                .await,
-                        );
+                        let p = self.platform(label.clone(), &child.digest, &child.media_type, &m);
+                        platforms.push(p.await);
                     }
-                    // A child the store lacks (a filtered mirror): listed without details.
-                    Err(_) => platforms.push(PlatformFacts {
-                        platform: label,
-                        digest: child.digest.clone(),
-                        media_type: child.media_type.clone(),
-                        config: None,
-                        layers: Vec::new(),
-                        compressed: 0,
-                        summary: None,
-                    }),
+                    Err(_) => platforms.push(listed()),
                 }
             }
         } else {

@@ -15,7 +15,6 @@ use crate::federation::cache::CacheConfig;
 use crate::federation::region::RegionResolver;
 use crate::federation::Origin;
 use crate::oci::AnyManifest;
-use crate::sign::secure_link::{SecureLinkConfig, SecureLinkSigner};
 use crate::store::{ByteStream, LocalStore, Object, ObjectMeta, PutOptions, Store, StoreResult};
 
 /// A local store that records the key of every read.
@@ -101,20 +100,7 @@ async fn world(names: [&str; 2]) -> (tempfile::TempDir, Arc<Recording>) {
 }
 
 async fn ui(store: Arc<Recording>, auth: Option<Arc<TokenIssuer>>) -> Ui {
-    let signer = SecureLinkSigner::with_secret(
-        &SecureLinkConfig {
-            base_url: "https://edge.test".into(),
-            prefix: String::new(),
-            secret_file: None,
-            secret_env: None,
-            template: crate::sign::secure_link::DEFAULT_TEMPLATE.into(),
-            md5_param: "md5".into(),
-            expires_param: "expires".into(),
-            content_type_param: None,
-        },
-        "secret".into(),
-    )
-    .unwrap();
+    let signer = crate::sign::secure_link::test_signer();
     let origin = Origin::new(
         "edge",
         Arc::new(signer),
