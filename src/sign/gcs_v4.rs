@@ -263,18 +263,32 @@ pub struct Presigned {
     pub string_to_sign: String,
 }
 
-/// V4-signs one request. `object`: the key after the base path (`None`: the bucket itself);
-/// `headers` and `query` are extra, unencoded; `now` and `expires` in seconds.
-pub fn presign(
-    target: &Target,
-    cred: &Credential,
-    method: &str,
-    object: Option<&str>,
-    headers: &[(&str, &str)],
-    query: &[(&str, &str)],
-    now: u64,
-    expires: u64,
-) -> Presigned {
+/// One request to sign.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// The key after the base path (`None`: the bucket itself), unencoded.
+    pub object: Option<&'a str>,
+    /// Extra signed headers besides `host`, unencoded.
+    pub headers: &'a [(&'a str, &'a str)],
+    /// Extra query parameters, unencoded.
+    pub query: &'a [(&'a str, &'a str)],
+    /// Seconds since the Unix epoch.
+    pub now: u64,
+    /// Seconds the URL stays valid (clamped to 1 ..= [`MAX_EXPIRES`]).
+    pub expires: u64,
+}
+
+/// V4-signs one request.
+pub fn presign(target: &Target, cred: &Credential, req: &Request<'_>) -> Presigned {
+    let Request {
+        method,
+        object,
+        headers,
+        query,
+        now,
+        expires,
+    } = *req;
     let ts = jiff::Timestamp::from_second(now as i64).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let goog_date = ts.strftime("%Y%m%dT%H%M%SZ").to_string();
     let date = &goog_date[..8];
@@ -432,17 +446,15 @@ impl Signer for GcsSigner {
         } else {
             &ct
         };
-        presign(
-            &self.target,
-            &self.cred,
-            req.method.as_str(),
-            Some(req.key),
-            &[],
+        let r = Request {
+            method: req.method.as_str(),
+            object: Some(req.key),
+            headers: &[],
             query,
-            unix_secs(now),
-            req.ttl.as_secs(),
-        )
-        .url
+            now: unix_secs(now),
+            expires: req.ttl.as_secs(),
+        };
+        presign(&self.target, &self.cred, &r).url
     }
 }
 

@@ -96,16 +96,15 @@ fn conformance_vectors_byte_for_byte() {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let got = presign(
-            &target,
-            &cred,
-            t["method"].as_str().unwrap(),
-            t.get("object").and_then(Value::as_str),
-            &h,
-            &q,
-            secs(t["timestamp"].as_str().unwrap()),
-            t["expiration"].as_u64().unwrap(),
-        );
+        let req = Request {
+            method: t["method"].as_str().unwrap(),
+            object: t.get("object").and_then(Value::as_str),
+            headers: &h,
+            query: &q,
+            now: secs(t["timestamp"].as_str().unwrap()),
+            expires: t["expiration"].as_u64().unwrap(),
+        };
+        let got = presign(&target, &cred, &req);
         if name == INCONSISTENT {
             // Everything up to the signature agrees; the signature cannot.
             let unsigned = |u: &str| u.split("&X-Goog-Signature=").next().unwrap().to_owned();
