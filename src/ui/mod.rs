@@ -111,7 +111,9 @@ impl Ui {
         let Some(rest) = path.strip_prefix(&self.prefix) else {
             return false;
         };
-        matches!(rest, "" | "store" | "login") || rest.starts_with("r/") || rest.starts_with("assets/")
+        matches!(rest, "" | "store" | "login")
+            || rest.starts_with("r/")
+            || rest.starts_with("assets/")
     }
 
     /// Answers a GET or HEAD under the prefix.
