@@ -276,10 +276,10 @@ fn sign(c: &mut Criterion) {
     };
     let gcs_hmac = GcsSigner::new(
         gcs_target(),
-        Credential::Hmac {
-            access_id: "GOOG1EXAMPLEACCESSID".into(),
-            secret: "bGoa+V7g/yqDXvKRqq+JTFn4uQZbPiQJo4pf9RzJ".into(),
-        },
+        Credential::hmac(
+            "GOOG1EXAMPLEACCESSID",
+            "bGoa+V7g/yqDXvKRqq+JTFn4uQZbPiQJo4pf9RzJ",
+        ),
     );
     g.bench_function("gcs_hmac", |b| {
         b.iter(|| gcs_hmac.sign(black_box(&request(&key)), now))

@@ -33,6 +33,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::{PoisonError, RwLock};
 use std::time::SystemTime;
 
 use anyhow::{bail, Context};
@@ -97,6 +98,8 @@ pub enum Credential {
     Hmac {
         access_id: String,
         secret: String,
+        /// The last day's derived signing key (`YYYYMMDD`, key): four HMACs saved per URL.
+        day_key: RwLock<Option<([u8; 8], [u8; 32])>>,
     },
 }
 
@@ -110,6 +113,15 @@ impl fmt::Debug for Credential {
 }
 
 impl Credential {
+    /// An HMAC key.
+    pub fn hmac(access_id: impl Into<String>, secret: impl Into<String>) -> Self {
+        Credential::Hmac {
+            access_id: access_id.into(),
+            secret: secret.into(),
+            day_key: RwLock::new(None),
+        }
+    }
+
     /// From a service-account JSON key (`client_email` and a PKCS#8 `private_key`). Errors
     /// never quote the key.
     pub fn from_service_account_json(json: &str) -> anyhow::Result<Self> {
@@ -160,18 +172,29 @@ impl Credential {
                     .expect("RSA PKCS#1 v1.5 signing of a SHA-256 digest cannot fail");
                 hex::encode(sig.to_bytes())
             }
-            Credential::Hmac { secret, .. } => {
-                // The key derivation of SigV4 with Google's names.
-                fn hmac(key: &[u8], data: &str) -> Vec<u8> {
+            Credential::Hmac {
+                secret, day_key, ..
+            } => {
+                fn hmac(key: &[u8], data: &str) -> [u8; 32] {
                     let mut m = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
                     m.update(data.as_bytes());
-                    m.finalize().into_bytes().to_vec()
+                    m.finalize().into_bytes().into()
                 }
-                let mut k = hmac(format!("GOOG4{secret}").as_bytes(), date);
-                for part in ["auto", "storage", "goog4_request"] {
-                    k = hmac(&k, part);
-                }
-                hex::encode(hmac(&k, string_to_sign))
+                let day: [u8; 8] = date.as_bytes().try_into().expect("YYYYMMDD");
+                let cached = *day_key.read().unwrap_or_else(PoisonError::into_inner);
+                let key = match cached {
+                    Some((d, k)) if d == day => k,
+                    _ => {
+                        // The key derivation of SigV4 with Google's names.
+                        let mut k = hmac(format!("GOOG4{secret}").as_bytes(), date);
+                        for part in ["auto", "storage", "goog4_request"] {
+                            k = hmac(&k, part);
+                        }
+                        *day_key.write().unwrap_or_else(PoisonError::into_inner) = Some((day, k));
+                        k
+                    }
+                };
+                hex::encode(hmac(&key, string_to_sign))
             }
         }
     }
@@ -413,14 +436,14 @@ impl GcsSigner {
                 if id.is_empty() {
                     bail!("kind = \"gcs\": hmac_access_id is empty");
                 }
-                Credential::Hmac {
-                    access_id: id.clone(),
-                    secret: load_secret(
+                Credential::hmac(
+                    id.clone(),
+                    load_secret(
                         cfg.hmac_secret_file.as_deref(),
                         cfg.hmac_secret_env.as_deref(),
                         "GCS HMAC secret",
                     )?,
-                }
+                )
             }
             (true, Some(_)) => {
                 bail!("kind = \"gcs\": give a service-account key or an HMAC key, not both")

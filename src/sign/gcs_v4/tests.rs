@@ -224,10 +224,10 @@ static DATA_KEY: std::sync::LazyLock<String> = std::sync::LazyLock::new(key_path
 fn hmac_signer_matches_oracle() {
     let signer = GcsSigner::new(
         Target::new("http://127.0.0.1:4443", "b", "", UrlStyle::Path).unwrap(),
-        Credential::Hmac {
-            access_id: "GOOG1EXAMPLEACCESSID".into(),
-            secret: "bGoa+V7g/yqDXvKRqq+JTFn4uQZbPiQJo4pf9RzJ".into(),
-        },
+        Credential::hmac(
+            "GOOG1EXAMPLEACCESSID",
+            "bGoa+V7g/yqDXvKRqq+JTFn4uQZbPiQJo4pf9RzJ",
+        ),
     );
     for (method, key, ct) in [
         (Method::Get, "blobs/sha256/ff", ""),
@@ -244,10 +244,10 @@ fn hmac_signer_matches_oracle() {
         // conformance vectors) sign it without, so compare on a port-less endpoint.
         let signer_noport = GcsSigner::new(
             Target::new("http://localhost", "b", "", UrlStyle::Path).unwrap(),
-            Credential::Hmac {
-                access_id: "GOOG1EXAMPLEACCESSID".into(),
-                secret: "bGoa+V7g/yqDXvKRqq+JTFn4uQZbPiQJo4pf9RzJ".into(),
-            },
+            Credential::hmac(
+                "GOOG1EXAMPLEACCESSID",
+                "bGoa+V7g/yqDXvKRqq+JTFn4uQZbPiQJo4pf9RzJ",
+            ),
         );
         let got = signer_noport.sign(
             &req(method, key, ct, 120),
@@ -276,10 +276,7 @@ fn hmac_signer_matches_oracle() {
 fn head_and_content_type_change_the_signature() {
     let signer = GcsSigner::new(
         Target::new("https://storage.googleapis.com", "b", "", UrlStyle::Path).unwrap(),
-        Credential::Hmac {
-            access_id: "id".into(),
-            secret: "s".into(),
-        },
+        Credential::hmac("id", "s"),
     );
     let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_765_000_000);
     let get = signer.sign(&req(Method::Get, "blobs/sha256/aa", "", 60), t);
@@ -343,4 +340,45 @@ fn config_errors() {
     };
     let e = err(&bad_key);
     assert!(e.contains("PKCS#8") && !e.contains("SECRETSTUFF"), "{e}");
+}
+
+#[test]
+fn hmac_day_key_is_derived_once_a_day_and_rederived_on_a_new_day() {
+    let target = Target::new("http://localhost", "b", "", UrlStyle::Path).unwrap();
+    let cred = Credential::hmac(
+        "GOOG1EXAMPLEACCESSID",
+        "bGoa+V7g/yqDXvKRqq+JTFn4uQZbPiQJo4pf9RzJ",
+    );
+    let day_of = |c: &Credential| match c {
+        Credential::Hmac { day_key, .. } => day_key.read().unwrap().map(|(d, _)| d),
+        Credential::Rsa { .. } => unreachable!(),
+    };
+    assert_eq!(day_of(&cred), None);
+    let req = |now| Request {
+        method: "GET",
+        object: Some("k"),
+        headers: &[],
+        query: &[],
+        now,
+        expires: 60,
+    };
+    let day1 = 1_765_000_000; // 2025-12-06
+    let a = presign(&target, &cred, &req(day1)).url;
+    assert_eq!(day_of(&cred), Some(*b"20251206"));
+    // The cached key signs as a fresh one does.
+    let fresh = Credential::hmac(
+        "GOOG1EXAMPLEACCESSID",
+        "bGoa+V7g/yqDXvKRqq+JTFn4uQZbPiQJo4pf9RzJ",
+    );
+    assert_eq!(a, presign(&target, &fresh, &req(day1)).url);
+    assert_eq!(a, presign(&target, &cred, &req(day1)).url);
+    // The next day gets the next day's key (checked against a fresh credential).
+    let day2 = day1 + 86_400;
+    let b = presign(&target, &cred, &req(day2)).url;
+    assert_eq!(day_of(&cred), Some(*b"20251207"));
+    let fresh2 = Credential::hmac(
+        "GOOG1EXAMPLEACCESSID",
+        "bGoa+V7g/yqDXvKRqq+JTFn4uQZbPiQJo4pf9RzJ",
+    );
+    assert_eq!(b, presign(&target, &fresh2, &req(day2)).url);
 }
