@@ -31,6 +31,7 @@ use static_registry::serve::{self, AppState};
 use static_registry::sign::cloudfront::{
     CloudFrontConfig, CloudFrontSigner, HashAlgorithm, PolicyMode,
 };
+use static_registry::sign::gcs_v4::{Credential, GcsSigner, Target, UrlStyle};
 use static_registry::sign::hmac_token::{HmacTokenConfig, HmacTokenSigner};
 use static_registry::sign::public::{PublicConfig, PublicSigner};
 use static_registry::sign::secure_link::{SecureLinkConfig, SecureLinkSigner};
@@ -263,6 +264,26 @@ fn sign(c: &mut Criterion) {
     g.bench_function("public", |b| {
         b.iter(|| public.sign(black_box(&request(&key)), now))
     });
+
+    let gcs_target = || {
+        Target::new(
+            "https://storage.googleapis.com",
+            "reg-bucket",
+            "registry",
+            UrlStyle::Path,
+        )
+        .unwrap()
+    };
+    let gcs_hmac = GcsSigner::new(
+        gcs_target(),
+        Credential::hmac(
+            "GOOG1EXAMPLEACCESSID",
+            "bGoa+V7g/yqDXvKRqq+JTFn4uQZbPiQJo4pf9RzJ",
+        ),
+    );
+    g.bench_function("gcs_hmac", |b| {
+        b.iter(|| gcs_hmac.sign(black_box(&request(&key)), now))
+    });
     g.finish();
 
     // One RSA-2048 signature per URL: why `wildcard` is the default (few samples: ~ms each).
@@ -271,6 +292,19 @@ fn sign(c: &mut Criterion) {
     let canned = CloudFrontSigner::with_pem(&cf(PolicyMode::Canned), &pem).unwrap();
     g.bench_function("cloudfront_canned_rsa", |b| {
         b.iter(|| canned.sign(black_box(&request(&key)), now))
+    });
+    // GCS has no wildcard form: with a service-account key, every URL is an RSA signature.
+    let sa = std::fs::read_to_string(format!(
+        "{}/tests/data/gcs-v4/test_service_account.not-a-test.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let gcs_rsa = GcsSigner::new(
+        gcs_target(),
+        Credential::from_service_account_json(&sa).unwrap(),
+    );
+    g.bench_function("gcs_rsa", |b| {
+        b.iter(|| gcs_rsa.sign(black_box(&request(&key)), now))
     });
     g.finish();
 }

@@ -100,6 +100,12 @@ if ! python3 -c 'import botocore, rsa, akamai.edgeauth' >/dev/null 2>&1; then
     python3 -m pip install -q botocore rsa akamai-edgeauth
 fi
 
+# Google's own V4 URL signing, the GCS signer's oracle (tests/oracles/gcs_v4.py).
+if ! python3 -c 'import google.cloud.storage' >/dev/null 2>&1; then
+    log "installing python oracle: google-cloud-storage"
+    python3 -m pip install -q google-cloud-storage
+fi
+
 # A registry v1 client nobody here wrote, for the v1 pull test (tests/v1.rs).
 if ! python3 -c 'import docker_registry_client' >/dev/null 2>&1; then
     log "installing python v1 client: docker-registry-client"

@@ -1102,6 +1102,7 @@ fn example_cdn_configs_parse_and_build() {
         "cdn-hmac-token.toml",
         "cdn-public.toml",
         "cdn-failover.toml",
+        "cdn-gcs.toml",
     ] {
         assert!(names.iter().any(|n| n == want), "config/{want} is missing");
     }
@@ -1150,6 +1151,11 @@ fn example_cdn_configs_parse_and_build() {
                     .unwrap()
                     .to_owned(),
                 "cidr_file" => regions.to_str().unwrap().to_owned(),
+                "service_account_file" => common::manifest_dir()
+                    .join("tests/data/gcs-v4/test_service_account.not-a-test.json")
+                    .to_str()
+                    .unwrap()
+                    .to_owned(),
                 _ => return None,
             })
         });

@@ -15,6 +15,7 @@ use crate::federation::cache::CacheConfig;
 use crate::federation::origin::EmbeddedOrigin;
 use crate::layout;
 use crate::sign::cloudfront::{CloudFrontConfig, CloudFrontSigner, PolicyMode};
+use crate::sign::gcs_v4::{GcsConfig, GcsSigner};
 use crate::sign::hmac_token::{HmacTokenConfig, HmacTokenSigner, TokenScope};
 use crate::sign::public::{PublicConfig, PublicSigner};
 use crate::sign::secure_link::{SecureLinkConfig, SecureLinkSigner};
@@ -53,6 +54,7 @@ pub enum SignerConfig {
     SecureLink(SecureLinkConfig),
     HmacToken(HmacTokenConfig),
     Public(PublicConfig),
+    Gcs(GcsConfig),
 }
 
 impl SignerConfig {
@@ -345,6 +347,7 @@ pub async fn build(input: FederationInput<'_>) -> anyhow::Result<Built> {
             (SignerConfig::SecureLink(c), _) => Arc::new(SecureLinkSigner::from_config(c)?),
             (SignerConfig::HmacToken(c), _) => Arc::new(HmacTokenSigner::from_config(c)?),
             (SignerConfig::Public(c), _) => Arc::new(PublicSigner::from_config(c)?),
+            (SignerConfig::Gcs(c), _) => Arc::new(GcsSigner::from_config(c)?),
         };
         origins.push(Arc::new(Origin::new(
             oc.name.clone(),

@@ -6,6 +6,7 @@
 pub mod cloudfront;
 pub mod embedded;
 pub mod encode;
+pub mod gcs_v4;
 pub mod hmac_token;
 pub mod object_urls;
 pub mod public;
