@@ -248,7 +248,7 @@ mod tests {
         for (c, want) in [
             (
                 Compression::Gzip,
-                "sha256:775dce05a34de72f920b3df37c8a21834c2c33f75be1f7090c21468c50004093",
+                "sha256:fe405be7161c6d35827f68fd830921b8d05b7b9f56a5d8f90a6dbf16ad32f66e",
             ),
             (
                 Compression::Zstd,
