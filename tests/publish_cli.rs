@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use common::fixtures::{self, Expect};
-use common::{describe_output, files_under, hex_of, new_store, publish, try_publish, verify};
+use common::{
+    describe_output, files_under, hex_of, new_store, publish, publish_with, try_publish, verify,
+};
 
 /// The numbers of the summary line
 /// `blobs: wrote N (SIZE), skipped M already in the store (SIZE); manifests: wrote K`.
@@ -113,6 +115,96 @@ fn republishing_an_unchanged_image_writes_no_blob_bytes() {
         "{}",
         describe_output("verify --deep", &out)
     );
+}
+
+/// A one-layer `docker save` archive whose layer spans many compression blocks and several zstd
+/// jobs: 24 MiB of text-like files and a MiB of noise (deflate stores that).
+fn big_layer_archive(path: &Path) {
+    let mut layer = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_700_000_000);
+        layer.append_data(&mut h, name, data).expect("layer member");
+    };
+    for f in 0..6 {
+        let text: String = (0..150_000)
+            .map(|i| format!("file {f} line {i}: value {}\n", (i * 7919 + f) % 104_729))
+            .collect();
+        add(&format!("usr/share/doc/{f}.txt"), text.as_bytes());
+    }
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let noise: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    add("usr/lib/noise.bin", &noise);
+    let layer = layer.into_inner().expect("layer tar");
+    assert!(layer.len() > 20 << 20, "{} bytes", layer.len());
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": [common::sha256(&layer)]},
+    })
+    .to_string();
+    let config_name = format!("{}.json", hex_of(&common::sha256(config.as_bytes())));
+    let manifest = serde_json::json!([{
+        "Config": config_name,
+        "RepoTags": ["big/layer:1"],
+        "Layers": ["layer/layer.tar"],
+    }])
+    .to_string();
+    let mut archive = tar::Builder::new(std::fs::File::create(path).expect("create archive"));
+    for (name, data) in [
+        (config_name.as_str(), config.as_bytes()),
+        ("manifest.json", manifest.as_bytes()),
+        ("layer/layer.tar", &layer[..]),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        archive
+            .append_data(&mut h, name, data)
+            .expect("archive member");
+    }
+    archive.finish().expect("archive");
+}
+
+/// Issue 18: compression runs on `--jobs` threads (at most the cores), and the bytes, so the
+/// digests, must not depend on how many. The in-process tests cover 1, 2 and 8 threads; this one
+/// checks the command line end to end, for both compressions.
+#[test]
+fn jobs_1_and_jobs_4_publish_the_same_digests() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let archive = work.path().join("big.tar");
+    big_layer_archive(&archive);
+    let source = format!("docker-archive:{}", archive.display());
+    for compression in ["gzip", "zstd"] {
+        let mut results = Vec::new();
+        for jobs in ["1", "4"] {
+            let store = new_store();
+            let args = ["--compression", compression, "--jobs", jobs];
+            let out = publish_with(store.path(), &source, &[], &args);
+            let blobs: Vec<PathBuf> = files_under(store.path())
+                .into_iter()
+                .filter(|p| p.starts_with("blobs"))
+                .collect();
+            assert_eq!(blobs.len(), 2, "{compression}: config and layer: {blobs:?}");
+            results.push((tag_lines(&out), blobs));
+            let v = verify(store.path(), &["--deep"]);
+            assert!(v.status.success(), "{}", describe_output("verify", &v));
+        }
+        assert_eq!(
+            results[0], results[1],
+            "{compression}: --jobs 1 vs --jobs 4"
+        );
+    }
 }
 
 #[test]

@@ -1,26 +1,70 @@
-//! Deterministic layer compression, hashing both sides of the stream in the same pass.
+//! Deterministic layer compression in one pass: read, hash the `diff_id`, compress on a worker
+//! pool, hash the digest, write.
 //!
 //! Registries serve compressed layers, but `docker save` and many OCI layouts hold plain tars.
 //! Compressing them makes new blobs with new digests, so the output must be a pure function of the
-//! input: same tar in, same bytes out, run after run (no timestamps, no file names, fixed level,
-//! single-threaded encoders). Otherwise re-publishing would upload everything again and tags would
-//! move for no reason. The uncompressed side is hashed on the way to check the config's `diff_id`,
-//! which is what makes the compressed blob trustworthy.
+//! input: same tar in, same bytes out, run after run and whatever the number of threads (no
+//! timestamps, no file names, fixed levels, block boundaries at fixed offsets). Otherwise
+//! re-publishing would upload everything again and tags would move for no reason. gzip is cut into
+//! blocks compressed in parallel (pgzip.rs); zstd runs its own multi-threaded mode, with at least
+//! one worker always, since zero workers is another code path with other output. The
+//! uncompressed side is hashed on the way to check the config's `diff_id`, which is what makes
+//! the compressed blob trustworthy. Memory stays flat whatever the layer size: only a few blocks
+//! per worker are in flight.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::sync::Arc;
 
 use crate::hashing::{HashingReader, HashingWriter};
+use crate::publish::pgzip::ParallelGzip;
 use crate::publish::Compression;
 use crate::reference::{Algorithm, Digest};
 
-/// gzip level: Docker's and Go's default, the usual size/speed trade-off for registries.
-const GZIP_LEVEL: u32 = 6;
 /// zstd level: the library default, which containerd and buildkit also use.
 const ZSTD_LEVEL: i32 = 3;
-/// gzip header OS byte 255 ("unknown"), so the bytes do not depend on the publishing machine.
-const GZIP_OS_UNKNOWN: u8 = 255;
+/// Input per zstd job. Half the library's default at level 3 halves the memory its workers
+/// hold, for about the size single-threaded zstd gave (docs/performance.md, "Compression"); and
+/// set here, a change of the library's default cannot change our output.
+const ZSTD_JOB: u32 = 4 << 20;
 
 const CHUNK: usize = 256 << 10;
+
+/// The threads that compress layers, shared by every layer of a publish so that concurrent
+/// layers together use no more threads than asked for.
+#[derive(Clone)]
+pub struct Workers {
+    pool: Arc<rayon::ThreadPool>,
+}
+
+impl Workers {
+    pub fn new(threads: usize) -> io::Result<Self> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads.max(1))
+            .thread_name(|i| format!("compress-{i}"))
+            // A panicking block then fails its layer (its result channel closes) instead of
+            // aborting the process, which is rayon's default.
+            .panic_handler(|_| {})
+            .build()
+            .map_err(io::Error::other)?;
+        Ok(Workers {
+            pool: Arc::new(pool),
+        })
+    }
+
+    /// As many threads as `--jobs` asks for, but no more than the cores.
+    pub fn for_jobs(jobs: usize) -> io::Result<Self> {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Workers::new(jobs.min(cores))
+    }
+
+    pub fn threads(&self) -> usize {
+        self.pool.current_num_threads()
+    }
+
+    pub fn spawn(&self, job: impl FnOnce() + Send + 'static) {
+        self.pool.spawn(job);
+    }
+}
 
 /// The result of compressing one layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +86,7 @@ pub fn compress_layer<W: Write>(
     out: W,
     compression: Compression,
     max_plain: u64,
+    workers: &Workers,
 ) -> io::Result<(Compressed, W)> {
     let mut input = BufReader::with_capacity(CHUNK, input);
     let head = input.fill_buf()?;
@@ -61,15 +106,15 @@ pub fn compress_layer<W: Write>(
     let sink = HashingWriter::new(out, Algorithm::Sha256);
     let sink = match compression {
         Compression::Gzip => {
-            let mut enc = flate2::GzBuilder::new()
-                .mtime(0)
-                .operating_system(GZIP_OS_UNKNOWN)
-                .write(sink, flate2::Compression::new(GZIP_LEVEL));
+            let mut enc = ParallelGzip::new(sink, workers)?;
             pump(&mut plain, &mut enc)?;
             enc.finish()?
         }
         Compression::Zstd => {
             let mut enc = zstd::stream::write::Encoder::new(sink, ZSTD_LEVEL)?;
+            let threads = u32::try_from(workers.threads()).unwrap_or(u32::MAX);
+            enc.multithread(threads.max(1))?;
+            enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(ZSTD_JOB))?;
             pump(&mut plain, &mut enc)?;
             enc.finish()?
         }
@@ -130,6 +175,7 @@ fn pump(r: &mut impl Read, w: &mut impl Write) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::publish::pgzip::tests::{cases, compressible};
 
     fn sample_tar() -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());
@@ -142,46 +188,104 @@ mod tests {
         b.into_inner().unwrap()
     }
 
+    fn compress(input: &[u8], c: Compression, threads: usize) -> (Compressed, Vec<u8>) {
+        let workers = Workers::new(threads).unwrap();
+        compress_layer(input, Vec::new(), c, u64::MAX, &workers).unwrap()
+    }
+
+    fn decode(bytes: &[u8], c: Compression) -> Vec<u8> {
+        let mut back = Vec::new();
+        match c {
+            Compression::Gzip => flate2::read::GzDecoder::new(bytes).read_to_end(&mut back),
+            Compression::Zstd => zstd::stream::read::Decoder::new(bytes)
+                .unwrap()
+                .read_to_end(&mut back),
+        }
+        .unwrap();
+        back
+    }
+
     #[test]
-    fn deterministic_and_checks_diff_id() {
+    fn same_bytes_for_1_2_and_8_threads_and_honest_digests() {
+        for c in [Compression::Gzip, Compression::Zstd] {
+            for (name, input) in cases() {
+                let (a, bytes) = compress(&input, c, 1);
+                assert_eq!(a.diff_id, Digest::sha256_of(&input), "{c:?} {name}");
+                assert_eq!(a.uncompressed_size, input.len() as u64, "{c:?} {name}");
+                assert_eq!(a.digest, Digest::sha256_of(&bytes), "{c:?} {name}");
+                assert_eq!(a.size, bytes.len() as u64, "{c:?} {name}");
+                assert!(decode(&bytes, c) == input, "{c:?} {name}: decodes back");
+                for threads in [2, 8] {
+                    let (b, other) = compress(&input, c, threads);
+                    assert_eq!(a, b, "{c:?} {name}: {threads} threads");
+                    assert!(bytes == other, "{c:?} {name}: {threads} threads");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn zstd_output_does_not_depend_on_its_worker_count() {
+        // Several zstd jobs, so several workers really share the work.
+        let input = compressible(20 << 20);
+        let (one, _) = compress(&input, Compression::Zstd, 1);
+        for threads in [2, 3, 8] {
+            let (other, _) = compress(&input, Compression::Zstd, threads);
+            assert_eq!(one, other, "{threads} workers");
+        }
+        // Zero workers is a different format path: what nbWorkers >= 1 avoids.
+        let single = zstd::stream::encode_all(&input[..], ZSTD_LEVEL).unwrap();
+        assert_ne!(Digest::sha256_of(&single), one.digest);
+    }
+
+    /// The compressed bytes of a fixed input. Layers compressed by another version of the
+    /// compressors get other digests (re-publishing stores new blobs), so a dependency update
+    /// that changes these must be a decision: note it in docs/layout.md, then update the digests.
+    #[test]
+    fn compressed_bytes_are_pinned() {
+        // Many gzip blocks and a few zstd jobs.
+        let input = compressible(9 << 20);
+        for (c, want) in [
+            (
+                Compression::Gzip,
+                "sha256:fe405be7161c6d35827f68fd830921b8d05b7b9f56a5d8f90a6dbf16ad32f66e",
+            ),
+            (
+                Compression::Zstd,
+                "sha256:f31d93c2d4865176c8b487e8e7de0cf81bec8b9720167f73098b300c9c632326",
+            ),
+        ] {
+            let (got, _) = compress(&input, c, 2);
+            assert_eq!(got.digest.to_string(), want, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn compressed_input_is_decoded_first() {
         let tar = sample_tar();
         for c in [Compression::Gzip, Compression::Zstd] {
-            let (a, bytes_a) = compress_layer(&tar[..], Vec::new(), c, u64::MAX).unwrap();
-            let (b, bytes_b) = compress_layer(&tar[..], Vec::new(), c, u64::MAX).unwrap();
-            assert_eq!(a, b, "{c:?}");
-            assert_eq!(bytes_a, bytes_b);
-            assert_eq!(a.diff_id, Digest::sha256_of(&tar));
-            assert_eq!(a.uncompressed_size, tar.len() as u64);
-            assert_eq!(a.digest, Digest::sha256_of(&bytes_a));
-            assert_eq!(a.size, bytes_a.len() as u64);
+            let (a, bytes) = compress(&tar, c, 2);
             assert!(a.size < tar.len() as u64);
             // Compressing the compressed form gives the same blob again.
-            let (again, _) = compress_layer(&bytes_a[..], Vec::new(), c, u64::MAX).unwrap();
-            assert_eq!(again, a);
+            let (again, _) = compress(&bytes, c, 2);
+            assert_eq!(again, a, "{c:?}");
         }
-        let (gz, bytes) =
-            compress_layer(&tar[..], Vec::new(), Compression::Gzip, u64::MAX).unwrap();
-        // No mtime, no file name: the header is fixed.
-        assert_eq!(&bytes[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255]);
-        let mut back = Vec::new();
-        flate2::read::GzDecoder::new(&bytes[..])
-            .read_to_end(&mut back)
-            .unwrap();
-        assert_eq!(back, tar);
-        assert_eq!(gz.diff_id, Digest::sha256_of(&back));
     }
 
     #[test]
     fn a_layer_that_decodes_past_the_cap_is_refused() {
         let tar = sample_tar();
-        let (_, gz) = compress_layer(&tar[..], Vec::new(), Compression::Gzip, u64::MAX).unwrap();
+        let (_, gz) = compress(&tar, Compression::Gzip, 2);
+        let workers = Workers::new(2).unwrap();
         let exact = tar.len() as u64;
         // Exactly at the cap passes, one byte under it does not, for plain and gzip input alike.
         for input in [&tar[..], &gz[..]] {
-            let (c, _) = compress_layer(input, Vec::new(), Compression::Zstd, exact).unwrap();
-            assert_eq!(c.uncompressed_size, exact);
-            let err = compress_layer(input, Vec::new(), Compression::Zstd, exact - 1).unwrap_err();
-            assert!(err.to_string().contains("--max-archive-bytes"), "{err}");
+            for c in [Compression::Gzip, Compression::Zstd] {
+                let (got, _) = compress_layer(input, Vec::new(), c, exact, &workers).unwrap();
+                assert_eq!(got.uncompressed_size, exact);
+                let err = compress_layer(input, Vec::new(), c, exact - 1, &workers).unwrap_err();
+                assert!(err.to_string().contains("--max-archive-bytes"), "{err}");
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ mod docker_archive;
 mod files;
 mod image;
 mod oci;
+mod pgzip;
 pub mod pin;
 pub mod remote;
 mod render;
@@ -60,7 +61,7 @@ pub struct PublishOptions {
     /// Where to publish; empty means the source's own `REPO:TAG` (docker archives carry one).
     pub tags: Vec<TaggedName>,
     pub compression: Compression,
-    /// Maximum concurrent blob uploads.
+    /// Maximum concurrent blob uploads; also the threads that compress layers (at most the cores).
     pub jobs: usize,
     /// Draw progress bars on stderr.
     pub progress: bool,

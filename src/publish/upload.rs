@@ -3,7 +3,8 @@
 //! Every blob streams into a staging file while it is hashed; only a blob whose digest and size
 //! check out is handed to `put_file`, which publishes it atomically. So a reader can never see a
 //! partial or wrong blob under a digest key, whatever happens mid-upload. Uploads run with bounded
-//! concurrency; the tar and compression work is synchronous and runs on the blocking pool.
+//! concurrency; the tar reading and hashing run on the blocking pool, the compression itself on
+//! one pool of threads shared by all layers (compress.rs).
 
 use std::collections::HashMap;
 use std::io::{BufWriter, Read, Write};
@@ -17,7 +18,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use crate::hashing::HashingWriter;
 use crate::layout;
 use crate::oci::media;
-use crate::publish::compress::compress_layer;
+use crate::publish::compress::{compress_layer, Workers};
 use crate::publish::files::Files;
 use crate::publish::image::{short, BlobKey, BlobRef, BlobSource};
 use crate::publish::render::Produced;
@@ -52,6 +53,8 @@ struct Ctx {
     label: String,
     /// diff_id -> compressed layer already in the store (see reuse.rs).
     known: HashMap<Digest, Produced>,
+    /// The threads that compress layers, shared by the `jobs` layers in progress.
+    workers: Workers,
 }
 
 pub fn blob_put_options() -> PutOptions {
@@ -100,6 +103,7 @@ pub async fn upload_all(
         bars: MultiProgress::with_draw_target(target),
         label: plan.label,
         known: plan.known,
+        workers: Workers::for_jobs(plan.jobs).context("cannot start the compression threads")?,
     });
     let results: Vec<(BlobKey, Outcome)> = stream::iter(blobs)
         .map(|b| {
@@ -251,7 +255,8 @@ async fn produce(ctx: &Arc<Ctx>, b: &BlobRef) -> anyhow::Result<Outcome> {
                 let mut tmp = tempfile::NamedTempFile::new_in(&c2.staging)?;
                 let out = BufWriter::with_capacity(256 << 10, tmp.as_file_mut());
                 let reader: Box<dyn Read> = Box::new(pb.wrap_read(opened.reader));
-                let (c, out) = compress_layer(reader, out, c2.compression, c2.max_plain)
+                let (c, out) =
+                    compress_layer(reader, out, c2.compression, c2.max_plain, &c2.workers)
                     .with_context(|| format!("{}: compressing {what}", c2.label))?;
                 drop(out);
                 tmp.as_file().sync_data()?;
