@@ -177,28 +177,19 @@ pub async fn write_derived(
                 cache_control: layout::CACHE_INDEX,
                 mode: PutMode::Overwrite,
             };
-            store
-                .put(&tkey, manifest.bytes, &opts)
-                .await
-                .with_context(|| format!("cannot write {tkey}"))?;
+            put_if_changed(store, &tkey, manifest.bytes, &opts).await?;
             if !written.contains(tag) {
                 written.push(tag.clone());
             }
         }
         let tkey = layout::tags_list(name);
         let body = serde_json::to_vec_pretty(&idx.tags_list()).expect("tags list serialises");
-        store
-            .put(
-                &tkey,
-                Bytes::from(body),
-                &PutOptions {
-                    content_type: layout::JSON_CONTENT_TYPE.to_owned(),
-                    cache_control: layout::CACHE_INDEX,
-                    mode: PutMode::Overwrite,
-                },
-            )
-            .await
-            .with_context(|| format!("cannot write {tkey}"))?;
+        let opts = PutOptions {
+            content_type: layout::JSON_CONTENT_TYPE.to_owned(),
+            cache_control: layout::CACHE_INDEX,
+            mode: PutMode::Overwrite,
+        };
+        put_if_changed(store, &tkey, Bytes::from(body), &opts).await?;
         let now = store.get(&key).await?.map(|o| o.version);
         if now.as_ref() == Some(&obj.version) {
             return Ok(());
@@ -208,6 +199,23 @@ pub async fn write_derived(
         );
     }
     bail!("{key}: gave up rewriting derived files after {MAX_ATTEMPTS} attempts; the index keeps changing")
+}
+
+/// Writes a derived file unless it already holds exactly `bytes`: a re-publish of an unchanged
+/// image then writes nothing at all (and a CDN keeps its cached copy).
+async fn put_if_changed(
+    store: &dyn Store,
+    key: &str,
+    bytes: Bytes,
+    opts: &PutOptions,
+) -> anyhow::Result<()> {
+    if store.get(key).await?.is_some_and(|o| o.bytes == bytes) {
+        return Ok(());
+    }
+    store
+        .put(key, bytes, opts)
+        .await
+        .with_context(|| format!("cannot write {key}"))
 }
 
 /// Adds a repository to `_catalog.json` under compare-and-swap.
