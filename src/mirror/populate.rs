@@ -129,10 +129,7 @@ impl Populator {
 impl Inner {
     fn enqueue(self: &Arc<Self>, m: &Mapped, reference: ManifestRef, cause: Cause) {
         let host = m.upstream.host.clone();
-        let count = |result: &'static str| {
-            metrics::counter!("static_registry_mirror_populates_total", "upstream" => host.clone(), "result" => result)
-                .increment(1);
-        };
+        let count = |result: &'static str| count_job(&host, result);
         if !m.upstream.allows(&m.remote) {
             count("not_allowed");
             tracing::debug!(upstream = %host, repository = %m.remote, "not in the upstream's allow-list: not populated");
@@ -182,10 +179,7 @@ impl Inner {
     async fn run(&self, job: &Job) {
         let m = &job.mapped;
         let host = m.upstream.host.clone();
-        let count = |result: &'static str| {
-            metrics::counter!("static_registry_mirror_populates_total", "upstream" => host.clone(), "result" => result)
-                .increment(1);
-        };
+        let count = |result: &'static str| count_job(&host, result);
         let now = jiff::Timestamp::now().as_second();
         match lease::claim(
             self.store.as_ref(),
@@ -294,6 +288,12 @@ impl Fill for Populator {
         self.inner
             .enqueue(m, ManifestRef::Tag(tag.clone()), Cause::Refresh);
     }
+}
+
+/// Counts a copy job's outcome (`static_registry_mirror_populates_total`).
+fn count_job(upstream: &str, result: &'static str) {
+    metrics::counter!("static_registry_mirror_populates_total", "upstream" => upstream.to_owned(), "result" => result)
+        .increment(1);
 }
 
 /// One image to copy.
