@@ -10,20 +10,27 @@ use serde::Deserialize;
 use crate::auth::AuthConfig;
 use crate::federation::config::{EmbeddedConfig, OriginConfig, RouteConfig};
 use crate::federation::region::RegionSettings;
-use crate::store::S3Settings;
+use crate::store::{AzureSettings, CloudSettings, GcsSettings, S3Settings};
 
 /// The whole configuration file. Every field is optional; `crate::settings` layers flags and
 /// environment variables over it and holds the defaults.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Where the layout lives: a directory, `file:///path` or `s3://bucket[/prefix]`.
+    /// Where the layout lives: a directory, `file:///path`, `s3://bucket[/prefix]`,
+    /// `azure://account/container[/prefix]` or `gs://bucket[/prefix]`.
     pub store: Option<String>,
     #[serde(default)]
     pub serve: ServeSection,
     /// Settings for `s3://` stores.
     #[serde(default)]
     pub s3: S3Settings,
+    /// Settings for `azure://` stores.
+    #[serde(default)]
+    pub azure: AzureSettings,
+    /// Settings for `gs://` stores.
+    #[serde(default)]
+    pub gcs: GcsSettings,
     /// The embedded origin (local stores).
     #[serde(default)]
     pub embedded: EmbeddedConfig,
@@ -121,6 +128,15 @@ pub struct PublishSection {
 }
 
 impl Config {
+    /// The `[s3]`, `[azure]` and `[gcs]` sections, for opening stores.
+    pub fn clouds(&self) -> CloudSettings {
+        CloudSettings {
+            s3: self.s3.clone(),
+            azure: self.azure.clone(),
+            gcs: self.gcs.clone(),
+        }
+    }
+
     pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         let Some(path) = path else {
             return Ok(Config::default());

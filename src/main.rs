@@ -253,9 +253,9 @@ fn init_tracing(format: LogFormat) {
 /// The store a command works on: `--store`, else `STATIC_REGISTRY_STORE`, else the config file's.
 fn open_store(flag: Option<String>, cfg: &Config) -> anyhow::Result<Arc<dyn store::Store>> {
     let location = settings::store_location(flag, cfg, &aws::process_env).context(
-        "no store given: pass --store DIR (or file:///path), set STATIC_REGISTRY_STORE, or set `store` in the config file",
+        "no store given: pass --store DIR (or file:///path, s3://, azure://, gs://), set STATIC_REGISTRY_STORE, or set `store` in the config file",
     )?;
-    store::open_with(&location, &cfg.s3)
+    store::open_with(&location, &cfg.clouds())
 }
 
 /// The origins, routes and regions `serve` and `check` work with.
@@ -270,7 +270,7 @@ async fn build_federation(
         .collect();
     federation::config::build(federation::config::FederationInput {
         default_store: settings.store.as_deref(),
-        s3: &cfg.s3,
+        clouds: &cfg.clouds(),
         origins: &cfg.origins,
         routes: &cfg.routes,
         regions: &settings.regions,
@@ -344,7 +344,7 @@ fn start_mirror(
             .as_deref()
             .or(serve_store)
             .context("mirror upstreams with populate = true need a store to write to: set [mirror] store or --store")?;
-        let store = store::open_with(location, &cfg.s3)?;
+        let store = store::open_with(location, &cfg.clouds())?;
         let fed = federation.clone();
         // This replica answers from the new index at once; others within their index_ttl.
         let after: AfterCommit = Arc::new(move |name| {

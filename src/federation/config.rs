@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::federation::cache::CacheConfig;
 use crate::federation::origin::EmbeddedOrigin;
 use crate::layout;
+use crate::sign::azure_sas::{AzureSasConfig, AzureSasSigner};
 use crate::sign::cloudfront::{CloudFrontConfig, CloudFrontSigner, PolicyMode};
 use crate::sign::gcs_v4::{GcsConfig, GcsSigner};
 use crate::sign::hmac_token::{HmacTokenConfig, HmacTokenSigner, TokenScope};
@@ -21,7 +22,9 @@ use crate::sign::public::{PublicConfig, PublicSigner};
 use crate::sign::secure_link::{SecureLinkConfig, SecureLinkSigner};
 use crate::sign::sigv4::{SigV4Config, SigV4Signer};
 use crate::sign::{EmbeddedSigner, Signer};
-use crate::store::{self, LocalStore, S3Settings, S3Store, Store};
+use crate::store::{
+    self, AzureLocation, CloudSettings, CloudStore, LocalStore, S3Settings, S3Store, Store,
+};
 
 use super::region::{RegionResolver, RegionSettings};
 use super::{Federation, Origin};
@@ -55,6 +58,7 @@ pub enum SignerConfig {
     HmacToken(HmacTokenConfig),
     Public(PublicConfig),
     Gcs(GcsConfig),
+    AzureSas(AzureSasConfig),
 }
 
 impl SignerConfig {
@@ -112,7 +116,7 @@ pub struct Built {
 /// Everything [`build`] reads.
 pub struct FederationInput<'a> {
     pub default_store: Option<&'a str>,
-    pub s3: &'a S3Settings,
+    pub clouds: &'a CloudSettings,
     pub origins: &'a [OriginConfig],
     pub routes: &'a [RouteConfig],
     pub regions: &'a RegionSettings,
@@ -127,11 +131,14 @@ pub struct FederationInput<'a> {
 struct Stores {
     local: HashMap<String, Arc<LocalStore>>,
     s3: HashMap<String, Arc<S3Store>>,
+    /// `azure://` and `gs://` stores.
+    cloud: HashMap<String, Arc<CloudStore>>,
 }
 
 enum Opened {
     Local(Arc<LocalStore>),
     S3(Arc<S3Store>),
+    Cloud(Arc<CloudStore>),
 }
 
 impl Opened {
@@ -139,17 +146,32 @@ impl Opened {
         match self {
             Opened::Local(s) => s.clone(),
             Opened::S3(s) => s.clone(),
+            Opened::Cloud(s) => s.clone(),
         }
     }
 }
 
 impl Stores {
-    fn open(&mut self, location: &str, s3: &S3Settings) -> anyhow::Result<Opened> {
+    fn open(&mut self, location: &str, clouds: &CloudSettings) -> anyhow::Result<Opened> {
+        let azure = location.starts_with("azure://");
+        if azure || location.starts_with("gs://") {
+            if let Some(s) = self.cloud.get(location) {
+                return Ok(Opened::Cloud(s.clone()));
+            }
+            let s = Arc::new(if azure {
+                store::azure::open(location, &clouds.azure)?
+            } else {
+                store::gcs::open(location, &clouds.gcs)?
+            });
+            tracing::info!(store = %s.describe(), "cloud store opened");
+            self.cloud.insert(location.to_owned(), s.clone());
+            return Ok(Opened::Cloud(s));
+        }
         if location.starts_with("s3://") {
             if let Some(s) = self.s3.get(location) {
                 return Ok(Opened::S3(s.clone()));
             }
-            let s = Arc::new(S3Store::open(location, s3)?);
+            let s = Arc::new(S3Store::open(location, &clouds.s3)?);
             // Which identity, never the keys themselves.
             tracing::info!(store = %s.describe(), credentials = s.credentials_origin(), "S3 store opened");
             self.s3.insert(location.to_owned(), s.clone());
@@ -161,7 +183,7 @@ impl Stores {
         let store = store::open(location)?;
         let root = store
             .local_root()
-            .context("only local and s3:// stores are supported")?;
+            .with_context(|| format!("unsupported store {location:?}: use {}", store::LOCATIONS))?;
         let s = Arc::new(LocalStore::open(root)?);
         self.local.insert(location.to_owned(), s.clone());
         Ok(Opened::Local(s))
@@ -266,6 +288,49 @@ async fn sigv4_for(
     Ok(signer)
 }
 
+/// How a store is served when no `[[origins]]` are configured: the embedded origin for a local
+/// directory, and the store's own cloud's signed URLs otherwise, with the same identity the
+/// store writes with.
+fn default_signer(location: &str, clouds: &CloudSettings) -> anyhow::Result<SignerConfig> {
+    if location.starts_with("s3://") {
+        return Ok(SignerConfig::S3(S3SignerConfig::default()));
+    }
+    if location.starts_with("azure://") {
+        let loc = AzureLocation::parse(location)?;
+        return Ok(SignerConfig::AzureSas(AzureSasConfig {
+            endpoint: clouds.azure.endpoint.clone(),
+            account: loc.account,
+            container: loc.container,
+            prefix: loc.prefix,
+            account_key_file: None,
+            account_key_env: None,
+        }));
+    }
+    if location.starts_with("gs://") {
+        let loc = store::GcsLocation::parse(location)?;
+        let key = clouds.gcs.service_account_file.clone().context(
+            "a gs:// store signs URLs with a service-account key: set gcs.service_account_file, \
+             or configure [[origins]] with kind = \"gcs\" (HMAC keys too; docs/gcs.md)",
+        )?;
+        return Ok(SignerConfig::Gcs(GcsConfig {
+            endpoint: clouds
+                .gcs
+                .endpoint
+                .clone()
+                .unwrap_or_else(|| "https://storage.googleapis.com".into()),
+            bucket: loc.bucket,
+            prefix: loc.prefix,
+            url_style: Default::default(),
+            service_account_file: Some(key),
+            service_account_env: None,
+            hmac_access_id: None,
+            hmac_secret_file: None,
+            hmac_secret_env: None,
+        }));
+    }
+    Ok(SignerConfig::Embedded)
+}
+
 /// Builds the federation. Stores are opened once per location.
 pub async fn build(input: FederationInput<'_>) -> anyhow::Result<Built> {
     let mut stores = Stores::default();
@@ -275,11 +340,7 @@ pub async fn build(input: FederationInput<'_>) -> anyhow::Result<Built> {
         let location = input.default_store.context(
             "no store given: pass --store DIR (or file:///path, s3://bucket/prefix), set STATIC_REGISTRY_STORE, or configure [[origins]]",
         )?;
-        let signer = if location.starts_with("s3://") {
-            SignerConfig::S3(S3SignerConfig::default())
-        } else {
-            SignerConfig::Embedded
-        };
+        let signer = default_signer(location, input.clouds)?;
         default_origin = [OriginConfig {
             name: "default".into(),
             store: Some(location.to_owned()),
@@ -316,7 +377,7 @@ pub async fn build(input: FederationInput<'_>) -> anyhow::Result<Built> {
                     oc.name
                 )
             })?;
-        let opened = stores.open(location, input.s3)?;
+        let opened = stores.open(location, input.clouds)?;
         let store = opened.as_store();
         let signer: Arc<dyn Signer> = match (&oc.signer, &opened) {
             (SignerConfig::Embedded, Opened::Local(local)) => {
@@ -334,12 +395,12 @@ pub async fn build(input: FederationInput<'_>) -> anyhow::Result<Built> {
                 });
                 Arc::new(signer)
             }
-            (SignerConfig::Embedded, Opened::S3(_)) => anyhow::bail!(
+            (SignerConfig::Embedded, Opened::S3(_) | Opened::Cloud(_)) => anyhow::bail!(
                 "origin {:?}: the embedded signer serves local stores only; use kind = \"s3\" for {location}",
                 oc.name
             ),
-            (SignerConfig::S3(c), Opened::S3(s3)) => sigv4_for(s3, input.s3, c).await?,
-            (SignerConfig::S3(_), Opened::Local(_)) => anyhow::bail!(
+            (SignerConfig::S3(c), Opened::S3(s3)) => sigv4_for(s3, &input.clouds.s3, c).await?,
+            (SignerConfig::S3(_), Opened::Local(_) | Opened::Cloud(_)) => anyhow::bail!(
                 "origin {:?}: kind = \"s3\" needs an s3:// store, not {location}",
                 oc.name
             ),
@@ -348,6 +409,7 @@ pub async fn build(input: FederationInput<'_>) -> anyhow::Result<Built> {
             (SignerConfig::HmacToken(c), _) => Arc::new(HmacTokenSigner::from_config(c)?),
             (SignerConfig::Public(c), _) => Arc::new(PublicSigner::from_config(c)?),
             (SignerConfig::Gcs(c), _) => Arc::new(GcsSigner::from_config(c)?),
+            (SignerConfig::AzureSas(c), _) => Arc::new(AzureSasSigner::from_config(c)?),
         };
         origins.push(Arc::new(Origin::new(
             oc.name.clone(),

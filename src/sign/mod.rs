@@ -3,6 +3,7 @@
 //! The endpoint never streams bytes; it signs. Each origin kind (the embedded origin, S3 SigV4,
 //! CDNs) is one small type behind [`Signer`], so handlers and tests never know which one is in use.
 
+pub mod azure_sas;
 pub mod cloudfront;
 pub mod embedded;
 pub mod encode;

@@ -3,6 +3,10 @@
 //! One small trait sits in front of every backend so `publish`, `verify` and `serve` never know
 //! which one they talk to, and tests can swap it. Keys come from [`crate::layout`] only.
 
+pub mod azure;
+pub mod bucket;
+pub mod cloud;
+pub mod gcs;
 pub mod local;
 pub mod s3;
 mod update;
@@ -14,6 +18,9 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use azure::{AzureLocation, AzureSettings};
+pub use cloud::CloudStore;
+pub use gcs::{GcsLocation, GcsSettings};
 pub use local::LocalStore;
 #[allow(unused_imports)] // For the configuration (`[s3]`) and the SigV4 signer.
 pub use s3::{ConditionalWrites, S3Settings, S3Store};
@@ -126,27 +133,43 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 }
 
-/// Opens a store from a location: `file:///abs/path`, a plain path, or `s3://bucket[/prefix]` with
-/// default [`S3Settings`] (the standard AWS environment and credential chain).
-pub fn open(location: &str) -> anyhow::Result<Arc<dyn Store>> {
-    open_with(location, &S3Settings::default())
+/// The settings of every cloud a store location can name: the `[s3]`, `[azure]` and `[gcs]`
+/// sections of the configuration file.
+#[derive(Debug, Clone, Default)]
+pub struct CloudSettings {
+    pub s3: S3Settings,
+    pub azure: AzureSettings,
+    pub gcs: GcsSettings,
 }
 
-/// Like [`open`], with the `[s3]` settings for `s3://` locations (ignored for local ones). Callers
-/// that also sign URLs for the bucket use [`S3Store::open`] to keep the concrete type and its
+/// The kinds of location a store can be opened from, for error messages.
+pub const LOCATIONS: &str =
+    "a directory path, file:///absolute/path, s3://bucket[/prefix], azure://account/container[/prefix] or gs://bucket[/prefix]";
+
+/// Opens a store from a location with default settings (each cloud's standard environment and
+/// credential chain).
+pub fn open(location: &str) -> anyhow::Result<Arc<dyn Store>> {
+    open_with(location, &CloudSettings::default())
+}
+
+/// Like [`open`], with the configured settings of the location's cloud. Callers that also sign
+/// URLs for the bucket use [`S3Store::open`] to keep the concrete type and its
 /// [`S3Store::credential_source`].
-pub fn open_with(location: &str, s3: &S3Settings) -> anyhow::Result<Arc<dyn Store>> {
+pub fn open_with(location: &str, clouds: &CloudSettings) -> anyhow::Result<Arc<dyn Store>> {
     if location.starts_with("s3://") {
-        return Ok(Arc::new(S3Store::open(location, s3)?));
+        return Ok(Arc::new(S3Store::open(location, &clouds.s3)?));
+    }
+    if location.starts_with("azure://") {
+        return Ok(Arc::new(azure::open(location, &clouds.azure)?));
+    }
+    if location.starts_with("gs://") {
+        return Ok(Arc::new(gcs::open(location, &clouds.gcs)?));
     }
     if let Some(rest) = location.strip_prefix("file://") {
         return Ok(Arc::new(LocalStore::open(rest)?));
     }
     if location.contains("://") {
-        anyhow::bail!(
-            "unsupported store {location:?}: use a directory path, file:///absolute/path or \
-             s3://bucket[/prefix]"
-        );
+        anyhow::bail!("unsupported store {location:?}: use {LOCATIONS}");
     }
     Ok(Arc::new(LocalStore::open(location)?))
 }

@@ -23,6 +23,7 @@ pub mod pki;
 pub mod private_world;
 pub mod s3;
 pub mod upstream;
+pub mod world;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

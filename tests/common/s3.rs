@@ -9,18 +9,17 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::http::RawResponse;
-use super::{
-    bin, blocking_get_status, blocking_request, describe_output, free_port, wait_started, Startup,
-};
+#[allow(unused_imports)] // Not every test binary names both.
+pub use super::world::{Serve as S3Serve, World};
+use super::{blocking_get_status, blocking_request, free_port, wait_started, Startup};
 
 /// The access key id every test server accepts.
 pub const ACCESS_KEY: &str = "AKIDSTATICREGISTRYTEST";
@@ -446,12 +445,18 @@ pub struct ConfigExtra<'a> {
     pub tail: &'a str,
 }
 
-/// An s3s-fs with the bucket, and a directory for config files and the logs of every run of the
-/// binary.
+/// An s3s-fs with the bucket, and a [`World`] for config files and the logs of every run of the
+/// binary, with the test credentials in its environment.
 pub struct S3World {
     pub s3: S3sFs,
-    dir: tempfile::TempDir,
-    runs: AtomicUsize,
+    world: World,
+}
+
+impl std::ops::Deref for S3World {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
+    }
 }
 
 impl Default for S3World {
@@ -463,189 +468,44 @@ impl Default for S3World {
 impl S3World {
     pub fn start() -> S3World {
         let s3 = S3sFs::start();
-        let dir = tempfile::Builder::new()
-            .prefix("sr-s3world-")
-            .tempdir()
-            .expect("world temp dir");
-        std::fs::create_dir(dir.path().join("logs")).expect("logs dir");
-        S3World {
-            s3,
-            dir,
-            runs: AtomicUsize::new(0),
-        }
+        let world = World::new(
+            "sr-s3world-",
+            &[
+                "AWS_PROFILE",
+                "AWS_SESSION_TOKEN",
+                "AWS_REGION",
+                "AWS_DEFAULT_REGION",
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "AWS_ROLE_ARN",
+                "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+                "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            ],
+            &[
+                ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+                ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+                ("AWS_EC2_METADATA_DISABLED", "true"),
+            ],
+        );
+        S3World { s3, world }
     }
 
     /// Writes `NAME.toml`: `store = "s3://BUCKET/PREFIX"` and an `[s3]` section addressing
     /// `endpoint` path-style in `us-east-1`, plus `extra`.
     pub fn config(&self, name: &str, endpoint: &str, extra: &ConfigExtra<'_>) -> PathBuf {
-        let text = format!(
-            "store = \"{store}\"\n\n[s3]\nendpoint = \"{endpoint}\"\npath_style = true\nregion = \"us-east-1\"\n{s3}\n\n{tail}\n",
-            store = store_location(),
-            s3 = extra.s3,
-            tail = extra.tail,
-        );
-        let path = self.dir.path().join(format!("{name}.toml"));
-        std::fs::write(&path, text).expect("write config");
-        path
+        self.write_config(
+            name,
+            &format!(
+                "store = \"{store}\"\n\n[s3]\nendpoint = \"{endpoint}\"\npath_style = true\nregion = \"us-east-1\"\n{s3}\n\n{tail}\n",
+                store = store_location(),
+                s3 = extra.s3,
+                tail = extra.tail,
+            ),
+        )
     }
 
     /// The plain config: the bucket on s3s-fs directly.
     pub fn direct_config(&self) -> PathBuf {
         self.config("direct", &self.s3.endpoint(), &ConfigExtra::default())
-    }
-
-    /// `static-registry -c CONFIG` with the test credentials in the environment, debug logging,
-    /// and nothing from the caller's environment that could change which store or credentials
-    /// are used.
-    pub fn command(&self, config: &Path) -> Command {
-        let mut cmd = Command::new(bin());
-        cmd.arg("-c").arg(config);
-        for var in [
-            "STATIC_REGISTRY_CONFIG",
-            "STATIC_REGISTRY_STORE",
-            "STATIC_REGISTRY_LISTEN",
-            "STATIC_REGISTRY_ORIGIN_SECRET_FILE",
-            "AWS_PROFILE",
-            "AWS_SESSION_TOKEN",
-            "AWS_REGION",
-            "AWS_DEFAULT_REGION",
-            "AWS_WEB_IDENTITY_TOKEN_FILE",
-            "AWS_ROLE_ARN",
-            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
-        ] {
-            cmd.env_remove(var);
-        }
-        cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("RUST_LOG", "debug")
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null());
-        cmd
-    }
-
-    fn log_file(&self, what: &str) -> PathBuf {
-        let n = self.runs.fetch_add(1, Ordering::Relaxed);
-        let safe: String = what
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .take(40)
-            .collect();
-        self.dir
-            .path()
-            .join("logs")
-            .join(format!("{n:04}-{safe}.log"))
-    }
-
-    /// Runs a finished command, keeps its output under the log directory, and returns it.
-    pub fn run(&self, what: &str, cmd: &mut Command) -> Output {
-        let out = cmd.output().unwrap_or_else(|e| panic!("run {what}: {e}"));
-        self.keep(what, &out);
-        out
-    }
-
-    /// Keeps the output of a command run elsewhere (e.g. concurrently) with the logs.
-    pub fn keep(&self, what: &str, out: &Output) {
-        let mut text = describe_output(what, out).into_bytes();
-        text.push(b'\n');
-        std::fs::write(self.log_file(what), text).expect("write run log");
-    }
-
-    /// The `publish` command (not run): `publish SOURCE --quiet --tag T... EXTRA...`.
-    pub fn publish_command(
-        &self,
-        config: &Path,
-        source: &str,
-        tags: &[&str],
-        extra: &[&str],
-    ) -> Command {
-        let mut cmd = self.command(config);
-        cmd.arg("publish")
-            .arg(super::absolute_source(source))
-            .arg("--quiet");
-        for t in tags {
-            cmd.arg("--tag").arg(t);
-        }
-        cmd.args(extra);
-        cmd
-    }
-
-    /// Publishes and asserts success; returns the output.
-    pub fn publish(&self, config: &Path, source: &str, tags: &[&str], extra: &[&str]) -> Output {
-        let what = format!("publish {source} {tags:?} {extra:?}");
-        let out = self.run(
-            &what,
-            &mut self.publish_command(config, source, tags, extra),
-        );
-        assert!(out.status.success(), "{}", describe_output(&what, &out));
-        out
-    }
-
-    /// Runs `verify [--deep]` (whatever its outcome).
-    pub fn verify(&self, config: &Path, deep: bool) -> Output {
-        let mut cmd = self.command(config);
-        cmd.arg("verify");
-        if deep {
-            cmd.arg("--deep");
-        }
-        self.run("verify", &mut cmd)
-    }
-
-    /// Starts `serve -c CONFIG --listen 127.0.0.1:PORT EXTRA...` and waits for `GET /v2/` = 200.
-    pub fn serve(&self, config: &Path, extra: &[&str]) -> S3Serve {
-        self.serve_with(config, extra, |_| {})
-    }
-
-    /// [`S3World::serve`], with a last change to the command (say, other credentials).
-    pub fn serve_with(
-        &self,
-        config: &Path,
-        extra: &[&str],
-        adjust: impl Fn(&mut Command),
-    ) -> S3Serve {
-        let mut last_log = String::new();
-        for _attempt in 0..5 {
-            let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-            let log_path = self.log_file("serve");
-            let log = std::fs::File::create(&log_path).expect("serve log file");
-            let mut cmd = self.command(config);
-            cmd.arg("serve")
-                .arg("--listen")
-                .arg(addr.to_string())
-                .args(extra)
-                .stdout(log.try_clone().expect("clone log handle"))
-                .stderr(log);
-            adjust(&mut cmd);
-            let mut child = cmd.spawn().expect("spawn static-registry serve");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                if let Some(status) = child.try_wait().expect("poll server") {
-                    last_log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    if last_log.contains("cannot listen") {
-                        break;
-                    }
-                    panic!("static-registry serve exited early ({status}):\n{last_log}");
-                }
-                if blocking_get_status(addr, "/v2/") == Some(200) {
-                    return S3Serve {
-                        child,
-                        addr,
-                        log_path,
-                    };
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "static-registry serve did not answer GET /v2/ within 30 s:\n{}",
-                        std::fs::read_to_string(&log_path).unwrap_or_default()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
-        panic!("could not start static-registry serve on a free port:\n{last_log}");
     }
 
     /// Every file this world's runs logged, and every file s3s-fs stored (objects and its own
@@ -677,73 +537,6 @@ impl S3World {
         let (found, searched) = self.files_with_secret();
         assert!(found.is_empty(), "the secret key appears in: {found:#?}");
         searched
-    }
-
-    /// The directory logs are kept in.
-    pub fn log_dir(&self) -> PathBuf {
-        self.dir.path().join("logs")
-    }
-}
-
-/// A running `static-registry serve` against a bucket; killed on drop. Its log is kept with the
-/// world's logs.
-pub struct S3Serve {
-    child: Child,
-    pub addr: SocketAddr,
-    log_path: PathBuf,
-}
-
-impl S3Serve {
-    /// `127.0.0.1:PORT`, the registry host clients are given.
-    pub fn host(&self) -> String {
-        self.addr.to_string()
-    }
-
-    /// A request over a fresh connection; panics when there is no answer.
-    pub fn request(&self, method: &str, path: &str) -> RawResponse {
-        blocking_request(self.addr, method, path)
-            .unwrap_or_else(|| panic!("{method} {path}: no response from serve"))
-    }
-
-    /// The `Location` of a `GET path` that must answer 307.
-    pub fn location(&self, path: &str) -> String {
-        let r = self.request("GET", path);
-        assert_eq!(r.status, 307, "GET {path}: {r:?}");
-        r.header("location")
-            .unwrap_or_else(|| panic!("GET {path}: 307 without Location: {r:?}"))
-            .to_owned()
-    }
-
-    /// The `Docker-Content-Digest` a `HEAD` on `/v2/REPO/manifests/TAG` answers.
-    pub fn tag_digest(&self, repo: &str, tag: &str) -> String {
-        let path = format!("/v2/{repo}/manifests/{tag}");
-        let r = self.request("HEAD", &path);
-        assert_eq!(r.status, 200, "HEAD {path}: {r:?}");
-        r.header("docker-content-digest")
-            .unwrap_or_else(|| panic!("HEAD {path} has no Docker-Content-Digest: {r:?}"))
-            .to_owned()
-    }
-
-    /// `GET /readyz`, parsed.
-    pub fn readyz(&self) -> serde_json::Value {
-        let r = self.request("GET", "/readyz");
-        serde_json::from_slice(&r.body)
-            .unwrap_or_else(|e| panic!("/readyz is not JSON ({e}): {}", r.body_text()))
-    }
-
-    /// What the server logged so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
-    }
-}
-
-impl Drop for S3Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- static-registry serve log ---\n{}", self.log());
-        }
     }
 }
 

@@ -1,16 +1,11 @@
 //! Where requests go: the endpoint URL, path- or virtual-host style, and the HTTP client options.
 
-use std::time::Duration;
-
 use anyhow::{bail, Context};
 use object_store::{Certificate, ClientOptions};
 
 use super::settings::*;
 use crate::aws::Env;
-
-/// A whole request may legitimately take minutes (a 64 MiB PUT at 1 MB/s); object_store's
-/// 30 s default would fail slow uplinks on every retry of the same body.
-pub(super) const REQUEST_TIMEOUT: Duration = Duration::from_secs(600);
+use crate::store::bucket::{checked_endpoint, REQUEST_TIMEOUT};
 
 /// Where requests go, derived once from the settings.
 pub(super) struct Endpoint {
@@ -43,32 +38,10 @@ impl Endpoint {
                 display,
             });
         };
-        // Errors here never echo the URL: it could carry user info.
-        let mut url = url::Url::parse(raw).context("s3.endpoint is not a valid URL")?;
-        if !url.username().is_empty() || url.password().is_some() {
-            bail!("s3.endpoint must not contain user info; credentials come from the AWS chain");
-        }
-        if url.query().is_some() || url.fragment().is_some() {
-            bail!("s3.endpoint must not have a query or fragment");
-        }
+        let (mut url, allow_http) = checked_endpoint(raw, "s3", settings.allow_http)?;
         if url.path() != "/" {
             bail!("s3.endpoint must be a bare scheme://host[:port] (no path)");
         }
-        let loopback = match url.host() {
-            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-            None => bail!("s3.endpoint has no host"),
-        };
-        let allow_http = match url.scheme() {
-            "https" => false,
-            "http" if loopback || settings.allow_http => true,
-            "http" => bail!(
-                "s3.endpoint uses plain http to a non-loopback host; use https, or set \
-                 s3.allow_http = true for a trusted private network"
-            ),
-            other => bail!("s3.endpoint scheme must be http or https, not {other:?}"),
-        };
         let base = url.as_str().trim_end_matches('/').to_owned();
         if settings.path_style {
             return Ok(Endpoint {

@@ -65,13 +65,14 @@ mod tests;
 use std::fmt;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Context};
+use anyhow::Context;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredential, S3ConditionalPut};
 use object_store::path::Path as ObjPath;
-use object_store::{Attribute, Attributes, StaticCredentialProvider};
+use object_store::StaticCredentialProvider;
 use tokio::sync::Semaphore;
 
-use super::{PutOptions, Store, StoreError, StoreResult};
+use super::bucket::{attributes, Bucket, VersionField};
+use super::{StoreError, StoreResult};
 use crate::aws::{
     self, CredentialSource, Credentials, Env, FoundCredentials, ProfileFiles, StaticCredentials,
 };
@@ -86,6 +87,8 @@ pub use settings::{ConditionalWrites, S3Location, S3Settings};
 /// [`credential_source`](S3Store::credential_source) to the SigV4 signer.
 pub struct S3Store {
     inner: AmazonS3,
+    /// The same client for the reads, lists and deletes every cloud store shares.
+    bucket: Bucket,
     location: S3Location,
     region: String,
     /// Base URL of the bucket as requests address it (`https://bucket.host` or
@@ -210,8 +213,11 @@ impl S3Store {
         let budget_bytes =
             (settings.part_size * settings.concurrency as u64).max(settings.multipart_threshold);
         let budget_kib = u32::try_from(budget_bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        let label = describe(&loc, &endpoint.display, &region);
+        let bucket = Bucket::new(inner.clone(), &loc.prefix, "S3", label, VersionField::ETag);
         Ok(S3Store {
             inner,
+            bucket,
             region,
             bucket_url: endpoint.bucket_url,
             endpoint_display: endpoint.display,
@@ -252,47 +258,24 @@ impl S3Store {
 
     /// The full object key in the bucket for a layout key (prefix included).
     pub fn object_key(&self, key: &str) -> StoreResult<String> {
-        validate_key(key)?;
-        Ok(if self.location.prefix.is_empty() {
-            key.to_owned()
-        } else {
-            format!("{}/{key}", self.location.prefix)
-        })
+        self.bucket.object_key(key)
     }
 
     fn path(&self, key: &str) -> StoreResult<ObjPath> {
-        let full = self.object_key(key)?;
-        ObjPath::parse(&full)
-            .map_err(|e| StoreError::Other(anyhow!("invalid object key {key:?}: {e}")))
+        self.bucket.path(key)
     }
 
     fn fail(&self, what: &str, key: &str, e: object_store::Error) -> StoreError {
-        StoreError::Other(
-            anyhow::Error::new(e).context(format!("S3 {what} {key} failed ({})", self.describe())),
-        )
+        self.bucket.fail(what, key, e)
     }
 }
 
-/// Content-Type and Cache-Control as object metadata, which S3 and CDNs then serve as headers.
-/// Content-Encoding is deliberately never set: containerd would decode a blob and its digest
-/// check would fail.
-fn attributes(opts: &PutOptions) -> Attributes {
-    let mut a = Attributes::new();
-    a.insert(Attribute::ContentType, opts.content_type.clone().into());
-    a.insert(Attribute::CacheControl, opts.cache_control.into());
-    a
-}
-
-/// Same rules as the local store: keys come from `layout`, and anything that could mean another
-/// place (empty, `.`/`..` segments, a leading `/`) is refused before it reaches a request.
-fn validate_key(key: &str) -> StoreResult<()> {
-    if key.is_empty()
-        || key.starts_with('/')
-        || key
-            .split('/')
-            .any(|c| c.is_empty() || c == "." || c == "..")
-    {
-        return Err(StoreError::Other(anyhow!("invalid object key {key:?}")));
+/// `s3://bucket/prefix (endpoint, region)`, for `describe()` and errors; no credentials.
+fn describe(loc: &S3Location, endpoint: &str, region: &str) -> String {
+    let mut s = format!("s3://{}", loc.bucket);
+    if !loc.prefix.is_empty() {
+        s.push('/');
+        s.push_str(&loc.prefix);
     }
-    Ok(())
+    format!("{s} ({endpoint}, {region})")
 }

@@ -17,7 +17,6 @@ use serde::Deserialize;
 
 use super::endpoint::*;
 use super::settings::*;
-use super::store_impl::*;
 use super::*;
 use crate::aws::Credentials;
 use crate::store::{ObjectMeta, PutMode, PutOptions, Store, StoreError};
@@ -155,27 +154,6 @@ fn endpoints() {
     assert!(!format!("{e:#}").contains("hunter2"));
     assert!(Endpoint::resolve(&s(Some("ftp://h"), true), "bkt", "x").is_err());
     assert!(Endpoint::resolve(&s(Some("https://h/path"), true), "bkt", "x").is_err());
-}
-
-#[test]
-fn keys_and_listing_prefixes() {
-    for bad in ["", "/a", "a//b", "a/../b", "./a", "a/"] {
-        assert!(validate_key(bad).is_err(), "{bad}");
-    }
-    validate_key("repositories/library/alpine/_manifests/3.20").unwrap();
-    let m = |p: &str| object_store::ObjectMeta {
-        location: ObjPath::parse(p).unwrap(),
-        last_modified: Default::default(),
-        size: 1,
-        e_tag: None,
-        version: None,
-    };
-    assert_eq!(
-        meta_of("pre/fix", m("pre/fix/blobs/x")).unwrap().key,
-        "blobs/x"
-    );
-    assert!(meta_of("pre/fix", m("pre/fix2/blobs/x")).is_none());
-    assert_eq!(meta_of("", m("blobs/x")).unwrap().key, "blobs/x");
 }
 
 #[tokio::test]

@@ -1,0 +1,191 @@
+//! Azure Blob Storage and Google Cloud Storage as a [`Store`]: one [`Bucket`] (the shared reads,
+//! lists and deletes) plus uploads and conditional writes, which `object_store` makes the same on
+//! both clouds. Opening one (credentials, endpoints) is `store::azure` and `store::gcs`.
+//!
+//! # Conditional writes
+//! [`PutMode::Create`] is `If-None-Match: *` on Azure and `x-goog-if-generation-match: 0` on GCS;
+//! [`PutMode::Update`] compares the ETag on Azure and the generation on GCS ([`VersionField`]),
+//! whichever [`Store::get`] returned as the object's [`Version`] (`bucket::VersionField`). A lost race is
+//! [`StoreError::Conflict`] and the caller re-reads.
+//!
+//! # Memory
+//! Files below [`MULTIPART_THRESHOLD`] are one PUT; larger ones are uploaded in
+//! [`PART_SIZE`] parts, at most [`PART_CONCURRENCY`] in flight (Azure block blobs, GCS XML
+//! multipart), so a large layer never sits in memory whole.
+
+use std::path::Path;
+
+use anyhow::Context;
+use async_trait::async_trait;
+use bytes::Bytes;
+use object_store::{PutMultipartOptions, PutPayload, WriteMultipart};
+use tokio::io::AsyncReadExt;
+
+use super::bucket::{attributes, Bucket};
+use super::{
+    ByteStream, Object, ObjectMeta, PutMode, PutOptions, Store, StoreError, StoreResult, Version,
+};
+
+pub const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
+pub const PART_SIZE: usize = 16 * 1024 * 1024;
+pub const PART_CONCURRENCY: usize = 4;
+
+/// An Azure container or a GCS bucket, under a prefix.
+#[derive(Debug)]
+pub struct CloudStore {
+    bucket: Bucket,
+}
+
+impl CloudStore {
+    pub fn new(bucket: Bucket) -> CloudStore {
+        CloudStore { bucket }
+    }
+
+    /// The full object name in the bucket for a layout key (prefix included).
+    pub fn object_key(&self, key: &str) -> StoreResult<String> {
+        self.bucket.object_key(key)
+    }
+
+    async fn put_payload(
+        &self,
+        key: &str,
+        payload: PutPayload,
+        opts: &PutOptions,
+    ) -> StoreResult<()> {
+        let path = self.bucket.path(key)?;
+        let mode = match &opts.mode {
+            PutMode::Overwrite => object_store::PutMode::Overwrite,
+            PutMode::Create => object_store::PutMode::Create,
+            PutMode::Update(v) => object_store::PutMode::Update(self.bucket.update_version(&v.0)),
+        };
+        let conditional = !matches!(mode, object_store::PutMode::Overwrite);
+        let put = object_store::PutOptions {
+            mode,
+            attributes: attributes(opts),
+            ..Default::default()
+        };
+        match self.bucket.inner.put_opts(&path, payload, put).await {
+            Ok(_) => Ok(()),
+            Err(
+                object_store::Error::Precondition { .. }
+                | object_store::Error::AlreadyExists { .. },
+            ) if conditional => Err(StoreError::Conflict),
+            Err(e) => Err(self.bucket.fail("PUT", key, e)),
+        }
+    }
+
+    /// A large file in parts with bounded memory. Multipart uploads cannot be conditional, so
+    /// `Create` is an existence check first and `Update` is refused (the publisher only uploads
+    /// content-addressed blobs this way, with `Overwrite`).
+    async fn put_parts(&self, key: &str, file_path: &Path, opts: &PutOptions) -> StoreResult<()> {
+        match &opts.mode {
+            PutMode::Overwrite => {}
+            PutMode::Create => {
+                if self.bucket.head(key).await?.is_some() {
+                    return Err(StoreError::Conflict);
+                }
+            }
+            PutMode::Update(_) => {
+                return Err(StoreError::Other(anyhow::anyhow!(
+                    "{key}: a conditional update of a large object is not supported"
+                )))
+            }
+        }
+        let path = self.bucket.path(key)?;
+        let upload = self
+            .bucket
+            .inner
+            .put_multipart_opts(
+                &path,
+                PutMultipartOptions {
+                    attributes: attributes(opts),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| self.bucket.fail("multipart upload start of", key, e))?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
+        let mut file = tokio::fs::File::open(file_path)
+            .await
+            .with_context(|| format!("cannot open {}", file_path.display()))?;
+        let mut buf = vec![0u8; 1024 * 1024];
+        loop {
+            let n = match file.read(&mut buf).await {
+                Ok(n) => n,
+                Err(e) => {
+                    writer.abort().await.ok();
+                    return Err(StoreError::Other(
+                        anyhow::Error::new(e)
+                            .context(format!("cannot read {}", file_path.display())),
+                    ));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            // Waits while PART_CONCURRENCY parts are in flight: the memory bound.
+            writer
+                .wait_for_capacity(PART_CONCURRENCY)
+                .await
+                .map_err(|e| self.bucket.fail("multipart upload of", key, e))?;
+            writer.write(&buf[..n]);
+        }
+        writer
+            .finish()
+            .await
+            .map_err(|e| self.bucket.fail("multipart upload of", key, e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for CloudStore {
+    fn describe(&self) -> String {
+        format!("{:?}", self.bucket)
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Option<Object>> {
+        Ok(self.bucket.get(key).await?.map(|(bytes, version)| Object {
+            bytes,
+            version: Version(version),
+        }))
+    }
+
+    async fn get_stream(&self, key: &str) -> StoreResult<Option<ByteStream>> {
+        self.bucket.get_stream(key).await
+    }
+
+    async fn head(&self, key: &str) -> StoreResult<Option<ObjectMeta>> {
+        self.bucket.head(key).await
+    }
+
+    async fn put(&self, key: &str, bytes: Bytes, opts: &PutOptions) -> StoreResult<()> {
+        self.put_payload(key, PutPayload::from(bytes), opts).await
+    }
+
+    async fn put_file(&self, key: &str, file_path: &Path, opts: &PutOptions) -> StoreResult<()> {
+        let size = tokio::fs::metadata(file_path)
+            .await
+            .with_context(|| format!("cannot open {}", file_path.display()))?
+            .len();
+        if size < MULTIPART_THRESHOLD {
+            let bytes = tokio::fs::read(file_path)
+                .await
+                .with_context(|| format!("cannot read {}", file_path.display()))?;
+            self.put_payload(key, PutPayload::from(bytes), opts).await?;
+        } else {
+            self.put_parts(key, file_path, opts).await?;
+        }
+        // The file is consumed, as on the local store (where it is renamed away).
+        let _ = tokio::fs::remove_file(file_path).await;
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<ObjectMeta>> {
+        self.bucket.list(prefix).await
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        self.bucket.delete(key).await
+    }
+}
