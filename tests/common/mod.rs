@@ -8,6 +8,7 @@
 // Each test binary uses a different part of the harness.
 #![allow(dead_code)]
 
+pub mod azurite;
 pub mod browser;
 pub mod checks;
 pub mod clients;
@@ -226,6 +227,43 @@ pub fn wait_started(child: &mut Child, what: &str, mut ready: impl FnMut() -> bo
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Starts a server on a free loopback port: `command(port)` builds it (its output goes to
+/// `log_path`), `ready(addr)` says when it answers. Retries on another port when it exits first
+/// (someone took the port between the probe and the bind); panics with its log otherwise.
+pub fn spawn_on_free_port(
+    what: &str,
+    log_path: &Path,
+    command: impl Fn(u16) -> Command,
+    ready: impl Fn(SocketAddr) -> bool,
+) -> (Child, SocketAddr) {
+    let mut last_log = String::new();
+    for _attempt in 0..5 {
+        let port = free_port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log = std::fs::File::create(log_path).expect("server log");
+        let mut child = command(port)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+        match wait_started(&mut child, what, || ready(addr)) {
+            Startup::Ready => return (child, addr),
+            Startup::Exited(status) => {
+                last_log = format!(
+                    "exited {status}: {}",
+                    std::fs::read_to_string(log_path).unwrap_or_default()
+                );
+            }
+            Startup::TimedOut => panic!(
+                "{what} did not answer on {addr} within 30 s:\n{}",
+                std::fs::read_to_string(log_path).unwrap_or_default()
+            ),
+        }
+    }
+    panic!("could not start {what} on a free port: {last_log}");
 }
 
 /// A running `static-registry serve` on a free loopback port; killed on drop.

@@ -10,16 +10,16 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::http::RawResponse;
+use super::world::files_containing;
 #[allow(unused_imports)] // Not every test binary names both.
-pub use super::world::{Serve as S3Serve, World};
-use super::{blocking_get_status, blocking_request, free_port, wait_started, Startup};
+pub use super::world::{fetch, Serve as S3Serve, World};
+use super::{blocking_get_status, spawn_on_free_port};
 
 /// The access key id every test server accepts.
 pub const ACCESS_KEY: &str = "AKIDSTATICREGISTRYTEST";
@@ -84,40 +84,20 @@ impl S3sFs {
         let data = dir.path().join("data");
         std::fs::create_dir_all(data.join(BUCKET)).expect("create the bucket directory");
         let log_path = dir.path().join("s3s-fs.log");
-        let mut last_log = String::new();
-        for _attempt in 0..5 {
-            let port = free_port();
-            let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-            let log = std::fs::File::create(&log_path).expect("s3s-fs log");
-            let mut child = Command::new(&exe)
-                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-                .arg(&data)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone().expect("clone log handle"))
-                .stderr(log)
-                .spawn()
-                .expect("spawn s3s-fs");
-            // Any HTTP answer from our own child (an unsigned request gets 403) means it
-            // listens; the exit check rules out a stranger on the port.
-            match wait_started(&mut child, "s3s-fs", || {
-                blocking_get_status(addr, "/").is_some()
-            }) {
-                Startup::Ready => return S3sFs { child, addr, dir },
-                Startup::Exited(status) => {
-                    // Most likely someone took the port between the probe and the bind.
-                    last_log = format!(
-                        "exited {status}: {}",
-                        std::fs::read_to_string(&log_path).unwrap_or_default()
-                    );
-                }
-                Startup::TimedOut => panic!(
-                    "s3s-fs did not answer on {addr} within 30 s:\n{}",
-                    std::fs::read_to_string(&log_path).unwrap_or_default()
-                ),
-            }
-        }
-        panic!("could not start s3s-fs on a free port: {last_log}");
+        // Any HTTP answer (an unsigned request gets 403) means it listens.
+        let (child, addr) = spawn_on_free_port(
+            "s3s-fs",
+            &log_path,
+            |port| {
+                let mut cmd = Command::new(&exe);
+                cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                    .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+                    .arg(&data);
+                cmd
+            },
+            |addr| blocking_get_status(addr, "/").is_some(),
+        );
+        S3sFs { child, addr, dir }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -514,22 +494,7 @@ impl S3World {
     pub fn files_with_secret(&self) -> (Vec<PathBuf>, usize) {
         let encoded: String = url::form_urlencoded::byte_serialize(SECRET_KEY.as_bytes()).collect();
         let needles = [SECRET_KEY.as_bytes(), encoded.as_bytes()];
-        let mut searched = 0;
-        let mut found = Vec::new();
-        for root in [self.log_dir(), self.s3.data_dir()] {
-            for rel in super::files_under(&root) {
-                let path = root.join(&rel);
-                let bytes = std::fs::read(&path).unwrap_or_default();
-                searched += 1;
-                if needles
-                    .iter()
-                    .any(|n| bytes.windows(n.len()).any(|w| w == *n))
-                {
-                    found.push(path);
-                }
-            }
-        }
-        (found, searched)
+        files_containing(&[self.log_dir(), self.s3.data_dir()], &needles)
     }
 
     /// Asserts [`S3World::files_with_secret`] finds nothing; returns how many files were searched.
@@ -538,18 +503,4 @@ impl S3World {
         assert!(found.is_empty(), "the secret key appears in: {found:#?}");
         searched
     }
-}
-
-/// Fetches an absolute `http://127.0.0.1:PORT/...` URL (a presigned one) over a fresh connection,
-/// sending the path and query exactly as they are in the URL.
-pub fn fetch(method: &str, url: &str) -> RawResponse {
-    let rest = url
-        .strip_prefix("http://")
-        .unwrap_or_else(|| panic!("not an http:// URL: {url}"));
-    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let addr: SocketAddr = host
-        .parse()
-        .unwrap_or_else(|e| panic!("URL host {host:?} is not IP:PORT ({e}): {url}"));
-    blocking_request(addr, method, if path.is_empty() { "/" } else { path })
-        .unwrap_or_else(|| panic!("{method} {url}: no response"))
 }

@@ -263,3 +263,38 @@ impl Drop for Serve {
         }
     }
 }
+
+/// Files under `roots` whose bytes contain one of `needles` (a secret in any of its forms), and
+/// how many files were searched.
+pub fn files_containing(roots: &[PathBuf], needles: &[&[u8]]) -> (Vec<PathBuf>, usize) {
+    let mut searched = 0;
+    let mut found = Vec::new();
+    for root in roots {
+        for rel in super::files_under(root) {
+            let path = root.join(&rel);
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            searched += 1;
+            if needles
+                .iter()
+                .any(|n| bytes.windows(n.len()).any(|w| w == *n))
+            {
+                found.push(path);
+            }
+        }
+    }
+    (found, searched)
+}
+
+/// Fetches an absolute `http://127.0.0.1:PORT/...` URL (a presigned one) over a fresh connection,
+/// sending the path and query exactly as they are in the URL.
+pub fn fetch(method: &str, url: &str) -> RawResponse {
+    let rest = url
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("not an http:// URL: {url}"));
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let addr: SocketAddr = host
+        .parse()
+        .unwrap_or_else(|e| panic!("URL host {host:?} is not IP:PORT ({e}): {url}"));
+    blocking_request(addr, method, if path.is_empty() { "/" } else { path })
+        .unwrap_or_else(|| panic!("{method} {url}: no response"))
+}

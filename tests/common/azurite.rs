@@ -1,0 +1,190 @@
+//! The Azure harness: a real Azurite blob service (npm `azurite`; it verifies Shared Key request
+//! signatures and SAS signatures, with no way to turn that off) on a free loopback port, with a
+//! test account of its own, and the `static-registry` binary pointed at it through a config file
+//! and the standard Azure environment variable for the account key.
+//!
+//! Containers are created with Microsoft's Python SDK (`azure-storage-blob`), an implementation
+//! of the Shared Key protocol independent of `object_store`'s. Everything is killed on drop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+
+use super::world::{files_containing, World};
+use super::{blocking_get_status, spawn_on_free_port};
+
+/// The account Azurite is started with (Azure's rules: 3-24 lowercase letters and digits).
+pub const ACCOUNT: &str = "srtestaccount";
+/// The account key's bytes: distinctive, so a grep for its base64 cannot match by chance.
+const KEY_BYTES: &[u8] = b"srAzureTestKey/never+printed-0123456789";
+/// The container every world creates.
+pub const CONTAINER: &str = "images";
+/// The blob-name prefix the layout lives under.
+pub const PREFIX: &str = "layout/v1";
+
+/// The account key as Azure shows it (base64).
+pub fn account_key() -> String {
+    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, KEY_BYTES)
+}
+
+/// Where `azurite-blob` is: `AZURITE_BLOB`, on PATH, or where scripts/test.sh installs it.
+pub fn azurite_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("AZURITE_BLOB") {
+        return PathBuf::from(p);
+    }
+    let installed = std::env::var_os("HOME").map(|h| {
+        PathBuf::from(h).join(".cache/static-registry-test/node_modules/.bin/azurite-blob")
+    });
+    super::find_tool("azurite-blob")
+        .or(installed.filter(|p| p.is_file()))
+        .unwrap_or_else(|| {
+            panic!(
+                "required tool `azurite-blob` is not installed. Run the suite with \
+                 scripts/test.sh, or: npm install --prefix ~/.cache/static-registry-test azurite"
+            )
+        })
+}
+
+/// A running Azurite blob service with [`ACCOUNT`] and its [`CONTAINER`]; killed on drop.
+pub struct Azurite {
+    child: Child,
+    pub addr: SocketAddr,
+    dir: tempfile::TempDir,
+}
+
+impl Azurite {
+    pub fn start() -> Azurite {
+        let exe = azurite_binary();
+        let dir = tempfile::Builder::new()
+            .prefix("sr-azurite-")
+            .tempdir()
+            .expect("azurite temp dir");
+        let data = dir.path().join("data");
+        let (child, addr) = spawn_on_free_port(
+            "azurite-blob",
+            &dir.path().join("azurite.log"),
+            |port| {
+                let mut cmd = Command::new(&exe);
+                cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+                    .arg("--location")
+                    .arg(&data)
+                    // The SDK asks for a newer service version than this Azurite knows; the
+                    // requests it makes here are the same in every version.
+                    .arg("--skipApiVersionCheck")
+                    .env("AZURITE_ACCOUNTS", format!("{ACCOUNT}:{}", account_key()));
+                cmd
+            },
+            |addr| blocking_get_status(addr, "/").is_some(),
+        );
+        let azurite = Azurite { child, addr, dir };
+        azurite.sdk(&format!("c.create_container({CONTAINER:?})"));
+        azurite
+    }
+
+    /// `http://127.0.0.1:PORT/ACCOUNT`: the Blob service URL, path-style as Azurite wants it.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}/{ACCOUNT}", self.addr)
+    }
+
+    /// Runs `statement` in Python with `c`, an SDK `BlobServiceClient` for the test account;
+    /// returns what it printed.
+    pub fn sdk(&self, statement: &str) -> String {
+        let script = format!(
+            "import sys\nfrom azure.storage.blob import BlobServiceClient\n\
+             c = BlobServiceClient.from_connection_string(sys.argv[1])\n{statement}\n"
+        );
+        let conn = format!(
+            "DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={};BlobEndpoint={};",
+            account_key(),
+            self.endpoint()
+        );
+        let out = Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .arg(conn)
+            .output()
+            .expect("run python3");
+        assert!(
+            out.status.success(),
+            "azure-storage-blob ({statement}) failed (scripts/test.sh installs it): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The directory Azurite keeps blobs and its metadata database in.
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for Azurite {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Azurite and a [`World`] whose runs have the account key in `AZURE_STORAGE_ACCOUNT_KEY` and no
+/// other Azure credential from the caller's environment.
+pub struct AzureWorld {
+    pub azurite: Azurite,
+    world: World,
+}
+
+impl std::ops::Deref for AzureWorld {
+    type Target = World;
+    fn deref(&self) -> &World {
+        &self.world
+    }
+}
+
+impl AzureWorld {
+    pub fn start() -> AzureWorld {
+        let azurite = Azurite::start();
+        let key = account_key();
+        let world = World::new(
+            "sr-azworld-",
+            &[
+                "AZURE_STORAGE_ACCESS_KEY",
+                "AZURE_STORAGE_SAS_KEY",
+                "AZURE_STORAGE_TOKEN",
+                "AZURE_CLIENT_ID",
+                "AZURE_CLIENT_SECRET",
+                "AZURE_TENANT_ID",
+                "AZURE_FEDERATED_TOKEN_FILE",
+                "AZURE_STORAGE_USE_EMULATOR",
+                "AZURITE_BLOB_STORAGE_URL",
+            ],
+            &[("AZURE_STORAGE_ACCOUNT_KEY", key.as_str())],
+        );
+        AzureWorld { azurite, world }
+    }
+
+    /// `azure://ACCOUNT/CONTAINER/PREFIX`.
+    pub fn location(&self) -> String {
+        format!("azure://{ACCOUNT}/{CONTAINER}/{PREFIX}")
+    }
+
+    /// Writes `NAME.toml`: the store on Azurite, plus `tail` (whole sections).
+    pub fn config(&self, name: &str, tail: &str) -> PathBuf {
+        self.write_config(
+            name,
+            &format!(
+                "store = \"{}\"\n\n[azure]\nendpoint = \"{}\"\n\n{tail}\n",
+                self.location(),
+                self.azurite.endpoint()
+            ),
+        )
+    }
+
+    /// Files under the logs and Azurite's data holding the account key (base64, or its
+    /// percent-encoded form); asserts there are none.
+    pub fn assert_no_secret_leaked(&self) {
+        let key = account_key();
+        let encoded: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
+        let needles = [key.as_bytes(), encoded.as_bytes(), KEY_BYTES];
+        let (found, _) = files_containing(&[self.log_dir(), self.azurite.data_dir()], &needles);
+        assert!(found.is_empty(), "the account key appears in: {found:#?}");
+    }
+}
