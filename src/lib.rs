@@ -19,6 +19,7 @@ pub mod mirror;
 pub mod oci;
 pub mod pattern;
 pub mod prune;
+pub mod retain;
 pub mod publish;
 pub mod reference;
 pub mod registry;

@@ -41,7 +41,7 @@ mod report;
 mod untag;
 
 pub use reachability::{Reachability, Unreferenced};
-pub use report::{parse_duration, PruneReport, Victim};
+pub use report::{format_duration, parse_duration, PruneReport, Victim};
 pub use untag::{delete_repository, untag, untag_expecting, UntagReport};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
