@@ -262,11 +262,16 @@ async fn untag_inner(
         }
         report.lines.push(format!("untagged {name}:{t} ({d})"));
     }
-    for t in requested.iter().filter(|t| !removed.iter().any(|(r, _)| r == *t)) {
+    for t in requested
+        .iter()
+        .filter(|t| !removed.iter().any(|(r, _)| r == *t))
+    {
         let now = committed.tags.get(t).map(|d| d.digest.to_string());
         report.lines.push(format!(
             "kept {name}:{t}: {} since the decision",
-            now.map_or("removed by someone else".to_owned(), |d| format!("moved to {d}"))
+            now.map_or("removed by someone else".to_owned(), |d| format!(
+                "moved to {d}"
+            ))
         ));
         report.skipped.push(t.clone());
     }

@@ -214,7 +214,11 @@ impl fmt::Display for RetainReport {
             self.unreferenced_manifests,
             self.unreferenced_blobs,
             indicatif::HumanBytes(self.unreferenced_bytes),
-            if self.dry_run { "would become" } else { "became" },
+            if self.dry_run {
+                "would become"
+            } else {
+                "became"
+            },
         )
     }
 }

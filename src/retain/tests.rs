@@ -64,7 +64,10 @@ fn mixtures_of_rules_by_prefix() {
         ("dev-4", Some(1), false),
     ]);
     // team/: newest 1 (dev-4) kept, dev-3 younger than 30d kept, patterns kept.
-    assert_eq!(dropped(&policy, "team/app", &tags, false), ["dev-1", "dev-2"]);
+    assert_eq!(
+        dropped(&policy, "team/app", &tags, false),
+        ["dev-1", "dev-2"]
+    );
     // The "" rule: the two newest only.
     assert_eq!(
         dropped(&policy, "other/app", &tags, false),
@@ -193,7 +196,10 @@ fn pins_live_while_their_digest_is_in_use() {
 #[test]
 fn rules_are_checked() {
     let bad = [
-        (rule("", None, &["v*"], None), "keep_newest or drop_older_than"),
+        (
+            rule("", None, &["v*"], None),
+            "keep_newest or drop_older_than",
+        ),
         (rule("", None, &[], Some("1w")), "drop_older_than"),
         (rule("", Some(1), &[""], None), "pattern"),
     ];
@@ -201,7 +207,10 @@ fn rules_are_checked() {
         let e = format!("{:#}", Policy::new(&[r], Immutable::default()).unwrap_err());
         assert!(e.contains(want), "{e}");
     }
-    let twice = [rule("a/", Some(1), &[], None), rule("a/", Some(2), &[], None)];
+    let twice = [
+        rule("a/", Some(1), &[], None),
+        rule("a/", Some(2), &[], None),
+    ];
     assert!(Policy::new(&twice, Immutable::default()).is_err());
     // From the config file.
     let cfg: crate::config::Config = toml::from_str(
@@ -210,6 +219,9 @@ fn rules_are_checked() {
     .unwrap();
     let p = Policy::new(&cfg.retention, Immutable::default()).unwrap();
     let r = p.rule_for(&RepoName::parse("team/app").unwrap()).unwrap();
-    assert_eq!(r.older_than, Some(std::time::Duration::from_secs(30 * 86400)));
+    assert_eq!(
+        r.older_than,
+        Some(std::time::Duration::from_secs(30 * 86400))
+    );
     assert!(toml::from_str::<crate::config::Config>("[[retention]]\nkeep_last = 1\n").is_err());
 }
