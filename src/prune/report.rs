@@ -143,7 +143,7 @@ pub fn format_duration(d: Duration) -> String {
     let s = d.as_secs();
     match [(86400, "d"), (3600, "h"), (60, "m")]
         .into_iter()
-        .find(|(unit, _)| s > 0 && s % unit == 0)
+        .find(|(unit, _)| s > 0 && s.is_multiple_of(*unit))
     {
         Some((unit, name)) => format!("{}{name}", s / unit),
         None => format!("{s}s"),
