@@ -56,6 +56,9 @@ pub struct Config {
     /// Tags that may never move (docs/store-care.md, "Immutable tags").
     #[serde(default)]
     pub immutable: Vec<crate::immutable::ImmutableRule>,
+    /// Which tags `retain` drops (docs/store-care.md, "Retention").
+    #[serde(default)]
+    pub retention: Vec<crate::retain::RetentionRule>,
 }
 
 #[derive(Debug, Default, Deserialize)]

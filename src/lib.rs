@@ -22,6 +22,7 @@ pub mod prune;
 pub mod publish;
 pub mod reference;
 pub mod registry;
+pub mod retain;
 pub mod serve;
 pub mod settings;
 pub mod sign;

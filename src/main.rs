@@ -144,6 +144,46 @@ enum Command {
         #[command(flatten)]
         walk: static_registry::walk::WalkArgs,
     },
+    /// Drop tags by retention rules, never one in use; `prune` then deletes their content.
+    ///
+    /// Rules come from the flags (--keep-newest, --keep, --older-than, --prefix: one rule), else
+    /// the config file's [[retention]]. A tag whose digest is in the --in-use list (directly, by
+    /// tag, or as a platform image of a multi-platform index) is never dropped, nor is an
+    /// immutable tag. See docs/store-care.md, "Retention".
+    Retain {
+        /// The store: a directory, file:///path or s3://bucket[/prefix]
+        /// [env: STATIC_REGISTRY_STORE].
+        #[arg(long)]
+        store: Option<String>,
+        /// The flags' rule covers repositories under this prefix [default: every repository].
+        #[arg(long)]
+        prefix: Option<String>,
+        /// Keep the N most recently moved tags of each repository.
+        #[arg(long, value_name = "N")]
+        keep_newest: Option<usize>,
+        /// Keep tags matching PATTERN (`*` within a component); repeatable.
+        #[arg(long = "keep", value_name = "PATTERN")]
+        keep: Vec<String>,
+        /// Drop tags last moved longer ago than this (e.g. 30d, 12h).
+        #[arg(long, value_name = "DURATION")]
+        older_than: Option<String>,
+        /// Pin tags (e.g. `pin-*`): kept while their digest is in use, dropped once it is not;
+        /// repeatable, added to every rule.
+        #[arg(long = "pin", value_name = "PATTERN")]
+        pins: Vec<String>,
+        /// What is deployed: a file (or - for stdin) of references, REPO:TAG or REPO@DIGEST one
+        /// a line; # comments and blank lines allowed.
+        #[arg(long, value_name = "FILE")]
+        in_use: Option<PathBuf>,
+        /// List what would be dropped and what a prune would then free; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Report format.
+        #[arg(long, value_enum, default_value_t = CheckOutput::Text)]
+        output: CheckOutput,
+        #[command(flatten)]
+        walk: static_registry::walk::WalkArgs,
+    },
     /// Move a tag to content its repository already references (retag, or roll back), with the
     /// same compare-and-swap, immutable-tag check and ordering as publish.
     Tag {
@@ -371,6 +411,52 @@ fn start_mirror(
     Ok(Some(Arc::new(table)))
 }
 
+/// Runs a dry run on a thread of its own: prune's and retain's futures are not `Send` for every
+/// lifetime (they were written for the command line), and a dry run every few minutes can
+/// afford a thread.
+fn dry_run_on_thread<T, F, Fut>(
+    name: &str,
+    run: F,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<anyhow::Result<T>>>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            let out = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(run()));
+            let _ = tx.send(out);
+        })?;
+    Ok(rx)
+}
+
+/// The retention rules of `retain`: the flags' one rule when any rule flag is given, else the
+/// config file's, plus `--pin` in every rule.
+fn retention_policy(
+    cfg: &Config,
+    flag_rule: Option<static_registry::retain::RetentionRule>,
+    pins: &[String],
+) -> anyhow::Result<static_registry::retain::Policy> {
+    use static_registry::retain::Policy;
+    let rules = match flag_rule {
+        Some(r) => vec![r],
+        None => cfg.retention.clone(),
+    };
+    anyhow::ensure!(
+        !rules.is_empty(),
+        "no retention rules: pass --keep-newest / --older-than (with --keep, --prefix), or add [[retention]] to the config file"
+    );
+    let immutable = static_registry::immutable::Immutable::new(&cfg.immutable);
+    Policy::new(&rules, immutable)?.with_pins(pins)
+}
+
 /// The web page from `[ui]`, with its store summary recomputed in the background (and `prune
 /// --dry-run`'s answer on what a prune would reclaim).
 fn start_ui(
@@ -387,19 +473,9 @@ fn start_ui(
                 dry_run: true,
                 limits: Default::default(),
             };
-            // On a thread of its own: prune's future is not `Send` for every lifetime (it was
-            // written for the command line), and a dry run every few minutes can afford one.
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            std::thread::Builder::new()
-                .name("ui-prune-dry-run".into())
-                .spawn(move || {
-                    let report = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .map_err(anyhow::Error::from)
-                        .and_then(|rt| rt.block_on(prune::prune(store.as_ref(), &opts)));
-                    let _ = tx.send(report);
-                })?;
+            let rx = dry_run_on_thread("ui-prune-dry-run", move || async move {
+                prune::prune(store.as_ref(), &opts).await
+            })?;
             let r = rx.await.context("the prune dry run stopped")??;
             Ok(Reclaimable {
                 grace: prune::DEFAULT_GRACE,
@@ -413,6 +489,35 @@ fn start_ui(
     let Some(ui) = Ui::new(&cfg.ui, federation.clone(), auth, Some(reclaim))? else {
         return Ok(None);
     };
+    if !cfg.retention.is_empty() {
+        let policy = Arc::new(retention_policy(cfg, None, &[])?);
+        ui.summaries.set_retention(Arc::new(move |store| {
+            let policy = policy.clone();
+            Box::pin(async move {
+                use static_registry::ui::{RetentionDrop, RetentionPreview};
+                let rx = dry_run_on_thread("ui-retain-dry-run", move || async move {
+                    let limits = Default::default();
+                    static_registry::retain::plan(store.as_ref(), &policy, None, limits).await
+                })?;
+                let r = rx.await.context("the retention dry run stopped")??;
+                Ok(RetentionPreview {
+                    drops: r
+                        .dropped
+                        .into_iter()
+                        .map(|d| RetentionDrop {
+                            repository: d.repository,
+                            tag: d.tag.to_string(),
+                            digest: d.digest,
+                            why: d.why,
+                        })
+                        .collect(),
+                    manifests: r.unreferenced_manifests,
+                    blobs: r.unreferenced_blobs,
+                    bytes: r.unreferenced_bytes,
+                })
+            })
+        }));
+    }
     let ui = Arc::new(ui);
     tokio::spawn(ui.summaries.clone().run());
     tracing::info!(prefix = ui.prefix(), "web page");
@@ -606,6 +711,50 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 let report =
                     static_registry::prune::untag(store.as_ref(), &name, &tags, limits).await?;
                 println!("{report}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Retain {
+            store,
+            prefix,
+            keep_newest,
+            keep,
+            older_than,
+            pins,
+            in_use,
+            dry_run,
+            output,
+            walk,
+        } => {
+            let flag_rule = (prefix.is_some()
+                || keep_newest.is_some()
+                || !keep.is_empty()
+                || older_than.is_some())
+            .then(|| static_registry::retain::RetentionRule {
+                prefix: prefix.unwrap_or_default(),
+                keep_newest,
+                keep,
+                drop_older_than: older_than,
+                pins: Vec::new(),
+            });
+            let policy = retention_policy(&cfg, flag_rule, &pins)?;
+            let in_use = in_use
+                .as_deref()
+                .map(static_registry::retain::InUse::read)
+                .transpose()?;
+            let store = open_store(store, &cfg)?;
+            let limits = walk.limits(cfg.publish.max_manifests);
+            let report = static_registry::retain::retain(
+                store.as_ref(),
+                &policy,
+                in_use.as_ref(),
+                dry_run,
+                limits,
+            )
+            .await?;
+            match output {
+                CheckOutput::Text => println!("{report}"),
+                CheckOutput::Json => println!("{:#}", serde_json::to_value(&report)?),
             }
             Ok(ExitCode::SUCCESS)
         }

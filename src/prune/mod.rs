@@ -36,11 +36,13 @@
 //!
 //! The report types are in [`report`]; `untag` and `delete-repository` in [`untag`].
 
+mod reachability;
 mod report;
 mod untag;
 
-pub use report::{parse_duration, PruneReport, Victim};
-pub use untag::{delete_repository, untag, UntagReport};
+pub use reachability::{Reachability, Unreferenced};
+pub use report::{format_duration, parse_duration, PruneReport, Victim};
+pub use untag::{delete_repository, untag, untag_expecting, UntagReport};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -171,7 +173,7 @@ impl Reach {
             .buffer_unordered(PARALLEL)
             .try_collect()
             .await?;
-        let mut roots: Vec<Digest> = Vec::new();
+        let mut changed = Vec::new();
         for (key, obj) in got {
             // Deleted since the listing (delete-repository): it reaches nothing any more, but
             // what it reached before stays in the set, which is only conservative.
@@ -183,6 +185,21 @@ impl Reach {
             let idx = RepoIndex::from_slice(&obj.bytes).with_context(|| {
                 format!("{key}: cannot parse the repository index; prune deletes nothing until it is fixed")
             })?;
+            self.versions.insert(key.clone(), obj.version);
+            changed.push((key, idx));
+        }
+        self.absorb(store, changed, limits).await
+    }
+
+    /// Adds what `indexes` reach (and the indexes themselves, by key).
+    async fn absorb(
+        &mut self,
+        store: &dyn Store,
+        indexes: Vec<(String, RepoIndex)>,
+        limits: WalkLimits,
+    ) -> anyhow::Result<()> {
+        let mut roots: Vec<Digest> = Vec::new();
+        for (key, idx) in indexes {
             roots.extend(idx.tags.values().map(|d| d.digest.clone()));
             roots.extend(idx.manifests.keys().cloned());
             self.digests.extend(idx.blobs.keys().cloned());
@@ -190,7 +207,6 @@ impl Reach {
                 roots.push(subject.clone());
                 roots.extend(artifacts.iter().map(|a| a.digest.clone()));
             }
-            self.versions.insert(key.clone(), obj.version);
             self.indexes.insert(key, idx);
         }
         // Expand through the manifests themselves, in case an index under-records: one walk,

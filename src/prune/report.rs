@@ -138,6 +138,18 @@ impl fmt::Display for PruneReport {
     }
 }
 
+/// Writes a duration as [`parse_duration`] reads it, in the largest whole unit (`30d`, `90m`).
+pub fn format_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match [(86400, "d"), (3600, "h"), (60, "m")]
+        .into_iter()
+        .find(|(unit, _)| s > 0 && s.is_multiple_of(*unit))
+    {
+        Some((unit, name)) => format!("{}{name}", s / unit),
+        None => format!("{s}s"),
+    }
+}
+
 /// Parses a grace period: `24h`, `30m`, `90s`, `7d`, or plain seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();

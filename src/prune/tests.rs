@@ -162,6 +162,9 @@ fn durations_parse() {
     assert!(parse_duration("1w").is_err());
     assert!(parse_duration("h").is_err());
     assert!(parse_duration("").is_err());
+    for s in ["30d", "12h", "90m", "61s", "0s"] {
+        assert_eq!(format_duration(parse_duration(s).unwrap()), s);
+    }
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! its own compare-and-swap, and order their writes so that a crash at any point leaves derived
 //! files lagging (a `verify` warning), never a reference to missing content.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use anyhow::{bail, Context};
@@ -22,6 +22,10 @@ use super::{fetch_all, Fetched, Refs};
 #[derive(Debug, Clone, Default)]
 pub struct UntagReport {
     pub lines: Vec<String>,
+    /// The tags removed, with the digest each pointed at.
+    pub removed: Vec<(Tag, Digest)>,
+    /// Tags asked for that moved or went meanwhile ([`untag_expecting`]), left alone.
+    pub skipped: Vec<Tag>,
 }
 
 impl fmt::Display for UntagReport {
@@ -31,7 +35,7 @@ impl fmt::Display for UntagReport {
 }
 
 /// Why a repository's content set could not be recomputed in one pass.
-enum GcBlocked {
+pub(super) enum GcBlocked {
     /// A reachable manifest not fetched yet (a concurrent publish added it): fetch and retry.
     Unfetched(Vec<Digest>),
     /// A reachable manifest the store does not have (or that does not parse).
@@ -99,6 +103,29 @@ fn closure(
     }
 }
 
+/// Removes `tags` from `idx`, then drops every manifest and blob no remaining tag (or referrer of
+/// a kept manifest) reaches: untag's one change, also applied hypothetically by `retain
+/// --dry-run`. Returns how many manifests and blobs left the index; when the closure cannot be
+/// computed only the tags go, every manifest and blob stays (only conservative).
+pub(super) fn drop_tags(
+    idx: &mut RepoIndex,
+    tags: &[Tag],
+    fetched: &HashMap<Digest, Fetched>,
+    limits: WalkLimits,
+) -> Result<(usize, usize), GcBlocked> {
+    for t in tags {
+        idx.tags.remove(t);
+        idx.mirrored.remove(t);
+        idx.history.remove(t);
+    }
+    let (m, b) = closure(idx, fetched, limits)?;
+    let (m0, b0) = (idx.manifests.len(), idx.blobs.len());
+    idx.manifests.retain(|d, _| m.contains(d));
+    idx.blobs.retain(|d, _| b.contains(d));
+    idx.referrers.retain(|s, _| m.contains(s));
+    Ok((m0 - idx.manifests.len(), b0 - idx.blobs.len()))
+}
+
 /// Removes tags from a repository, then drops from its index every manifest and blob no
 /// remaining tag (or referrer of a kept manifest) reaches, so `prune` can collect them.
 ///
@@ -111,20 +138,57 @@ pub async fn untag(
     tags: &[Tag],
     limits: WalkLimits,
 ) -> anyhow::Result<UntagReport> {
+    untag_inner(store, name, tags, None, limits).await
+}
+
+/// [`untag`] for tags that must still point where the caller decided (`retain`): a tag that
+/// moved to another digest, or is gone, by the time of the compare-and-swap is left alone and
+/// reported in [`UntagReport::skipped`], so a decision made on one digest never removes another.
+pub async fn untag_expecting(
+    store: &dyn Store,
+    name: &RepoName,
+    expected: &BTreeMap<Tag, Digest>,
+    limits: WalkLimits,
+) -> anyhow::Result<UntagReport> {
+    let tags: Vec<Tag> = expected.keys().cloned().collect();
+    untag_inner(store, name, &tags, Some(expected), limits).await
+}
+
+async fn untag_inner(
+    store: &dyn Store,
+    name: &RepoName,
+    requested: &[Tag],
+    expected: Option<&BTreeMap<Tag, Digest>>,
+    limits: WalkLimits,
+) -> anyhow::Result<UntagReport> {
     let key = layout::repo_index(name);
     let Some(obj) = store.get(&key).await? else {
         bail!("repository {name} does not exist ({key} is missing)");
     };
     let idx = RepoIndex::from_slice(&obj.bytes).with_context(|| format!("{key}: cannot parse"))?;
-    let unknown: Vec<&str> = tags
-        .iter()
-        .filter(|t| !idx.tags.contains_key(*t))
-        .map(|t| t.as_str())
-        .collect();
-    if !unknown.is_empty() {
-        bail!("{name} has no tag {}", unknown.join(", "));
+    // Whether `t` is to go from `idx`: it exists and, when expected, still names that digest.
+    let wanted = |idx: &RepoIndex, t: &Tag| {
+        idx.tags.get(t).is_some_and(|d| {
+            expected.is_none_or(|e| e.get(t).is_some_and(|want| *want == d.digest))
+        })
+    };
+    if expected.is_none() {
+        let unknown: Vec<&str> = requested
+            .iter()
+            .filter(|t| !idx.tags.contains_key(*t))
+            .map(|t| t.as_str())
+            .collect();
+        if !unknown.is_empty() {
+            bail!("{name} has no tag {}", unknown.join(", "));
+        }
     }
-    for t in tags {
+    let mut report = UntagReport::default();
+    let tags: Vec<Tag> = requested
+        .iter()
+        .filter(|t| wanted(&idx, t))
+        .cloned()
+        .collect();
+    for t in &tags {
         store.delete(&layout::tag_manifest(name, t)).await?;
     }
 
@@ -138,34 +202,28 @@ pub async fn untag(
             .chain(idx.tags.values().map(|d| d.digest.clone())),
     )
     .await?;
-    let mut report = UntagReport::default();
     let mut committed;
     let mut dropped = (0usize, 0usize);
     let mut note = None;
     let mut attempts = 0;
+    let mut removed: Vec<(Tag, Digest)> = Vec::new();
     loop {
         attempts += 1;
         let mut blocked = None;
         let mut counts = (0, 0);
         committed = update_index(store, name, |idx| {
             blocked = None;
-            counts = (0, 0);
-            for t in tags {
-                idx.tags.remove(t);
-                idx.mirrored.remove(t);
-                idx.history.remove(t);
-            }
-            match closure(idx, &fetched, limits) {
-                Ok((m, b)) => {
-                    let (m0, b0) = (idx.manifests.len(), idx.blobs.len());
-                    idx.manifests.retain(|d, _| m.contains(d));
-                    idx.blobs.retain(|d, _| b.contains(d));
-                    idx.referrers.retain(|s, _| m.contains(s));
-                    counts = (m0 - idx.manifests.len(), b0 - idx.blobs.len());
-                }
-                // Keep every manifest and blob: only conservative.
-                Err(e) => blocked = Some(e),
-            }
+            // Decided again on every attempt: the index may have moved underneath.
+            removed = requested
+                .iter()
+                .filter(|t| wanted(idx, t))
+                .map(|t| (t.clone(), idx.tags[t].digest.clone()))
+                .collect();
+            let going: Vec<Tag> = removed.iter().map(|(t, _)| t.clone()).collect();
+            counts = drop_tags(idx, &going, &fetched, limits).unwrap_or_else(|e| {
+                blocked = Some(e);
+                (0, 0)
+            });
         })
         .await?;
 
@@ -198,14 +256,26 @@ pub async fn untag(
             }
         }
     }
-    for t in tags {
+    for (t, d) in &removed {
         if !committed.tags.contains_key(t) {
             store.delete(&layout::tag_manifest(name, t)).await?;
         }
-        report
-            .lines
-            .push(format!("untagged {name}:{t} ({})", idx.tags[t].digest));
+        report.lines.push(format!("untagged {name}:{t} ({d})"));
     }
+    for t in requested
+        .iter()
+        .filter(|t| !removed.iter().any(|(r, _)| r == *t))
+    {
+        let now = committed.tags.get(t).map(|d| d.digest.to_string());
+        report.lines.push(format!(
+            "kept {name}:{t}: {} since the decision",
+            now.map_or("removed by someone else".to_owned(), |d| format!(
+                "moved to {d}"
+            ))
+        ));
+        report.skipped.push(t.clone());
+    }
+    // Also restores the copy of a tag that was deleted above but moved meanwhile.
     write_derived(store, name, &[]).await?;
     report.lines.push(format!(
         "{key}: dropped {} manifest(s) and {} blob(s) no remaining tag reaches; {} tag(s) remain. \
@@ -215,6 +285,7 @@ pub async fn untag(
         committed.tags.len()
     ));
     report.lines.extend(note.map(|n| format!("note: {n}")));
+    report.removed = removed;
     Ok(report)
 }
 

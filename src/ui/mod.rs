@@ -26,7 +26,10 @@ use crate::federation::Federation;
 use crate::reference::{Digest, RepoName};
 
 pub use facts::Facts;
-pub use summary::{Reclaim, Reclaimable, RepoSummary, StoreSummary, Summaries};
+pub use summary::{
+    Reclaim, Reclaimable, RepoSummary, Retention, RetentionDrop, RetentionPreview, StoreSummary,
+    Summaries,
+};
 
 /// `[ui]` in the config file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -213,7 +216,12 @@ impl Ui {
         match digest {
             None => {
                 let tags = self.facts.of_tags(&idx).await;
-                Some(pages::repository(ctx, &idx, &tags))
+                let summary = self.summaries.current();
+                let retention: Option<Vec<&RetentionDrop>> = summary
+                    .retention
+                    .as_ref()
+                    .map(|r| r.drops.iter().filter(|d| d.repository == name).collect());
+                Some(pages::repository(ctx, &idx, &tags, retention.as_deref()))
             }
             Some(d) => {
                 let entry = idx.manifests.get(&d)?;

@@ -11,7 +11,7 @@ use crate::index::RepoIndex;
 use crate::reference::Digest;
 
 use super::facts::{ImageFacts, PlatformFacts, TagFacts};
-use super::summary::{RepoSummary, StoreSummary};
+use super::summary::{RepoSummary, RetentionDrop, StoreSummary};
 use super::Query;
 
 /// Repositories per catalog page.
@@ -164,7 +164,13 @@ fn tagged(at: i64) -> String {
     when(t.map(SystemTime::from))
 }
 
-pub fn repository(ctx: &Ctx<'_>, idx: &RepoIndex, tags: &[TagFacts]) -> Markup {
+/// `retention`: what a retention dry run would drop here (`None`: no rules, or not computed yet).
+pub fn repository(
+    ctx: &Ctx<'_>,
+    idx: &RepoIndex,
+    tags: &[TagFacts],
+    retention: Option<&[&RetentionDrop]>,
+) -> Markup {
     let name = &idx.name;
     let host = ctx.host;
     layout(
@@ -217,8 +223,31 @@ pub fn repository(ctx: &Ctx<'_>, idx: &RepoIndex, tags: &[TagFacts]) -> Markup {
                     }
                 }
             }
+            @if let Some(drops) = retention {
+                section id="retention" {
+                    h2 { "What retention would remove" }
+                    p class="note" { "A dry run of the config's " code { "[[retention]]" } " rules with no in-use list: a real run with the platform's in-use list keeps anything deployed." }
+                    (retention_list(ctx, drops))
+                }
+            }
         },
     )
+}
+
+/// The tags a retention dry run would drop, with why; a sentence when there are none.
+fn retention_list(ctx: &Ctx<'_>, drops: &[&RetentionDrop]) -> Markup {
+    html! {
+        @if drops.is_empty() {
+            p { "Nothing: every tag is kept." }
+        } @else {
+            ul class="retention" {
+                @for d in drops {
+                    li { a href={ (ctx.prefix) "r/" (d.repository) } { (d.repository) } ":" (d.tag) " " code title=(d.digest) { (short(&d.digest)) } ": " (d.why) }
+                }
+            }
+        }
+        (copyable("the retain command", "static-registry retain --store STORE --in-use DEPLOYED.txt --dry-run"))
+    }
 }
 
 fn kind(media_type: &str) -> &'static str {
@@ -392,6 +421,14 @@ pub fn store(
                         p { "Not computed yet." }
                     }
                     (copyable("the prune command", "static-registry prune --store STORE --dry-run"))
+                }
+                @if let Some(r) = &s.retention {
+                    section id="retention" {
+                        h2 { "What retention would remove" }
+                        p class="note" { "A dry run of the config's " code { "[[retention]]" } " rules with no in-use list: a real run with the platform's in-use list keeps anything deployed." }
+                        p { (plural(r.drops.len(), "tag", "tags")) "; afterwards " (r.manifests) " manifests and " (r.blobs) " blobs, " strong { (HumanBytes(r.bytes)) } ", would be unreferenced (prune deletes them once past its grace period)." }
+                        (retention_list(ctx, &r.drops.iter().collect::<Vec<_>>()))
+                    }
                 }
             }
             section {

@@ -3,7 +3,8 @@
 //! someone looks (a replica nobody browses never lists the store). Each computation is one listing of the repository indexes (their
 //! last-modified time is when each repository was last published), one read of each index, and
 //! `prune --dry-run` itself for what a prune would reclaim (through [`Reclaim`], so the page
-//! shows prune's own answer and `serve` does not depend on `prune`).
+//! shows prune's own answer and `serve` does not depend on `prune`), and a `retain --dry-run`
+//! with the config's rules for what retention would remove (through [`Retention`], likewise).
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -48,6 +49,8 @@ pub struct StoreSummary {
     pub shared_bytes: u64,
     /// What `prune` would delete now, and what it keeps only because it is young.
     pub reclaim: Option<Reclaimable>,
+    /// What a retention dry run (the config's rules, no in-use list) would remove.
+    pub retention: Option<RetentionPreview>,
     /// Why the last computation failed, if it did (the previous summary is kept).
     pub error: Option<String>,
 }
@@ -70,6 +73,32 @@ pub type Reclaim = Arc<
         + Sync,
 >;
 
+/// `retain --dry-run`'s answer with the config's `[[retention]]` rules and no in-use list.
+#[derive(Debug, Clone, Default)]
+pub struct RetentionPreview {
+    pub drops: Vec<RetentionDrop>,
+    /// What the drops alone keep referenced (prune deletes it once past its grace period).
+    pub manifests: usize,
+    pub blobs: usize,
+    pub bytes: u64,
+}
+
+/// One tag a retention run would drop, and why.
+#[derive(Debug, Clone)]
+pub struct RetentionDrop {
+    pub repository: RepoName,
+    pub tag: String,
+    pub digest: Digest,
+    pub why: String,
+}
+
+/// Runs `retain --dry-run` on a store (provided by the command that starts `serve`).
+pub type Retention = Arc<
+    dyn Fn(Arc<dyn Store>) -> futures::future::BoxFuture<'static, anyhow::Result<RetentionPreview>>
+        + Send
+        + Sync,
+>;
+
 /// The current summary, replaced whole by each recomputation (readers never wait for one).
 pub struct Summaries {
     current: RwLock<Arc<StoreSummary>>,
@@ -78,6 +107,7 @@ pub struct Summaries {
     store: Arc<dyn Store>,
     every: Duration,
     reclaim: Option<Reclaim>,
+    retention: std::sync::OnceLock<Retention>,
 }
 
 impl Summaries {
@@ -88,7 +118,14 @@ impl Summaries {
             store,
             every,
             reclaim,
+            retention: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Adds the retention preview to every later summary (once; `serve` sets it when the config
+    /// has `[[retention]]` rules).
+    pub fn set_retention(&self, retention: Retention) {
+        let _ = self.retention.set(retention);
     }
 
     /// The summary as last computed, and a wish for a fresh one (granted at most every
@@ -107,6 +144,14 @@ impl Summaries {
                     match reclaim(self.store.clone()).await {
                         Ok(r) => s.reclaim = Some(r),
                         Err(e) => tracing::warn!("prune --dry-run for the web page failed: {e:#}"),
+                    }
+                }
+                if let Some(retention) = self.retention.get() {
+                    match retention(self.store.clone()).await {
+                        Ok(r) => s.retention = Some(r),
+                        Err(e) => {
+                            tracing::warn!("retain --dry-run for the web page failed: {e:#}")
+                        }
                     }
                 }
                 s.took = started.elapsed();

@@ -365,3 +365,59 @@ async fn hostile_requests_get_plain_refusals() {
         assert!(Ui::new(&c, fed.clone(), None, None).is_err(), "{bad}");
     }
 }
+
+/// The retention preview reaches the store page and the repository page through the
+/// [`Retention`] seam, with `retain`'s own dry run behind it, clearly labelled as one without an
+/// in-use list.
+#[tokio::test]
+async fn pages_show_what_retention_would_remove() {
+    let (_dir, store) = world(["team/app", "other/old"]).await;
+    let policy = crate::retain::Policy::new(
+        &[crate::retain::RetentionRule {
+            prefix: "other/".into(),
+            keep_newest: Some(0),
+            ..Default::default()
+        }],
+        Default::default(),
+    )
+    .unwrap();
+    let plan = crate::retain::plan(store.as_ref(), &policy, None, Default::default())
+        .await
+        .unwrap();
+    let preview = RetentionPreview {
+        drops: plan
+            .dropped
+            .iter()
+            .map(|d| RetentionDrop {
+                repository: d.repository.clone(),
+                tag: d.tag.to_string(),
+                digest: d.digest.clone(),
+                why: d.why.clone(),
+            })
+            .collect(),
+        manifests: plan.unreferenced_manifests,
+        blobs: plan.unreferenced_blobs,
+        bytes: plan.unreferenced_bytes,
+    };
+    assert_eq!(preview.drops.len(), 1, "{plan}");
+    assert!(preview.blobs > 0, "{plan}");
+    let ui = ui(store, None).await;
+    ui.summaries.set_retention(Arc::new(move |_| {
+        let p = preview.clone();
+        Box::pin(async move { Ok(p) })
+    }));
+    ui.summaries.refresh().await;
+
+    let (status, body, _) = get(&ui, "GET", "/store", None).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("What retention would remove"), "{body}");
+    assert!(body.contains("no in-use list"), "{body}");
+    assert!(body.contains("other/old</a>:1"), "{body}");
+    assert!(body.contains("not among the 0 newest"), "{body}");
+    let (_, body, _) = get(&ui, "GET", "/r/other/old", None).await;
+    assert!(body.contains("id=\"retention\""), "{body}");
+    assert!(body.contains("other/old</a>:1"), "{body}");
+    // A repository no rule drops from says so.
+    let (_, body, _) = get(&ui, "GET", "/r/team/app", None).await;
+    assert!(body.contains("Nothing: every tag is kept."), "{body}");
+}
