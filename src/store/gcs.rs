@@ -6,11 +6,12 @@
 //! metadata server (GKE workload identity, Compute Engine). `anonymous = true` sends no
 //! credentials (public buckets, emulators). Conditional writes compare generations.
 
-use std::path::PathBuf;
-
 use anyhow::{bail, Context};
-use object_store::gcp::GoogleCloudStorageBuilder;
-use object_store::ClientOptions;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use object_store::gcp::{GcpCredential, GoogleCloudStorageBuilder};
+use object_store::{ClientOptions, StaticCredentialProvider};
 use serde::Deserialize;
 
 use super::bucket::{checked_endpoint, parse_prefix, Bucket, VersionField, REQUEST_TIMEOUT};
@@ -82,7 +83,13 @@ pub fn open(location: &str, settings: &GcsSettings) -> anyhow::Result<CloudStore
         builder = builder.with_service_account_path(path.to_string_lossy());
     }
     if settings.anonymous {
-        builder = builder.with_skip_signature(true);
+        // No token is ever fetched: uploads ask the credential provider even when signatures
+        // are skipped, and the default one is the metadata server.
+        builder = builder.with_skip_signature(true).with_credentials(Arc::new(
+            StaticCredentialProvider::new(GcpCredential {
+                bearer: String::new(),
+            }),
+        ));
     }
     let client = builder
         .with_client_options(

@@ -14,6 +14,7 @@ pub mod checks;
 pub mod clients;
 pub mod docker;
 pub mod download;
+pub mod fake_gcs;
 pub mod fixtures;
 pub mod hostile;
 pub mod http;
