@@ -218,6 +218,40 @@ async fn put_if_changed(
         .with_context(|| format!("cannot write {key}"))
 }
 
+/// Writes the `_health` object that origins' active health checks fetch, once per store.
+pub async fn write_health_canary(store: &dyn Store) -> anyhow::Result<()> {
+    if store.head(layout::HEALTH).await?.is_none() {
+        let opts = PutOptions {
+            content_type: "text/plain".into(),
+            cache_control: "no-cache",
+            mode: PutMode::Overwrite,
+        };
+        store
+            .put(layout::HEALTH, Bytes::from_static(b"ok\n"), &opts)
+            .await?;
+    }
+    Ok(())
+}
+
+/// How a blob is stored: opaque bytes, cached forever (its key is its digest).
+pub fn blob_put_options() -> PutOptions {
+    PutOptions {
+        content_type: layout::BLOB_CONTENT_TYPE.to_owned(),
+        cache_control: layout::CACHE_IMMUTABLE,
+        mode: PutMode::Overwrite,
+    }
+}
+
+/// How a manifest is stored: with its media type (origins serve it as `Content-Type`), cached
+/// forever.
+pub fn manifest_put_options(media_type: &str) -> PutOptions {
+    PutOptions {
+        content_type: media_type.to_owned(),
+        cache_control: layout::CACHE_IMMUTABLE,
+        mode: PutMode::Overwrite,
+    }
+}
+
 /// Adds a repository to `_catalog.json` under compare-and-swap.
 pub async fn add_to_catalog(store: &dyn Store, name: &RepoName) -> anyhow::Result<()> {
     update_json(store, layout::CATALOG, |doc: &mut Option<Catalog>| {

@@ -27,6 +27,7 @@ pub mod serve;
 pub mod settings;
 pub mod sign;
 pub mod store;
+pub mod sync;
 pub mod tags;
 pub mod ui;
 pub mod verify;

@@ -114,7 +114,8 @@ enum Command {
     /// Content younger than the grace period is always kept, so a publish in flight (which has
     /// written content that no index references yet) is never broken. See docs/store-care.md.
     Prune {
-        /// The store: a directory, file:///path or s3://bucket[/prefix]
+        /// The store: a directory, file:///path, s3://bucket[/prefix], azure://account/container[/prefix]
+        /// or gs://bucket[/prefix]
         /// [env: STATIC_REGISTRY_STORE].
         #[arg(long)]
         store: Option<String>,
@@ -137,7 +138,8 @@ enum Command {
         /// REPO:TAG to remove; repeat for several.
         #[arg(required = true)]
         tags: Vec<TaggedName>,
-        /// The store: a directory, file:///path or s3://bucket[/prefix]
+        /// The store: a directory, file:///path, s3://bucket[/prefix], azure://account/container[/prefix]
+        /// or gs://bucket[/prefix]
         /// [env: STATIC_REGISTRY_STORE].
         #[arg(long)]
         store: Option<String>,
@@ -151,7 +153,8 @@ enum Command {
     /// tag, or as a platform image of a multi-platform index) is never dropped, nor is an
     /// immutable tag. See docs/store-care.md, "Retention".
     Retain {
-        /// The store: a directory, file:///path or s3://bucket[/prefix]
+        /// The store: a directory, file:///path, s3://bucket[/prefix], azure://account/container[/prefix]
+        /// or gs://bucket[/prefix]
         /// [env: STATIC_REGISTRY_STORE].
         #[arg(long)]
         store: Option<String>,
@@ -193,7 +196,8 @@ enum Command {
         /// tag points now).
         #[arg(long)]
         to: static_registry::tags::Target,
-        /// The store: a directory, file:///path or s3://bucket[/prefix]
+        /// The store: a directory, file:///path, s3://bucket[/prefix], azure://account/container[/prefix]
+        /// or gs://bucket[/prefix]
         /// [env: STATIC_REGISTRY_STORE].
         #[arg(long)]
         store: Option<String>,
@@ -202,7 +206,8 @@ enum Command {
     History {
         /// REPO or REPO:TAG.
         reference: String,
-        /// The store: a directory, file:///path or s3://bucket[/prefix]
+        /// The store: a directory, file:///path, s3://bucket[/prefix], azure://account/container[/prefix]
+        /// or gs://bucket[/prefix]
         /// [env: STATIC_REGISTRY_STORE].
         #[arg(long)]
         store: Option<String>,
@@ -216,7 +221,8 @@ enum Command {
     DeleteRepository {
         /// The repository name.
         repository: reference::RepoName,
-        /// The store: a directory, file:///path or s3://bucket[/prefix]
+        /// The store: a directory, file:///path, s3://bucket[/prefix], azure://account/container[/prefix]
+        /// or gs://bucket[/prefix]
         /// [env: STATIC_REGISTRY_STORE].
         #[arg(long)]
         store: Option<String>,
@@ -232,7 +238,8 @@ enum Command {
         reference: static_registry::export::ExportRef,
         /// docker-archive:FILE[:REPO:TAG] or oci:DIR[:TAG].
         destination: static_registry::export::Destination,
-        /// The store: a directory, file:///path or s3://bucket[/prefix]
+        /// The store: a directory, file:///path, s3://bucket[/prefix], azure://account/container[/prefix]
+        /// or gs://bucket[/prefix]
         /// [env: STATIC_REGISTRY_STORE].
         #[arg(long)]
         store: Option<String>,
@@ -242,6 +249,27 @@ enum Command {
         platform: Option<static_registry::oci::Platform>,
         #[command(flatten)]
         walk: static_registry::walk::WalkArgs,
+    },
+    /// Make DST a replica of SRC's repositories: copy only the content DST lacks (digests
+    /// checked), then each repository's index, then its tag files and the catalog. Run it
+    /// again to catch up; DST's own tags in synced repositories are replaced. See
+    /// docs/federation.md, "Replicating a store to another cloud".
+    Sync {
+        /// The store to copy from: a directory, file:///path, s3://, azure:// or gs://.
+        source: String,
+        /// The store to copy into (same forms); its cloud's settings come from the config file.
+        destination: String,
+        /// Only repositories whose name starts with this; repeat for several (default: all).
+        #[arg(long = "repository", value_name = "PREFIX")]
+        prefixes: Vec<String>,
+        /// Objects copied at once.
+        #[arg(long, default_value_t = 8)]
+        jobs: usize,
+        /// Say what would be copied; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        output: CheckOutput,
     },
     /// Check every origin the way clients will use it: sign and fetch the health canary, a real
     /// manifest (its Content-Type, no Content-Encoding, its digest), a blob Range, a tampered and
@@ -827,6 +855,43 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let summary = static_registry::export::export(store, &opts).await?;
             println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Sync {
+            source,
+            destination,
+            prefixes,
+            jobs,
+            dry_run,
+            output,
+        } => {
+            let clouds = cfg.clouds();
+            let src = store::open_with(&source, &clouds)?;
+            let dst = store::open_with(&destination, &clouds)?;
+            let opts = static_registry::sync::SyncOptions {
+                prefixes,
+                jobs,
+                dry_run,
+            };
+            let report = static_registry::sync::sync(src, dst, &opts).await?;
+            match output {
+                CheckOutput::Text => println!(
+                    "{}{} repositories: {} objects ({}) {}, {} already present; {} indexes {}",
+                    if report.dry_run { "dry run: " } else { "" },
+                    report.repositories,
+                    report.objects_copied,
+                    static_registry::byte_size::ByteSize(report.bytes_copied),
+                    if report.dry_run { "to copy" } else { "copied" },
+                    report.objects_present,
+                    report.indexes_written,
+                    if report.dry_run {
+                        "to write"
+                    } else {
+                        "written"
+                    },
+                ),
+                CheckOutput::Json => println!("{:#}", serde_json::json!(report)),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Check {

@@ -36,7 +36,7 @@ use crate::commit::commit_repository;
 use crate::index::{Descriptor, ManifestEntry, RepoIndex};
 use crate::layout;
 use crate::reference::{Digest, RepoName, Tag, TaggedName};
-use crate::store::{PutMode, PutOptions, Store};
+use crate::store::Store;
 use crate::walk::WalkLimits;
 use files::Files;
 use image::Node;
@@ -310,11 +310,7 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
                 continue;
             }
         }
-        let put = PutOptions {
-            content_type: m.media_type.clone(),
-            cache_control: layout::CACHE_IMMUTABLE,
-            mode: PutMode::Overwrite,
-        };
+        let put = crate::commit::manifest_put_options(&m.media_type);
         store
             .put(&key, Bytes::from(m.bytes.clone()), &put)
             .await
@@ -404,7 +400,7 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
             v1::write_derived(store.as_ref(), &u.name, &touched).await?;
         }
     }
-    write_health_canary(store.as_ref()).await?;
+    crate::commit::write_health_canary(store.as_ref()).await?;
 
     let reference = tags.first().map(|t| {
         pin::reference(
@@ -429,21 +425,6 @@ pub async fn publish(store: Arc<dyn Store>, opts: &PublishOptions) -> anyhow::Re
         pin,
         reference,
     })
-}
-
-/// Writes the `_health` object that origins' active health checks fetch, once per store.
-async fn write_health_canary(store: &dyn Store) -> anyhow::Result<()> {
-    if store.head(layout::HEALTH).await?.is_none() {
-        let opts = PutOptions {
-            content_type: "text/plain".into(),
-            cache_control: "no-cache",
-            mode: PutMode::Overwrite,
-        };
-        store
-            .put(layout::HEALTH, Bytes::from_static(b"ok\n"), &opts)
-            .await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use crate::publish::image::{short, BlobKey, BlobRef, BlobSource};
 use crate::publish::render::Produced;
 use crate::publish::Compression;
 use crate::reference::Digest;
-use crate::store::{PutMode, PutOptions, Store};
+use crate::store::Store;
 
 /// What the blob phase did.
 #[derive(Debug, Default, Clone)]
@@ -55,14 +55,6 @@ struct Ctx {
     known: HashMap<Digest, Produced>,
     /// The threads that compress layers, shared by the `jobs` layers in progress.
     workers: Workers,
-}
-
-pub fn blob_put_options() -> PutOptions {
-    PutOptions {
-        content_type: layout::BLOB_CONTENT_TYPE.to_owned(),
-        cache_control: layout::CACHE_IMMUTABLE,
-        mode: PutMode::Overwrite,
-    }
 }
 
 /// How to run the blob phase.
@@ -295,7 +287,7 @@ async fn produce(ctx: &Arc<Ctx>, b: &BlobRef) -> anyhow::Result<Outcome> {
 async fn put(ctx: &Ctx, digest: &Digest, staged: tempfile::TempPath) -> anyhow::Result<()> {
     let key = layout::blob(digest);
     ctx.store
-        .put_file(&key, &staged, &blob_put_options())
+        .put_file(&key, &staged, &crate::commit::blob_put_options())
         .await
         .with_context(|| format!("cannot write {key} to {}", ctx.store.describe()))?;
     tracing::debug!("wrote {key}");

@@ -47,7 +47,8 @@ pub fn azurite_binary() -> PathBuf {
 
 /// A running Azurite blob service with [`ACCOUNT`] and its [`CONTAINER`]; killed on drop.
 pub struct Azurite {
-    child: Child,
+    /// In a mutex so a test can [`Azurite::stop`] it through a shared world.
+    child: std::sync::Mutex<Child>,
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
 }
@@ -76,7 +77,11 @@ impl Azurite {
             },
             |addr| blocking_get_status(addr, "/").is_some(),
         );
-        let azurite = Azurite { child, addr, dir };
+        let azurite = Azurite {
+            child: std::sync::Mutex::new(child),
+            addr,
+            dir,
+        };
         azurite.sdk(&format!("c.create_container({CONTAINER:?})"));
         azurite
     }
@@ -118,10 +123,18 @@ impl Azurite {
     }
 }
 
+impl Azurite {
+    /// Stops the service (an outage); its data stays.
+    pub fn stop(&self) {
+        let mut child = self.child.lock().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
 impl Drop for Azurite {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 
