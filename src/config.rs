@@ -172,4 +172,29 @@ mod tests {
         assert_eq!(c.serve.client_limits.token_burst, Some(3));
         assert!(toml::from_str::<Config>("[serve.client_limits]\napi_rte = 1\n").is_err());
     }
+
+    /// Every example in `config/` is a valid configuration file (a renamed or misspelt key there
+    /// would mislead every operator who copies it).
+    #[test]
+    fn every_example_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(Some(&path)).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(
+            seen >= 10,
+            "only {seen} example configs found in {}",
+            dir.display()
+        );
+        let clouds: Config =
+            toml::from_str("store = \"azure://acct/cont\"\n[azure]\nendpoint = \"http://127.0.0.1:1/acct\"\n[gcs]\nanonymous = true\n")
+                .unwrap();
+        assert!(clouds.clouds().gcs.anonymous);
+        assert!(toml::from_str::<Config>("[azure]\nendpont = \"x\"\n").is_err());
+    }
 }

@@ -273,14 +273,11 @@ mod tests {
     use super::*;
     use crate::store::LocalStore;
 
-    fn put(store: &dyn Store, key: &str, bytes: &[u8]) -> impl std::future::Future<Output = ()> {
-        let (key, bytes) = (key.to_owned(), bytes.to_vec());
-        async move {
-            store
-                .put(&key, bytes.into(), &blob_put_options())
-                .await
-                .unwrap()
-        }
+    async fn put(store: &dyn Store, key: &str, bytes: &[u8]) {
+        store
+            .put(key, bytes.to_vec().into(), &blob_put_options())
+            .await
+            .unwrap()
     }
 
     #[tokio::test]

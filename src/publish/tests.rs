@@ -11,6 +11,7 @@ use crate::index::TagsList;
 use crate::oci::media;
 use crate::reference::{Digest, Tag};
 use crate::store::LocalStore;
+use crate::store::{PutMode, PutOptions};
 use crate::verify::{verify, VerifyOptions};
 
 fn store(dir: &Path) -> Arc<dyn Store> {

@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use object_store::path::Path as ObjPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, UpdateVersion};
+use object_store::{Attribute, ObjectStore, ObjectStoreExt, PutPayload, UpdateVersion};
 use serde::Deserialize;
 
 use super::endpoint::*;
