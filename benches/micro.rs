@@ -31,6 +31,7 @@ use static_registry::serve::{self, AppState};
 use static_registry::sign::cloudfront::{
     CloudFrontConfig, CloudFrontSigner, HashAlgorithm, PolicyMode,
 };
+use static_registry::sign::azure_sas::AzureSasSigner;
 use static_registry::sign::gcs_v4::{Credential, GcsSigner, Target, UrlStyle};
 use static_registry::sign::hmac_token::{HmacTokenConfig, HmacTokenSigner};
 use static_registry::sign::public::{PublicConfig, PublicSigner};
@@ -283,6 +284,18 @@ fn sign(c: &mut Criterion) {
     );
     g.bench_function("gcs_hmac", |b| {
         b.iter(|| gcs_hmac.sign(black_box(&request(&key)), now))
+    });
+    // One HMAC-SHA256 per URL with the account key (no wildcard form to amortise, none needed).
+    let sas = AzureSasSigner::new(
+        "registryaccount",
+        "images",
+        "registry",
+        "https://registryaccount.blob.core.windows.net",
+        vec![7u8; 64],
+    )
+    .unwrap();
+    g.bench_function("azure_sas", |b| {
+        b.iter(|| sas.sign(black_box(&request(&key)), now))
     });
     g.finish();
 

@@ -57,7 +57,9 @@ pub struct AzureSasSigner {
     blob_prefix: String,
     urls: ObjectUrls,
     https: bool,
-    key: Vec<u8>,
+    /// HMAC-SHA256 already keyed with the account key: each URL clones it instead of re-deriving
+    /// the padded key blocks.
+    mac: Hmac<Sha256>,
 }
 
 impl fmt::Debug for AzureSasSigner {
@@ -120,7 +122,8 @@ impl AzureSasSigner {
             },
             https: urls.origin().starts_with("https:"),
             urls,
-            key,
+            mac: <Hmac<Sha256> as KeyInit>::new_from_slice(&key)
+                .expect("HMAC takes keys of any length"),
         })
     }
 
@@ -136,8 +139,7 @@ impl AzureSasSigner {
     }
 
     fn signature(&self, string_to_sign: &str) -> String {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
-            .expect("HMAC takes keys of any length");
+        let mut mac = self.mac.clone();
         mac.update(string_to_sign.as_bytes());
         base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
     }

@@ -305,6 +305,28 @@ mod tests {
         assert_eq!(meta_of("", m("blobs/x")).unwrap().key, "blobs/x");
     }
 
+    /// Which field of `object_store`'s condition carries the version, per cloud: an ETag on
+    /// S3 and Azure, a generation on GCS (where a condition on the ETag would be refused).
+    #[test]
+    fn conditions_compare_each_clouds_version() {
+        let client = object_store::azure::MicrosoftAzureBuilder::new()
+            .with_account("acct")
+            .with_container_name("cont")
+            .with_access_key("a2V5a2V5a2V5a2V5a2V5a2V5")
+            .build()
+            .unwrap();
+        for (field, etag, generation) in [
+            (VersionField::ETag, Some("\"0x8D\""), None),
+            (VersionField::Generation, None, Some("\"0x8D\"")),
+        ] {
+            let b = Bucket::new(client.clone(), "p", "T", "t".into(), field);
+            let v = b.update_version("\"0x8D\"");
+            assert_eq!((v.e_tag.as_deref(), v.version.as_deref()), (etag, generation));
+            assert_eq!(b.object_key("blobs/x").unwrap(), "p/blobs/x");
+            assert!(b.path("../x").is_err());
+        }
+    }
+
     #[test]
     fn location_prefixes() {
         assert_eq!(parse_prefix("/a/b/", "x").unwrap(), "a/b");
