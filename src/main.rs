@@ -424,7 +424,12 @@ fn start_mirror(
                 }
             })
         });
-        table.fill = Some(Arc::new(Populator::start(&cfg.mirror, store, after)?));
+        table.fill = Some(Arc::new(Populator::start(
+            &cfg.mirror,
+            store,
+            after,
+            static_registry::immutable::Immutable::new(&cfg.immutable),
+        )?));
     }
     for u in table.upstreams() {
         tracing::info!(

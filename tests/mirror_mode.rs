@@ -381,6 +381,47 @@ fn a_tag_moved_upstream_moves_after_tag_ttl_and_the_old_digest_still_pulls() {
 }
 
 #[test]
+fn an_immutable_mirrored_tag_is_not_moved_by_a_refresh() {
+    let up = Upstream::start(UpstreamAuth::Open);
+    up.push(
+        "oci:fixtures/oci-single:1.0",
+        "library/app:v1",
+        false,
+        None,
+    );
+    let store = new_store();
+    let cfg_dir = tempfile::tempdir().unwrap();
+    let extra = format!("tag_ttl = 1\n\n[[immutable]]\nprefix = \"{PREFIX}/\"\ntags = [\"v*\"]\n");
+    let s = serve(store.path(), &config(cfg_dir.path(), &up, &extra), &[]);
+    let path = format!("/v2/{PREFIX}/library/app/manifests/v1");
+    assert_eq!(head(&s, &path).0, 404);
+    let old = until_present(&s, &path);
+    up.push(
+        "oci:fixtures/oci-multi:latest",
+        "library/app:v1",
+        true,
+        None,
+    );
+    // The refresh runs, is refused by the immutable rule, and the tag stays where it was.
+    wait_for("a refused refresh", Duration::from_secs(60), || {
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(head(&s, &path), (200, Some(old.clone())), "the tag moved");
+        (metric(
+            &s,
+            "static_registry_mirror_populates_total",
+            &["result=\"failed\""],
+        ) >= 1.0)
+            .then_some(())
+    });
+    assert_eq!(head(&s, &path), (200, Some(old.clone())));
+    assert!(s.log().contains("immutable"), "{}", s.log());
+    assert_eq!(
+        index_of(store.path(), &format!("{PREFIX}/library/app"))["tags"]["v1"]["digest"],
+        old.as_str()
+    );
+}
+
+#[test]
 fn docker_registry_mirrors_pulls_a_docker_hub_name_from_the_store() {
     // The test's registry plays Docker Hub: `host = "docker.io"` takes Docker's bare names.
     let mut up = Upstream::start(UpstreamAuth::Open);

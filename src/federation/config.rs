@@ -304,6 +304,7 @@ fn default_signer(location: &str, clouds: &CloudSettings) -> anyhow::Result<Sign
             prefix: loc.prefix,
             account_key_file: None,
             account_key_env: None,
+            user_delegation: None,
         }));
     }
     if location.starts_with("gs://") {
@@ -409,7 +410,7 @@ pub async fn build(input: FederationInput<'_>) -> anyhow::Result<Built> {
             (SignerConfig::HmacToken(c), _) => Arc::new(HmacTokenSigner::from_config(c)?),
             (SignerConfig::Public(c), _) => Arc::new(PublicSigner::from_config(c)?),
             (SignerConfig::Gcs(c), _) => Arc::new(GcsSigner::from_config(c)?),
-            (SignerConfig::AzureSas(c), _) => Arc::new(AzureSasSigner::from_config(c)?),
+            (SignerConfig::AzureSas(c), _) => AzureSasSigner::from_config(c).await?,
         };
         origins.push(Arc::new(Origin::new(
             oc.name.clone(),

@@ -19,6 +19,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::federation::mirror::{self, Fill, Mapped, MirrorConfig, Upstream};
+use crate::immutable::Immutable;
 use crate::layout;
 use crate::publish::{self, remote::MirrorOptions, PublishOptions};
 use crate::reference::{ManifestRef, RepoName, Tag, TaggedName};
@@ -61,6 +62,8 @@ struct Inner {
     /// Jobs of one repository run one after another (striped by name): a client that misses a
     /// tag also misses each of its manifests by digest, and those jobs then find them present.
     repo_locks: Vec<tokio::sync::Mutex<()>>,
+    /// `[[immutable]]`: a tag refresh never moves one (the publisher refuses, the job fails).
+    immutable: Immutable,
 }
 
 /// Stripes of [`Inner::repo_locks`].
@@ -72,6 +75,7 @@ impl Populator {
         c: &MirrorConfig,
         store: Arc<dyn Store>,
         after_commit: AfterCommit,
+        immutable: Immutable,
     ) -> anyhow::Result<Self> {
         let concurrency = c.concurrency.unwrap_or(mirror::DEFAULT_CONCURRENCY).max(1);
         let (tx, rx) = std::sync::mpsc::channel();
@@ -100,6 +104,7 @@ impl Populator {
             std::process::id()
         );
         let inner = Arc::new(Inner {
+            immutable,
             store,
             runtime,
             queue: c.queue.unwrap_or(mirror::DEFAULT_QUEUE),
@@ -212,7 +217,8 @@ impl Inner {
         count("started");
         let started = std::time::Instant::now();
         let result = match options(job) {
-            Ok(opts) => {
+            Ok(mut opts) => {
+                opts.immutable = self.immutable.clone();
                 tokio::time::timeout(self.lease_ttl, publish::publish(self.store.clone(), &opts))
                     .await
                     .unwrap_or_else(|_| {

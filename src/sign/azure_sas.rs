@@ -7,10 +7,17 @@
 //! manifest's media type. A SAS is not bound to a method, so the same URL answers the HEAD
 //! clients send before a manifest GET. `spr=https` whenever the endpoint is https, so the URL
 //! cannot be replayed over plain http.
+//!
+//! With an Azure AD identity instead of the account key (`user_delegation`), URLs are
+//! user-delegation SAS signed with a delegation key the service hands that identity
+//! (`delegation.rs`); a URL never outlives its key.
+
+mod delegation;
 
 use std::fmt;
 use std::path::PathBuf;
-use std::time::SystemTime;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context};
 use base64::Engine as _;
@@ -21,6 +28,7 @@ use sha2::Sha256;
 use super::encode::{push, QUERY_VALUE};
 use super::object_urls::{load_secret, ObjectUrls};
 use super::{unix_secs, SignRequest, Signer};
+use delegation::DelegationKey;
 
 /// The SAS version signed (`sv`): supported by Azure and Azurite 3.x alike.
 pub const SAS_VERSION: &str = "2022-11-02";
@@ -46,9 +54,21 @@ pub struct AzureSasConfig {
     /// default: `AZURE_STORAGE_ACCOUNT_KEY`, then `AZURE_STORAGE_ACCESS_KEY`.
     pub account_key_file: Option<PathBuf>,
     pub account_key_env: Option<String>,
+    /// Sign user-delegation SAS with the store's Azure AD identity instead of the account key.
+    /// Default: the account key when one is configured or in the environment, else delegation.
+    pub user_delegation: Option<bool>,
 }
 
-/// Signs read-only, one-blob SAS URLs with the account key.
+/// What URLs are signed with.
+enum Key {
+    /// HMAC-SHA256 already keyed with the account key: each URL clones it instead of re-deriving
+    /// the padded key blocks.
+    Account(Hmac<Sha256>),
+    /// The current user delegation key (replaced by the refresher), keyed likewise.
+    Delegation(Arc<RwLock<(DelegationKey, Hmac<Sha256>)>>),
+}
+
+/// Signs read-only, one-blob SAS URLs with the account key or a user delegation key.
 pub struct AzureSasSigner {
     account: String,
     /// `/blob/ACCOUNT/CONTAINER/`: the canonicalized resource without the blob name.
@@ -57,9 +77,7 @@ pub struct AzureSasSigner {
     blob_prefix: String,
     urls: ObjectUrls,
     https: bool,
-    /// HMAC-SHA256 already keyed with the account key: each URL clones it instead of re-deriving
-    /// the padded key blocks.
-    mac: Hmac<Sha256>,
+    key: Key,
 }
 
 impl fmt::Debug for AzureSasSigner {
@@ -72,28 +90,110 @@ impl fmt::Debug for AzureSasSigner {
 }
 
 impl AzureSasSigner {
-    pub fn from_config(cfg: &AzureSasConfig) -> anyhow::Result<Self> {
-        let key = match (&cfg.account_key_file, &cfg.account_key_env) {
-            (None, None) => ACCOUNT_KEY_ENVS
-                .iter()
-                .find_map(|v| std::env::var(v).ok().filter(|k| !k.is_empty()))
-                .with_context(|| {
-                    format!(
-                        "the azure-sas signer needs the storage account key: set {} or \
-                         account_key_file/account_key_env",
-                        ACCOUNT_KEY_ENVS[0]
-                    )
-                })?,
-            (file, env) => load_secret(file.as_deref(), env.as_deref(), "Azure account key")?,
-        };
-        let key = base64::engine::general_purpose::STANDARD
-            .decode(key.trim())
-            .context("the Azure account key is not base64")?;
+    /// The signer `cfg` describes: with the account key, or (`user_delegation`) with a delegation
+    /// key fetched now with the identity `object_store` finds in the environment and refreshed in
+    /// the background.
+    pub async fn from_config(cfg: &AzureSasConfig) -> anyhow::Result<Arc<Self>> {
         let endpoint = cfg
             .endpoint
             .clone()
             .unwrap_or_else(|| format!("https://{}.blob.core.windows.net", cfg.account));
-        Self::new(&cfg.account, &cfg.container, &cfg.prefix, &endpoint, key)
+        let configured = cfg.account_key_file.is_some() || cfg.account_key_env.is_some();
+        let from_env = ACCOUNT_KEY_ENVS
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|k| !k.is_empty()));
+        let delegate = cfg
+            .user_delegation
+            .unwrap_or(!configured && from_env.is_none());
+        if delegate {
+            return Self::delegated(cfg, &endpoint).await;
+        }
+        let key = match (configured, from_env) {
+            (false, Some(k)) => k,
+            (false, None) => bail!(
+                "the azure-sas signer needs the storage account key ({} or \
+                 account_key_file/account_key_env), or user_delegation = true",
+                ACCOUNT_KEY_ENVS[0]
+            ),
+            (true, _) => load_secret(
+                cfg.account_key_file.as_deref(),
+                cfg.account_key_env.as_deref(),
+                "Azure account key",
+            )?,
+        };
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(key.trim())
+            .context("the Azure account key is not base64")?;
+        Ok(Arc::new(Self::new(
+            &cfg.account,
+            &cfg.container,
+            &cfg.prefix,
+            &endpoint,
+            key,
+        )?))
+    }
+
+    /// User-delegation SAS: a key fetched with the environment's Azure AD identity (service
+    /// principal, workload or managed identity, `AZURE_STORAGE_TOKEN`), then kept fresh.
+    async fn delegated(cfg: &AzureSasConfig, endpoint: &str) -> anyhow::Result<Arc<Self>> {
+        use object_store::azure::{AzureCredential, MicrosoftAzureBuilder};
+        let (_, allow_http) = crate::store::bucket::checked_endpoint(endpoint, "azure-sas", false)?;
+        let client = MicrosoftAzureBuilder::from_env()
+            .with_account(&cfg.account)
+            .with_container_name(&cfg.container)
+            .with_endpoint(endpoint.to_owned())
+            .with_allow_http(allow_http)
+            .build()
+            .context("cannot configure the Azure identity for user-delegation SAS")?;
+        let credentials = client.credentials().clone();
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?;
+        let service = endpoint.to_owned();
+        let fetch = move || {
+            let (credentials, http, service) = (credentials.clone(), http.clone(), service.clone());
+            async move {
+                let token = match credentials.get_credential().await?.as_ref() {
+                    AzureCredential::BearerToken(t) => t.clone(),
+                    _ => bail!(
+                        "user-delegation SAS needs an Azure AD identity (service principal, \
+                         workload or managed identity); the environment gives a key or a SAS"
+                    ),
+                };
+                let now = super::unix_secs(SystemTime::now());
+                delegation::fetch(&http, &service, &token, now).await
+            }
+        };
+        let first = fetch().await?;
+        let mac = keyed(&first.value);
+        let current = Arc::new(RwLock::new((first, mac)));
+        let mut signer = Self::new(&cfg.account, &cfg.container, &cfg.prefix, endpoint, vec![0; 32])?;
+        signer.key = Key::Delegation(current.clone());
+        let weak = Arc::downgrade(&current);
+        tokio::spawn(async move {
+            loop {
+                let Some(current) = weak.upgrade() else { break };
+                let expires_at = current.read().expect("delegation key lock").0.expires_at;
+                drop(current);
+                let now = super::unix_secs(SystemTime::now());
+                let due = expires_at.saturating_sub(delegation::REFRESH_BEFORE.as_secs());
+                tokio::time::sleep(Duration::from_secs(due.saturating_sub(now).max(60))).await;
+                match fetch().await {
+                    Ok(k) => {
+                        let Some(current) = weak.upgrade() else { break };
+                        let mac = keyed(&k.value);
+                        *current.write().expect("delegation key lock") = (k, mac);
+                        tracing::info!("renewed the Azure user delegation key");
+                    }
+                    Err(e) => tracing::warn!(
+                        error = %format!("{e:#}"),
+                        "cannot renew the Azure user delegation key; retrying in a minute"
+                    ),
+                }
+            }
+        });
+        Ok(Arc::new(signer))
     }
 
     pub fn new(
@@ -122,12 +222,11 @@ impl AzureSasSigner {
             },
             https: urls.origin().starts_with("https:"),
             urls,
-            mac: <Hmac<Sha256> as KeyInit>::new_from_slice(&key)
-                .expect("HMAC takes keys of any length"),
+            key: Key::Account(keyed(&key)),
         })
     }
 
-    /// The string-to-sign of a read-only blob SAS (SAS version 2020-12-06 and later).
+    /// The string-to-sign of a read-only blob service SAS (SAS version 2020-12-06 and later).
     fn string_to_sign(&self, key: &str, expiry: &str, content_type: &str) -> String {
         let protocol = if self.https { "https" } else { "" };
         // Fields: sp, st, se, canonicalizedResource, si, sip, spr, sv, sr, snapshot time,
@@ -138,11 +237,33 @@ impl AzureSasSigner {
         )
     }
 
-    fn signature(&self, string_to_sign: &str) -> String {
-        let mut mac = self.mac.clone();
-        mac.update(string_to_sign.as_bytes());
-        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    /// The string-to-sign of a read-only blob user-delegation SAS (2020-12-06 and later).
+    fn delegated_string_to_sign(
+        &self,
+        k: &DelegationKey,
+        key: &str,
+        expiry: &str,
+        content_type: &str,
+    ) -> String {
+        let protocol = if self.https { "https" } else { "" };
+        // Fields: sp, st, se, canonicalizedResource, skoid, sktid, skt, ske, sks, skv, saoid,
+        // suoid, scid, sip, spr, sv, sr, snapshot time, encryption scope, rscc, rscd, rsce,
+        // rscl, rsct.
+        format!(
+            "r\n\n{expiry}\n{}{}{key}\n{}\n{}\n{}\n{}\n{}\n{}\n\n\n\n\n{protocol}\n{SAS_VERSION}\nb\n\n\n\n\n\n\n{content_type}",
+            self.resource_prefix, self.blob_prefix, k.oid, k.tid, k.start, k.expiry, k.service, k.version
+        )
     }
+}
+
+fn keyed(key: &[u8]) -> Hmac<Sha256> {
+    <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length")
+}
+
+fn signature(mac: &Hmac<Sha256>, string_to_sign: &str) -> String {
+    let mut mac = mac.clone();
+    mac.update(string_to_sign.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
 }
 
 /// `2026-12-06T10:00:00Z`: the ISO 8601 form SAS times take.
@@ -158,12 +279,39 @@ impl Signer for AzureSasSigner {
     }
 
     fn sign(&self, req: &SignRequest<'_>, now: SystemTime) -> String {
-        let expiry = sas_time(unix_secs(now) + req.ttl.as_secs().max(1));
-        let sig = self.signature(&self.string_to_sign(req.key, &expiry, req.content_type));
-        let mut url = String::with_capacity(self.urls.url_len(req.key) + 200);
+        let until = unix_secs(now) + req.ttl.as_secs().max(1);
+        let mut url = String::with_capacity(self.urls.url_len(req.key) + 400);
         self.urls.push_url(&mut url, req.key);
         url.push_str("?sv=");
         url.push_str(SAS_VERSION);
+        let (expiry, sig) = match &self.key {
+            Key::Account(mac) => {
+                let expiry = sas_time(until);
+                let sts = self.string_to_sign(req.key, &expiry, req.content_type);
+                (expiry, signature(mac, &sts))
+            }
+            Key::Delegation(current) => {
+                let current = current.read().expect("delegation key lock");
+                let (k, mac) = &*current;
+                // Never beyond the key's own expiry: the service would refuse the URL.
+                let expiry = sas_time(until.min(k.expires_at));
+                let sts = self.delegated_string_to_sign(k, req.key, &expiry, req.content_type);
+                for (name, value) in [
+                    ("skoid", &k.oid),
+                    ("sktid", &k.tid),
+                    ("skt", &k.start),
+                    ("ske", &k.expiry),
+                    ("sks", &k.service),
+                    ("skv", &k.version),
+                ] {
+                    url.push('&');
+                    url.push_str(name);
+                    url.push('=');
+                    push(&mut url, value, QUERY_VALUE);
+                }
+                (expiry, signature(mac, &sts))
+            }
+        };
         if self.https {
             url.push_str("&spr=https");
         }
@@ -249,7 +397,8 @@ mod tests {
         let sig = percent_encoding::percent_decode_str(sig)
             .decode_utf8()
             .unwrap();
-        let want = s.signature(&s.string_to_sign(
+        let Key::Account(mac) = &s.key else { panic!() };
+        let want = signature(mac, &s.string_to_sign(
             "repositories/a/_manifests/sha256/x",
             &sas_time(1_796_551_800),
             "application/vnd.oci.image.manifest.v1+json",
