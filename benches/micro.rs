@@ -28,10 +28,10 @@ use static_registry::reference::{Digest, ManifestRef, RepoName, Tag};
 use static_registry::serve::client_limits::{ClientLimits, ClientLimitsConfig};
 use static_registry::serve::route::V2Route;
 use static_registry::serve::{self, AppState};
+use static_registry::sign::azure_sas::AzureSasSigner;
 use static_registry::sign::cloudfront::{
     CloudFrontConfig, CloudFrontSigner, HashAlgorithm, PolicyMode,
 };
-use static_registry::sign::azure_sas::AzureSasSigner;
 use static_registry::sign::gcs_v4::{Credential, GcsSigner, Target, UrlStyle};
 use static_registry::sign::hmac_token::{HmacTokenConfig, HmacTokenSigner};
 use static_registry::sign::public::{PublicConfig, PublicSigner};

@@ -415,3 +415,71 @@ fn untag_prune_and_export_on_azure() {
 fn blob_path(layout: &Path, digest: &str) -> std::path::PathBuf {
     layout.join("blobs/sha256").join(common::hex_of(digest))
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. User-delegation SAS with an Azure AD identity
+// ---------------------------------------------------------------------------------------------
+
+/// Fetches an https URL from Azurite with curl, trusting only the test CA; returns the status and
+/// the body.
+fn curl(ca: &Path, url: &str) -> (String, Vec<u8>) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--cacert"])
+        .arg(ca)
+        .args(["-w", "\n%{http_code}"])
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let mut body = out.stdout;
+    let split = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
+    let status = String::from_utf8_lossy(&body[split + 1..]).into_owned();
+    body.truncate(split);
+    (status, body)
+}
+
+#[test]
+fn user_delegation_sas_with_an_azure_ad_identity() {
+    use common::azurite::{OBJECT_ID, TENANT};
+    let world = AzureWorld::start_with_oauth();
+    let config = world.config("store", "");
+    // Publishing writes with the bearer token alone.
+    world.publish(&config, "oci:fixtures/oci-single:1.0", &["ad/app:1.0"], &[]);
+    let out = world.verify(&config, true);
+    assert!(
+        out.status.success(),
+        "{}",
+        describe_output("verify --deep", &out)
+    );
+    // No account key anywhere: the default origin signs user-delegation SAS.
+    let serve = world.serve(&config, &[]);
+    let top = serve.tag_digest("ad/app", "1.0");
+    let url = serve.location(&format!("/v2/ad/app/manifests/{top}"));
+    let query: BTreeMap<&str, &str> = url
+        .split_once('?')
+        .unwrap()
+        .1
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    assert_eq!(query.get("skoid"), Some(&OBJECT_ID), "{url}");
+    assert_eq!(query.get("sktid"), Some(&TENANT), "{url}");
+    assert_eq!(query.get("spr"), Some(&"https"), "{url}");
+    assert_eq!((query.get("sp"), query.get("sr")), (Some(&"r"), Some(&"b")));
+    let ca = world.azurite.ca().unwrap();
+    let (status, body) = curl(&ca, &url);
+    assert_eq!(
+        (status.as_str(), sha256(&body)),
+        ("200", top.clone()),
+        "{url}"
+    );
+    let (status, _) = curl(&ca, &tampered(&url));
+    assert_eq!(status, "403", "a tampered user-delegation SAS");
+    // A key the service never issued (another object id) is refused too.
+    let forged = url.replace(
+        &format!("skoid={OBJECT_ID}"),
+        "skoid=00000000-0000-4000-8000-000000000000",
+    );
+    assert_eq!(curl(&ca, &forged).0, "403");
+    drop(serve);
+    world.assert_no_secret_leaked();
+}

@@ -383,12 +383,7 @@ fn a_tag_moved_upstream_moves_after_tag_ttl_and_the_old_digest_still_pulls() {
 #[test]
 fn an_immutable_mirrored_tag_is_not_moved_by_a_refresh() {
     let up = Upstream::start(UpstreamAuth::Open);
-    up.push(
-        "oci:fixtures/oci-single:1.0",
-        "library/app:v1",
-        false,
-        None,
-    );
+    up.push("oci:fixtures/oci-single:1.0", "library/app:v1", false, None);
     let store = new_store();
     let cfg_dir = tempfile::tempdir().unwrap();
     let extra = format!("tag_ttl = 1\n\n[[immutable]]\nprefix = \"{PREFIX}/\"\ntags = [\"v*\"]\n");

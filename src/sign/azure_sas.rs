@@ -168,7 +168,13 @@ impl AzureSasSigner {
         let first = fetch().await?;
         let mac = keyed(&first.value);
         let current = Arc::new(RwLock::new((first, mac)));
-        let mut signer = Self::new(&cfg.account, &cfg.container, &cfg.prefix, endpoint, vec![0; 32])?;
+        let mut signer = Self::new(
+            &cfg.account,
+            &cfg.container,
+            &cfg.prefix,
+            endpoint,
+            vec![0; 32],
+        )?;
         signer.key = Key::Delegation(current.clone());
         let weak = Arc::downgrade(&current);
         tokio::spawn(async move {
@@ -398,11 +404,14 @@ mod tests {
             .decode_utf8()
             .unwrap();
         let Key::Account(mac) = &s.key else { panic!() };
-        let want = signature(mac, &s.string_to_sign(
-            "repositories/a/_manifests/sha256/x",
-            &sas_time(1_796_551_800),
-            "application/vnd.oci.image.manifest.v1+json",
-        ));
+        let want = signature(
+            mac,
+            &s.string_to_sign(
+                "repositories/a/_manifests/sha256/x",
+                &sas_time(1_796_551_800),
+                "application/vnd.oci.image.manifest.v1+json",
+            ),
+        );
         assert_eq!(sig, want);
         // Another key, content type or expiry gives another signature.
         let other = s.sign(&req("repositories/a/_manifests/sha256/y", "x/y"), now);

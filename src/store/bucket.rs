@@ -321,7 +321,10 @@ mod tests {
         ] {
             let b = Bucket::new(client.clone(), "p", "T", "t".into(), field);
             let v = b.update_version("\"0x8D\"");
-            assert_eq!((v.e_tag.as_deref(), v.version.as_deref()), (etag, generation));
+            assert_eq!(
+                (v.e_tag.as_deref(), v.version.as_deref()),
+                (etag, generation)
+            );
             assert_eq!(b.object_key("blobs/x").unwrap(), "p/blobs/x");
             assert!(b.path("../x").is_err());
         }

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 
+use super::pki::Pki;
 use super::world::{files_containing, World};
 use super::{blocking_get_status, spawn_on_free_port};
 
@@ -51,10 +52,23 @@ pub struct Azurite {
     child: std::sync::Mutex<Child>,
     pub addr: SocketAddr,
     dir: tempfile::TempDir,
+    /// With OAuth: HTTPS with a certificate from this test CA.
+    pub tls: Option<Pki>,
 }
 
 impl Azurite {
     pub fn start() -> Azurite {
+        Self::start_with(None)
+    }
+
+    /// Azurite checking Azure AD bearer tokens (`--oauth basic`: issuer, audience and times, not
+    /// their signature), which it only does over HTTPS: its certificate is issued by `tls`.
+    pub fn start_with_oauth() -> Azurite {
+        Self::start_with(Some(Pki::new()))
+    }
+
+    fn start_with(tls: Option<Pki>) -> Azurite {
+        let cert = tls.as_ref().map(|pki| pki.issue("azurite", "01"));
         let exe = azurite_binary();
         let dir = tempfile::Builder::new()
             .prefix("sr-azurite-")
@@ -72,23 +86,41 @@ impl Azurite {
                     // The SDK asks for a newer service version than this Azurite knows; the
                     // requests it makes here are the same in every version.
                     .arg("--skipApiVersionCheck")
+                    // Azurite reports usage to Microsoft unless told not to; tests stay local.
+                    .arg("--disableTelemetry")
                     .env("AZURITE_ACCOUNTS", format!("{ACCOUNT}:{}", account_key()));
+                if let Some((crt, key)) = &cert {
+                    cmd.args(["--oauth", "basic", "--cert"])
+                        .arg(crt)
+                        .arg("--key")
+                        .arg(key);
+                }
                 cmd
             },
-            |addr| blocking_get_status(addr, "/").is_some(),
+            |addr| match cert {
+                None => blocking_get_status(addr, "/").is_some(),
+                Some(_) => std::net::TcpStream::connect(addr).is_ok(),
+            },
         );
         let azurite = Azurite {
             child: std::sync::Mutex::new(child),
             addr,
             dir,
+            tls,
         };
         azurite.sdk(&format!("c.create_container({CONTAINER:?})"));
         azurite
     }
 
-    /// `http://127.0.0.1:PORT/ACCOUNT`: the Blob service URL, path-style as Azurite wants it.
+    /// `http(s)://127.0.0.1:PORT/ACCOUNT`: the Blob service URL, path-style as Azurite wants it.
     pub fn endpoint(&self) -> String {
-        format!("http://{}/{ACCOUNT}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}/{ACCOUNT}", self.addr)
+    }
+
+    /// The test CA's certificate, when Azurite runs HTTPS.
+    pub fn ca(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|pki| pki.path("ca.crt"))
     }
 
     /// Runs `statement` in Python with `c`, an SDK `BlobServiceClient` for the test account;
@@ -96,17 +128,22 @@ impl Azurite {
     pub fn sdk(&self, statement: &str) -> String {
         let script = format!(
             "import sys\nfrom azure.storage.blob import BlobServiceClient\n\
-             c = BlobServiceClient.from_connection_string(sys.argv[1])\n{statement}\n"
+             c = BlobServiceClient.from_connection_string(sys.argv[1], connection_verify=sys.argv[2] or True)\n{statement}\n"
         );
         let conn = format!(
             "DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={};BlobEndpoint={};",
             account_key(),
             self.endpoint()
         );
+        let ca = self
+            .ca()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         let out = Command::new("python3")
             .arg("-c")
             .arg(script)
             .arg(conn)
+            .arg(ca)
             .output()
             .expect("run python3");
         assert!(
@@ -138,11 +175,55 @@ impl Drop for Azurite {
     }
 }
 
+/// Every Azure credential variable `object_store` reads: each run starts without them.
+const AZURE_ENV: [&str; 10] = [
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_ACCESS_KEY",
+    "AZURE_STORAGE_SAS_KEY",
+    "AZURE_STORAGE_TOKEN",
+    "AZURE_CLIENT_ID",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_TENANT_ID",
+    "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_STORAGE_USE_EMULATOR",
+    "AZURITE_BLOB_STORAGE_URL",
+];
+
+/// The tenant of the test identity.
+pub const TENANT: &str = "ab1f708d-50f6-404c-a006-d71b2ac7a606";
+/// Its object id (`skoid` in user-delegation SAS).
+pub const OBJECT_ID: &str = "5f1b3d4a-0000-4000-8000-000000000001";
+
+/// A bearer token as Azure AD issues them for Storage: what Azurite's `--oauth basic` checks
+/// (issuer, audience, times), valid for an hour, with a signature nobody checks.
+fn bearer_token() -> String {
+    use base64::Engine as _;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    format!(
+        "{}.{}.c3ItdGVzdC10b2tlbg",
+        b64(serde_json::json!({"alg": "RS256", "typ": "JWT"})),
+        b64(serde_json::json!({
+            "aud": "https://storage.azure.com",
+            "iss": format!("https://sts.windows.net/{TENANT}/"),
+            "iat": now - 60, "nbf": now - 60, "exp": now + 3600,
+            "oid": OBJECT_ID, "tid": TENANT,
+        }))
+    )
+}
+
 /// Azurite and a [`World`] whose runs have the account key in `AZURE_STORAGE_ACCOUNT_KEY` and no
 /// other Azure credential from the caller's environment.
 pub struct AzureWorld {
     pub azurite: Azurite,
     world: World,
+    /// What must never appear in a log or a stored blob: the account key, the bearer token.
+    secrets: Vec<String>,
 }
 
 impl std::ops::Deref for AzureWorld {
@@ -158,20 +239,36 @@ impl AzureWorld {
         let key = account_key();
         let world = World::new(
             "sr-azworld-",
-            &[
-                "AZURE_STORAGE_ACCESS_KEY",
-                "AZURE_STORAGE_SAS_KEY",
-                "AZURE_STORAGE_TOKEN",
-                "AZURE_CLIENT_ID",
-                "AZURE_CLIENT_SECRET",
-                "AZURE_TENANT_ID",
-                "AZURE_FEDERATED_TOKEN_FILE",
-                "AZURE_STORAGE_USE_EMULATOR",
-                "AZURITE_BLOB_STORAGE_URL",
-            ],
+            &AZURE_ENV,
             &[("AZURE_STORAGE_ACCOUNT_KEY", key.as_str())],
         );
-        AzureWorld { azurite, world }
+        AzureWorld {
+            azurite,
+            world,
+            secrets: vec![key],
+        }
+    }
+
+    /// Azurite with OAuth over HTTPS, and runs that have no account key, only an Azure AD bearer
+    /// token (`AZURE_STORAGE_TOKEN`, as a workload identity would yield) and the test CA
+    /// (`SSL_CERT_FILE`): the store writes with the token, `serve` signs user-delegation SAS.
+    pub fn start_with_oauth() -> AzureWorld {
+        let azurite = Azurite::start_with_oauth();
+        let token = bearer_token();
+        let ca = azurite.ca().expect("TLS").display().to_string();
+        let world = World::new(
+            "sr-azworld-",
+            &AZURE_ENV,
+            &[
+                ("AZURE_STORAGE_TOKEN", token.as_str()),
+                ("SSL_CERT_FILE", ca.as_str()),
+            ],
+        );
+        AzureWorld {
+            azurite,
+            world,
+            secrets: vec![account_key(), token],
+        }
     }
 
     /// `azure://ACCOUNT/CONTAINER/PREFIX`.
@@ -191,13 +288,18 @@ impl AzureWorld {
         )
     }
 
-    /// Files under the logs and Azurite's data holding the account key (base64, or its
-    /// percent-encoded form); asserts there are none.
+    /// Files under the logs and Azurite's data holding a secret (the account key, the bearer
+    /// token; raw or percent-encoded); asserts there are none.
     pub fn assert_no_secret_leaked(&self) {
-        let key = account_key();
-        let encoded: String = url::form_urlencoded::byte_serialize(key.as_bytes()).collect();
-        let needles = [key.as_bytes(), encoded.as_bytes(), KEY_BYTES];
+        let encoded: Vec<String> = self
+            .secrets
+            .iter()
+            .map(|s| url::form_urlencoded::byte_serialize(s.as_bytes()).collect())
+            .collect();
+        let mut needles: Vec<&[u8]> = vec![KEY_BYTES];
+        needles.extend(self.secrets.iter().map(|s| s.as_bytes()));
+        needles.extend(encoded.iter().map(|s| s.as_bytes()));
         let (found, _) = files_containing(&[self.log_dir(), self.azurite.data_dir()], &needles);
-        assert!(found.is_empty(), "the account key appears in: {found:#?}");
+        assert!(found.is_empty(), "a secret appears in: {found:#?}");
     }
 }

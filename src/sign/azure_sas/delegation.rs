@@ -79,8 +79,15 @@ pub fn parse(xml: &str) -> anyhow::Result<DelegationKey> {
     }) {
         bail!("the delegation key's fields are malformed");
     }
-    let expires_at = jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%SZ", &a.signed_expiry)
-        .with_context(|| format!("the delegation key's expiry {:?} is not a time", a.signed_expiry))?
+    let expires_at = a
+        .signed_expiry
+        .parse::<jiff::Timestamp>()
+        .with_context(|| {
+            format!(
+                "the delegation key's expiry {:?} is not a time",
+                a.signed_expiry
+            )
+        })?
         .as_second();
     Ok(DelegationKey {
         oid: a.signed_oid,
@@ -159,7 +166,8 @@ mod tests {
         assert_eq!(k.value, b"srDelegationKeyValue-test-0123456789");
         assert_eq!(
             k.expires_at,
-            jiff::Timestamp::strptime("%Y-%m-%dT%H:%M:%SZ", "2026-12-07T10:00:00Z")
+            "2026-12-07T10:00:00Z"
+                .parse::<jiff::Timestamp>()
                 .unwrap()
                 .as_second() as u64
         );
@@ -168,7 +176,9 @@ mod tests {
             ANSWER.replace("<Value>c3JE", "<Value>!!"),
             ANSWER.replace("<SignedService>b<", "<SignedService>b&sig=x<"),
             ANSWER.replace("2026-12-07T10:00:00Z", "tomorrow"),
-            ANSWER.replace("<SignedOid>", "<Other>").replace("</SignedOid>", "</Other>"),
+            ANSWER
+                .replace("<SignedOid>", "<Other>")
+                .replace("</SignedOid>", "</Other>"),
             "<Error><Code>AuthorizationFailure</Code></Error>".into(),
         ] {
             assert!(parse(&bad).is_err(), "{bad}");
