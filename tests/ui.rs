@@ -71,7 +71,8 @@ fn world() -> World {
         &format!(
             "[auth]\nhtpasswd = \"{}\"\ntoken_key_file = \"{}\"\n\
              rules = [{{ prefix = \"team/\", users = [\"alice\"] }}]\n\n\
-             [ui]\nprefix = \"{PREFIX}\"\n",
+             [ui]\nprefix = \"{PREFIX}\"\n\n\
+             [[retention]]\nprefix = \"legacy/\"\ndrop_older_than = \"0s\"\n",
             secrets.path("htpasswd"),
             secrets.path("token.key"),
         ),
@@ -545,6 +546,22 @@ fn the_page_in_a_browser() {
         );
         b.screenshot("store").await;
         console_clean(&b, "store", &["favicon.ico"]).await;
+
+        // --- A repository's retention preview: the config's rule drops every legacy/ tag older
+        // than 0 s (the store page shows the store-wide one to those who see every repository).
+        b.goto(&w.page("r/legacy/hello")).await;
+        let retention = b.text("#retention").await;
+        assert!(
+            retention.contains("legacy/hello:1.0") && retention.contains("static-registry retain"),
+            "the repository page's retention preview: {retention}"
+        );
+        b.goto(&w.page("r/library/single")).await;
+        assert!(
+            b.text("#retention")
+                .await
+                .contains("Nothing: every tag is kept"),
+            "a repository no rule covers keeps everything"
+        );
 
         // --- The private repository, anonymously: the not-found page, as for any unknown name.
         b.goto(&w.page(&format!("r/{PRIVATE}"))).await;
