@@ -23,8 +23,8 @@ use common::checks::{
 };
 use common::clients::{Containerd, Podman, Skopeo};
 use common::docker::Dockerd;
-use common::fixtures::{self, Fixture, OCI_MANIFEST};
-use common::world::{fetch, Serve};
+use common::fixtures::{Fixture, OCI_MANIFEST};
+use common::world::{fetch, Serve, World};
 use common::{describe_output, sha256};
 use serde_json::Value;
 
@@ -38,22 +38,7 @@ struct Published {
 fn published(serve_args: &[&str]) -> Published {
     let world = AzureWorld::start();
     let config = world.config("store", "");
-    let fixtures = fixtures::all();
-    for f in &fixtures {
-        world.publish(&config, f.source, &f.tags, &f.flags);
-    }
-    let repos: BTreeSet<&str> = fixtures.iter().map(|f| f.repo()).collect();
-    let out = world.verify(&config, true);
-    assert!(
-        out.status.success(),
-        "{}",
-        describe_output("verify --deep", &out)
-    );
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        report.starts_with(&format!("OK: checked {} repositories,", repos.len())),
-        "verify --deep: {report}"
-    );
+    let fixtures = world.publish_fixtures(&config);
     let serve = world.serve(&config, serve_args);
     Published {
         world,
@@ -254,59 +239,24 @@ fn sas_urls_are_read_only_one_blob_and_expire() {
 fn racing_publishers_keep_every_tag_on_azure() {
     let world = AzureWorld::start();
     let config = world.config("store", "");
-    let sources = [
-        "oci:fixtures/oci-single:1.0",
-        "oci-archive:fixtures/oci-archive.tar:1.0",
-        "docker-archive:fixtures/docker-legacy.tar",
-        "docker-archive:fixtures/docker-25.tar",
-    ];
-    let mut jobs: Vec<(String, &str)> = (0..6)
-        .map(|i| (format!("race/app:t{i}"), sources[i % sources.len()]))
-        .collect();
-    jobs.push(("race/app:same".into(), sources[0]));
-    jobs.push(("race/app:same".into(), sources[3]));
-    let outputs: Vec<(String, std::process::Output)> = std::thread::scope(|s| {
-        let handles: Vec<_> = jobs
-            .iter()
-            .map(|(tag, source)| {
-                let mut cmd = world.publish_command(&config, source, &[tag.as_str()], &[]);
-                s.spawn(move || (tag.clone(), cmd.output().expect("run publish")))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let mut retries = 0;
-    for (tag, out) in &outputs {
-        world.keep(&format!("racing publish {tag}"), out);
-        assert!(out.status.success(), "{}", describe_output(tag, out));
-        retries += String::from_utf8_lossy(&out.stderr)
-            .matches("changed concurrently, retrying")
-            .count();
-    }
+    let outputs = world.publish_concurrently(&config, &World::race_jobs(6));
+    let retries: usize = outputs
+        .iter()
+        .map(|(_, out)| {
+            String::from_utf8_lossy(&out.stderr)
+                .matches("changed concurrently, retrying")
+                .count()
+        })
+        .sum();
     eprintln!("compare-and-swap retries: {retries}");
-    let history = world.run(
-        "history",
-        world
-            .command(&config)
-            .args(["history", "race/app", "--output", "json"]),
-    );
-    assert!(
-        history.status.success(),
-        "{}",
-        describe_output("history", &history)
-    );
+    let history = world.run_ok(&config, &["history", "race/app", "--output", "json"]);
     let history: Value = serde_json::from_slice(&history.stdout).unwrap();
     let text = history.to_string();
     for i in 0..6 {
         assert!(text.contains(&format!("\"t{i}\"")), "tag t{i} lost: {text}");
     }
     // Both publishes of `same` are recorded, in commit order: two moves.
-    let out = world.run(
-        "history same",
-        world
-            .command(&config)
-            .args(["history", "race/app:same", "--output", "json"]),
-    );
+    let out = world.run_ok(&config, &["history", "race/app:same", "--output", "json"]);
     let same: Value = serde_json::from_slice(&out.stdout).unwrap();
     let moves = same.to_string().matches("\"at\"").count();
     assert_eq!(moves, 2, "history of race/app:same: {same}");
@@ -323,97 +273,8 @@ fn racing_publishers_keep_every_tag_on_azure() {
 fn untag_prune_and_export_on_azure() {
     let world = AzureWorld::start();
     let config = world.config("store", "");
-    world.publish(
-        &config,
-        "oci:fixtures/oci-single:1.0",
-        &["care/app:keep"],
-        &[],
-    );
-    world.publish(
-        &config,
-        "docker-archive:fixtures/docker-25.tar",
-        &["care/app:drop"],
-        &[],
-    );
-    let untag = world.run(
-        "untag",
-        world.command(&config).args(["untag", "care/app:drop"]),
-    );
-    assert!(
-        untag.status.success(),
-        "{}",
-        describe_output("untag", &untag)
-    );
-    let before = stored_names(&world);
-    let blobs_before = before.iter().filter(|k| k.starts_with("blobs/")).count();
-    let dry = world.run(
-        "prune dry",
-        world
-            .command(&config)
-            .args(["prune", "--grace", "0s", "--dry-run"]),
-    );
-    assert!(
-        dry.status.success(),
-        "{}",
-        describe_output("prune --dry-run", &dry)
-    );
-    assert_eq!(stored_names(&world), before, "a dry run deletes nothing");
-    let prune = world.run(
-        "prune",
-        world.command(&config).args(["prune", "--grace", "0s"]),
-    );
-    assert!(
-        prune.status.success(),
-        "{}",
-        describe_output("prune", &prune)
-    );
-    let after = stored_names(&world);
-    let blobs_after = after.iter().filter(|k| k.starts_with("blobs/")).count();
-    assert!(
-        blobs_after < blobs_before,
-        "prune deleted no blob: {blobs_before} -> {blobs_after}"
-    );
-    let out = world.verify(&config, true);
-    assert!(
-        out.status.success(),
-        "{}",
-        describe_output("verify --deep", &out)
-    );
-
-    // Export what is left, and compare the layout's manifest with what serve would answer.
-    let dest = world.dir().join("exported");
-    let export = world.run(
-        "export",
-        world.command(&config).args([
-            "export",
-            "care/app:keep",
-            &format!("oci:{}:keep", dest.display()),
-        ]),
-    );
-    assert!(
-        export.status.success(),
-        "{}",
-        describe_output("export", &export)
-    );
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(dest.join("index.json")).unwrap()).unwrap();
-    let digest = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
-    let exported = std::fs::read(blob_path(&dest, &digest)).unwrap();
-    assert_eq!(sha256(&exported), digest);
-    let gone = world.run(
-        "export dropped",
-        world.command(&config).args([
-            "export",
-            "care/app:drop",
-            &format!("oci:{}:drop", dest.display()),
-        ]),
-    );
-    assert!(!gone.status.success(), "an untagged image exported");
+    world.check_untag_prune_export(&config, || stored_names(&world).into_iter().collect());
     world.assert_no_secret_leaked();
-}
-
-fn blob_path(layout: &Path, digest: &str) -> std::path::PathBuf {
-    layout.join("blobs/sha256").join(common::hex_of(digest))
 }
 
 // ---------------------------------------------------------------------------------------------

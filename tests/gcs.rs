@@ -10,15 +10,11 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-
 use common::checks::{expected_top, for_each_fixture, skopeo_pulls_fixture};
 use common::clients::Skopeo;
 use common::fake_gcs::{GcsWorld, BUCKET, PREFIX};
-use common::fixtures::{self, OCI_MANIFEST};
 use common::world::fetch;
-use common::{describe_output, manifest_dir, sha256};
-use serde_json::Value;
+use common::{manifest_dir, sha256};
 
 /// The `[gcs]` line that gives `serve` a service-account key to sign with.
 fn signing_key() -> String {
@@ -32,23 +28,7 @@ fn signing_key() -> String {
 fn publish_verify_and_pull_through_v4_urls_on_gcs() {
     let world = GcsWorld::start();
     let config = world.config("store", "");
-    let fixtures = fixtures::all();
-    for f in &fixtures {
-        world.publish(&config, f.source, &f.tags, &f.flags);
-    }
-    let repos: BTreeSet<&str> = fixtures.iter().map(|f| f.repo()).collect();
-    let out = world.verify(&config, true);
-    assert!(
-        out.status.success(),
-        "{}",
-        describe_output("verify --deep", &out)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout)
-            .starts_with(&format!("OK: checked {} repositories,", repos.len())),
-        "{}",
-        describe_output("verify --deep", &out)
-    );
+    let fixtures = world.publish_fixtures(&config);
     // What the store holds, listed by the emulator's own JSON API.
     let names = world.gcs.names();
     assert!(names.contains(&"_catalog.json".to_owned()), "{names:?}");
@@ -116,80 +96,5 @@ fn publish_verify_and_pull_through_v4_urls_on_gcs() {
 fn untag_prune_and_export_on_gcs() {
     let world = GcsWorld::start();
     let config = world.config("store", "");
-    world.publish(
-        &config,
-        "oci:fixtures/oci-single:1.0",
-        &["care/app:keep"],
-        &[],
-    );
-    world.publish(
-        &config,
-        "docker-archive:fixtures/docker-25.tar",
-        &["care/app:drop"],
-        &[],
-    );
-    let untag = world.run(
-        "untag",
-        world.command(&config).args(["untag", "care/app:drop"]),
-    );
-    assert!(
-        untag.status.success(),
-        "{}",
-        describe_output("untag", &untag)
-    );
-    let before = world.gcs.names();
-    let blobs = |names: &[String]| names.iter().filter(|n| n.starts_with("blobs/")).count();
-    let dry = world.run(
-        "prune dry",
-        world
-            .command(&config)
-            .args(["prune", "--grace", "0s", "--dry-run"]),
-    );
-    assert!(
-        dry.status.success(),
-        "{}",
-        describe_output("prune --dry-run", &dry)
-    );
-    assert_eq!(world.gcs.names(), before, "a dry run deletes nothing");
-    let prune = world.run(
-        "prune",
-        world.command(&config).args(["prune", "--grace", "0s"]),
-    );
-    assert!(
-        prune.status.success(),
-        "{}",
-        describe_output("prune", &prune)
-    );
-    let after = world.gcs.names();
-    assert!(
-        blobs(&after) < blobs(&before),
-        "prune deleted no blob: {before:?} -> {after:?}"
-    );
-    let out = world.verify(&config, true);
-    assert!(
-        out.status.success(),
-        "{}",
-        describe_output("verify --deep", &out)
-    );
-
-    let dest = world.dir().join("exported");
-    let export = world.run(
-        "export",
-        world.command(&config).args([
-            "export",
-            "care/app:keep",
-            &format!("oci:{}:keep", dest.display()),
-        ]),
-    );
-    assert!(
-        export.status.success(),
-        "{}",
-        describe_output("export", &export)
-    );
-    let index: Value =
-        serde_json::from_slice(&std::fs::read(dest.join("index.json")).unwrap()).unwrap();
-    assert_eq!(index["manifests"][0]["mediaType"], OCI_MANIFEST);
-    let digest = index["manifests"][0]["digest"].as_str().unwrap();
-    let bytes = std::fs::read(dest.join("blobs/sha256").join(common::hex_of(digest))).unwrap();
-    assert_eq!(sha256(&bytes), digest);
+    world.check_untag_prune_export(&config, || world.gcs.names());
 }

@@ -22,10 +22,12 @@ use common::fixtures;
 use common::{describe_output, manifest_dir, wait_for};
 
 fn sync(world: &AzureWorld, config: &std::path::Path, args: &[&str]) -> Value {
-    let mut cmd = world.command(config);
-    cmd.arg("sync").args(args).args(["--output", "json"]);
-    let out = world.run(&format!("sync {args:?}"), &mut cmd);
-    assert!(out.status.success(), "{}", describe_output("sync", &out));
+    let args: Vec<&str> = ["sync"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .chain(["--output", "json"])
+        .collect();
+    let out = world.run_ok(config, &args);
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("sync output: {e}"))
 }
 

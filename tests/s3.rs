@@ -31,6 +31,7 @@ use common::s3::{
     fetch, ConfigExtra, CountingProxy, ProxiedRequest, RequestParser, S3Serve, S3World, ACCESS_KEY,
     BUCKET, PREFIX, SECRET_KEY,
 };
+use common::world::World;
 use common::{describe_output, hex_of, manifest_dir, sha256, wait_for};
 use serde_json::Value;
 
@@ -51,22 +52,7 @@ struct Published {
 fn published() -> Published {
     let world = S3World::start();
     let config = world.direct_config();
-    let fixtures = fixtures::all();
-    for f in &fixtures {
-        world.publish(&config, f.source, &f.tags, &f.flags);
-    }
-    let repos: BTreeSet<&str> = fixtures.iter().map(|f| f.repo()).collect();
-    let out = world.verify(&config, true);
-    assert!(
-        out.status.success(),
-        "{}",
-        describe_output("verify --deep", &out)
-    );
-    let report = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        report.starts_with(&format!("OK: checked {} repositories,", repos.len())),
-        "verify --deep: {report}"
-    );
+    let fixtures = world.publish_fixtures(&config);
     let serve = world.serve(&config, &[]);
     Published {
         world,
@@ -747,38 +733,22 @@ fn racing_publishers_keep_every_tag() {
     // See `CountingProxy::start_linearizing`: s3s-fs's conditional PUTs are not atomic.
     let proxy = CountingProxy::start_linearizing(world.s3.addr);
     let config = world.config("linearized", &proxy.endpoint(), &ConfigExtra::default());
-    let sources = [
-        "oci:fixtures/oci-single:1.0",
-        "oci-archive:fixtures/oci-archive.tar:1.0",
-        "docker-archive:fixtures/docker-legacy.tar",
-        "docker-archive:fixtures/docker-25.tar",
-    ];
     // 8 distinct tags on one repository, 2 publishers of one more tag (different images), and 2
     // new repositories (which race on the catalog).
-    let mut jobs: Vec<(String, &str)> = (0..8)
-        .map(|i| (format!("race/app:t{i}"), sources[i % sources.len()]))
-        .collect();
-    jobs.push(("race/app:same".into(), sources[0]));
-    jobs.push(("race/app:same".into(), sources[3]));
-    jobs.push(("race/other-a:1".into(), sources[1]));
-    jobs.push(("race/other-b:1".into(), sources[2]));
-
-    let outputs: Vec<(String, Output)> = std::thread::scope(|s| {
-        let handles: Vec<_> = jobs
-            .iter()
-            .map(|(tag, source)| {
-                let mut cmd = world.publish_command(&config, source, &[tag.as_str()], &[]);
-                s.spawn(move || (tag.clone(), cmd.output().expect("run publish")))
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
+    let mut jobs = World::race_jobs(8);
+    jobs.push((
+        "race/other-a:1".into(),
+        "oci-archive:fixtures/oci-archive.tar:1.0",
+    ));
+    jobs.push((
+        "race/other-b:1".into(),
+        "docker-archive:fixtures/docker-legacy.tar",
+    ));
+    let outputs = world.publish_concurrently(&config, &jobs);
     let mut published: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     // Logged compare-and-swap retries: (on an index, on the catalog, in all).
     let mut retries = (0, 0, 0);
-    for (tag, out) in &outputs {
-        world.keep(&format!("racing publish {tag}"), out);
-        assert!(out.status.success(), "{}", describe_output(tag, out));
+    for (_, out) in &outputs {
         for line in String::from_utf8_lossy(&out.stderr)
             .lines()
             .filter(|l| l.contains("changed concurrently, retrying"))

@@ -10,7 +10,7 @@ use object_store::list::{PaginatedListOptions, PaginatedListStore};
 use object_store::path::Path as ObjPath;
 use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt};
 
-use super::{ByteStream, ObjectMeta, PutOptions, StoreError, StoreResult};
+use super::{ByteStream, Object, ObjectMeta, PutOptions, StoreError, StoreResult, Version};
 
 /// A whole request may legitimately take minutes (a 64 MiB PUT at 1 MB/s); object_store's 30 s
 /// default would fail slow uplinks on every retry of the same body.
@@ -87,8 +87,8 @@ impl Bucket {
         )))
     }
 
-    /// The whole object and the version a conditional write compares against.
-    pub async fn get(&self, key: &str) -> StoreResult<Option<(bytes::Bytes, String)>> {
+    /// The whole object, with the version a conditional write compares against.
+    pub async fn get(&self, key: &str) -> StoreResult<Option<Object>> {
         let path = self.path(key)?;
         match self.inner.get(&path).await {
             Ok(r) => {
@@ -98,7 +98,10 @@ impl Bucket {
                 }
                 .unwrap_or_default();
                 let bytes = r.bytes().await.map_err(|e| self.fail("GET", key, e))?;
-                Ok(Some((bytes, version)))
+                Ok(Some(Object {
+                    bytes,
+                    version: Version(version),
+                }))
             }
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.fail("GET", key, e)),

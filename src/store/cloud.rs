@@ -22,9 +22,7 @@ use object_store::{PutMultipartOptions, PutPayload, WriteMultipart};
 use tokio::io::AsyncReadExt;
 
 use super::bucket::{attributes, Bucket};
-use super::{
-    ByteStream, Object, ObjectMeta, PutMode, PutOptions, Store, StoreError, StoreResult, Version,
-};
+use super::{ByteStream, Object, ObjectMeta, PutMode, PutOptions, Store, StoreError, StoreResult};
 
 pub const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
 pub const PART_SIZE: usize = 16 * 1024 * 1024;
@@ -145,10 +143,7 @@ impl Store for CloudStore {
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Object>> {
-        Ok(self.bucket.get(key).await?.map(|(bytes, version)| Object {
-            bytes,
-            version: Version(version),
-        }))
+        self.bucket.get(key).await
     }
 
     async fn get_stream(&self, key: &str) -> StoreResult<Option<ByteStream>> {

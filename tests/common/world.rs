@@ -8,6 +8,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+
+use super::fixtures::{self, Fixture};
 use super::http::RawResponse;
 use super::{bin, blocking_get_status, blocking_request, describe_output, free_port};
 
@@ -133,6 +136,120 @@ impl World {
         );
         assert!(out.status.success(), "{}", describe_output(&what, &out));
         out
+    }
+
+    /// Runs `static-registry -c CONFIG ARGS...`, keeps its output with the logs, and asserts it
+    /// succeeded; returns the output.
+    pub fn run_ok(&self, config: &Path, args: &[&str]) -> Output {
+        let what = args.join(" ");
+        let out = self.run(&what, self.command(config).args(args));
+        assert!(out.status.success(), "{}", describe_output(&what, &out));
+        out
+    }
+
+    /// Publishes every fixture, and checks the store with `verify --deep` (which must name every
+    /// repository); returns the fixtures.
+    pub fn publish_fixtures(&self, config: &Path) -> Vec<Fixture> {
+        let fixtures = fixtures::all();
+        for f in &fixtures {
+            self.publish(config, f.source, &f.tags, &f.flags);
+        }
+        let repos: BTreeSet<&str> = fixtures.iter().map(|f| f.repo()).collect();
+        let out = self.run_ok(config, &["verify", "--deep"]);
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            report.starts_with(&format!("OK: checked {} repositories,", repos.len())),
+            "verify --deep: {report}"
+        );
+        fixtures
+    }
+
+    /// The store care commands on any store: two images in one repository, one untagged;
+    /// `prune --dry-run` deletes nothing, `prune` deletes blobs, `verify --deep` passes, the kept
+    /// image exports with its digests checked and the untagged one no longer does. `stored`
+    /// lists the store's keys as the cloud itself sees them.
+    pub fn check_untag_prune_export(&self, config: &Path, stored: impl Fn() -> Vec<String>) {
+        self.publish(
+            config,
+            "oci:fixtures/oci-single:1.0",
+            &["care/app:keep"],
+            &[],
+        );
+        self.publish(
+            config,
+            "docker-archive:fixtures/docker-25.tar",
+            &["care/app:drop"],
+            &[],
+        );
+        self.run_ok(config, &["untag", "care/app:drop"]);
+        let blobs = |keys: &[String]| keys.iter().filter(|k| k.starts_with("blobs/")).count();
+        let before = stored();
+        self.run_ok(config, &["prune", "--grace", "0s", "--dry-run"]);
+        assert_eq!(stored(), before, "a dry run deletes nothing");
+        self.run_ok(config, &["prune", "--grace", "0s"]);
+        let after = stored();
+        assert!(
+            blobs(&after) < blobs(&before),
+            "prune deleted no blob: {before:?} -> {after:?}"
+        );
+        self.run_ok(config, &["verify", "--deep"]);
+
+        let dest = self.dir().join("exported");
+        let to = |tag: &str| format!("oci:{}:{tag}", dest.display());
+        self.run_ok(config, &["export", "care/app:keep", &to("keep")]);
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dest.join("index.json")).unwrap()).unwrap();
+        assert_eq!(index["manifests"][0]["mediaType"], fixtures::OCI_MANIFEST);
+        let digest = index["manifests"][0]["digest"].as_str().unwrap();
+        let bytes = std::fs::read(dest.join("blobs/sha256").join(super::hex_of(digest))).unwrap();
+        assert_eq!(super::sha256(&bytes), digest);
+        let gone = self.run(
+            "export dropped",
+            self.command(config)
+                .args(["export", "care/app:drop", &to("drop")]),
+        );
+        assert!(!gone.status.success(), "an untagged image exported");
+    }
+
+    /// The race the compare-and-swap exists for: one publisher per `(tag, source)`, all started at
+    /// once. Each must succeed; returns each one's tag and output (kept with the logs).
+    pub fn publish_concurrently(
+        &self,
+        config: &Path,
+        jobs: &[(String, &str)],
+    ) -> Vec<(String, Output)> {
+        let outputs: Vec<(String, Output)> = std::thread::scope(|s| {
+            let handles: Vec<_> = jobs
+                .iter()
+                .map(|(tag, source)| {
+                    let mut cmd = self.publish_command(config, source, &[tag.as_str()], &[]);
+                    s.spawn(move || (tag.clone(), cmd.output().expect("run publish")))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for (tag, out) in &outputs {
+            self.keep(&format!("racing publish {tag}"), out);
+            assert!(out.status.success(), "{}", describe_output(tag, out));
+        }
+        outputs
+    }
+
+    /// Racing jobs over the fixtures' four archive formats: `n` tags `race/app:t0…` and two
+    /// publishers of `race/app:same` with different images.
+    pub fn race_jobs(n: usize) -> Vec<(String, &'static str)> {
+        let sources = [
+            "oci:fixtures/oci-single:1.0",
+            "oci-archive:fixtures/oci-archive.tar:1.0",
+            "docker-archive:fixtures/docker-legacy.tar",
+            "docker-archive:fixtures/docker-25.tar",
+        ];
+        let mut jobs: Vec<(String, &str)> = (0..n)
+            .map(|i| (format!("race/app:t{i}"), sources[i % sources.len()]))
+            .collect();
+        jobs.push(("race/app:same".into(), sources[0]));
+        jobs.push(("race/app:same".into(), sources[3]));
+        jobs
     }
 
     /// Runs `verify [--deep]` (whatever its outcome).

@@ -10,7 +10,7 @@ use object_store::PutPayload;
 
 use super::multipart::*;
 use super::S3Store;
-use crate::store::{ByteStream, Object, ObjectMeta, PutOptions, Store, StoreResult, Version};
+use crate::store::{ByteStream, Object, ObjectMeta, PutOptions, Store, StoreResult};
 
 #[async_trait]
 impl Store for S3Store {
@@ -19,10 +19,7 @@ impl Store for S3Store {
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Object>> {
-        Ok(self.bucket.get(key).await?.map(|(bytes, version)| Object {
-            bytes,
-            version: Version(version),
-        }))
+        self.bucket.get(key).await
     }
 
     /// Streams the body (`verify --deep` of a large blob), instead of the default whole read.
