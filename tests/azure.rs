@@ -23,7 +23,7 @@ use common::checks::{
 };
 use common::clients::{Containerd, Podman, Skopeo};
 use common::docker::Dockerd;
-use common::fixtures::{Fixture, OCI_MANIFEST};
+use common::fixtures::{self, Fixture, OCI_MANIFEST};
 use common::world::{fetch, Serve, World};
 use common::{describe_output, sha256};
 use serde_json::Value;
@@ -274,6 +274,61 @@ fn untag_prune_and_export_on_azure() {
     let world = AzureWorld::start();
     let config = world.config("store", "");
     world.check_untag_prune_export(&config, || stored_names(&world).into_iter().collect());
+    world.assert_no_secret_leaked();
+}
+
+#[test]
+fn a_large_blob_is_uploaded_in_blocks() {
+    const MIB: usize = 1024 * 1024;
+    let world = AzureWorld::start();
+    let work = tempfile::tempdir().unwrap();
+    let (layout, diff_id, _) = fixtures::big_layout(work.path(), 12 * MIB);
+    // 5 MiB parts above 5 MiB: the ~12 MiB compressed layer goes as a block blob in 3 blocks.
+    let config = world.write_config(
+        "blocks",
+        &format!(
+            "store = \"{}\"\n\n[azure]\nendpoint = \"{}\"\nmultipart_threshold = 5242880\npart_size = 5242880\n",
+            world.location(),
+            world.azurite.endpoint()
+        ),
+    );
+    world.publish(
+        &config,
+        &format!("oci:{}:1.0", layout.display()),
+        &["fix/big:1.0"],
+        &[],
+    );
+    world.run_ok(&config, &["verify", "--deep"]);
+    let big: Vec<String> = stored_names(&world)
+        .into_iter()
+        .filter(|k| k.starts_with("blobs/"))
+        .collect();
+    // The SDK's view: the largest blob was committed from several blocks.
+    let blocks = world.azurite.sdk(&format!(
+        "cc = c.get_container_client({CONTAINER:?})\n\
+         b = max(cc.list_blobs(name_starts_with={:?}), key=lambda b: b.size)\n\
+         committed, _ = cc.get_blob_client(b.name).get_block_list('committed')\n\
+         print(len(committed), b.size)",
+        format!("{PREFIX}/blobs/")
+    ));
+    let (n, size) = blocks.trim().split_once(' ').expect("count and size");
+    let (n, size): (usize, usize) = (n.parse().unwrap(), size.parse().unwrap());
+    assert!(
+        size > 10 * MIB && n == size.div_ceil(5 * MIB),
+        "{blocks} ({big:?})"
+    );
+    // And it pulls back intact: skopeo checks the layer's digest, the config its diff_id.
+    let serve = world.serve(&config, &[]);
+    let mut skopeo = Skopeo::new();
+    let pulled = skopeo
+        .copy(&serve.host(), "fix/big:1.0", false, None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (_, manifest) = pulled.manifest().unwrap();
+    let manifest: Value = serde_json::from_slice(&manifest).unwrap();
+    let config_digest = manifest["config"]["digest"].as_str().unwrap();
+    let config: Value = serde_json::from_slice(&pulled.get(config_digest).unwrap()).unwrap();
+    assert_eq!(config["rootfs"]["diff_ids"][0], diff_id.as_str());
+    drop(serve);
     world.assert_no_secret_leaked();
 }
 

@@ -13,7 +13,7 @@ use object_store::ClientOptions;
 use serde::Deserialize;
 
 use super::bucket::{checked_endpoint, parse_prefix, Bucket, VersionField, REQUEST_TIMEOUT};
-use super::cloud::CloudStore;
+use super::cloud::{CloudStore, Uploads};
 
 /// The `[azure]` section: everything about an Azure store except its location.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -24,6 +24,10 @@ pub struct AzureSettings {
     pub endpoint: Option<String>,
     /// Allow plain `http` to a non-loopback `endpoint`. Default `false`.
     pub allow_http: bool,
+    /// Files at least this large are uploaded in parts (bytes). Default 64 MiB.
+    pub multipart_threshold: Option<u64>,
+    /// The size of each part (bytes). Default 16 MiB; 5 MiB to 4 GiB.
+    pub part_size: Option<u64>,
 }
 
 /// `azure://ACCOUNT/CONTAINER[/PREFIX]`, checked at startup.
@@ -105,13 +109,12 @@ pub fn open(location: &str, settings: &AzureSettings) -> anyhow::Result<CloudSto
         label = format!("{label}/{}", loc.prefix);
     }
     let label = format!("{label} ({})", service.as_str().trim_end_matches('/'));
-    Ok(CloudStore::new(Bucket::new(
-        client,
-        &loc.prefix,
-        "Azure",
-        label,
-        VersionField::ETag,
-    )))
+    let uploads =
+        Uploads::from_settings("azure", settings.multipart_threshold, settings.part_size)?;
+    Ok(CloudStore::new(
+        Bucket::new(client, &loc.prefix, "Azure", label, VersionField::ETag),
+        uploads,
+    ))
 }
 
 #[cfg(test)]
@@ -156,12 +159,12 @@ mod tests {
         assert!(!http);
         let azurite = AzureSettings {
             endpoint: Some("http://127.0.0.1:10000/devstoreaccount1".into()),
-            allow_http: false,
+            ..Default::default()
         };
         assert!(l.service_url(&azurite).unwrap().1);
         let remote = AzureSettings {
             endpoint: Some("http://blob.example.net/x".into()),
-            allow_http: false,
+            ..Default::default()
         };
         assert!(l.service_url(&remote).is_err());
     }

@@ -9,9 +9,9 @@
 //! [`StoreError::Conflict`] and the caller re-reads.
 //!
 //! # Memory
-//! Files below [`MULTIPART_THRESHOLD`] are one PUT; larger ones are uploaded in
-//! [`PART_SIZE`] parts, at most [`PART_CONCURRENCY`] in flight (Azure block blobs, GCS XML
-//! multipart), so a large layer never sits in memory whole.
+//! Files below [`Uploads::threshold`] are one PUT (read whole); larger ones are uploaded in
+//! [`Uploads::part_size`] parts, at most [`PART_CONCURRENCY`] in flight (Azure block blobs, GCS
+//! XML multipart), so a large layer never sits in memory whole.
 
 use std::path::Path;
 
@@ -24,19 +24,63 @@ use tokio::io::AsyncReadExt;
 use super::bucket::{attributes, Bucket};
 use super::{ByteStream, Object, ObjectMeta, PutMode, PutOptions, Store, StoreError, StoreResult};
 
-pub const MULTIPART_THRESHOLD: u64 = 64 * 1024 * 1024;
-pub const PART_SIZE: usize = 16 * 1024 * 1024;
+/// Parts uploaded at once: with the part size, the memory bound of one large upload.
 pub const PART_CONCURRENCY: usize = 4;
+
+/// How large files are uploaded (`[azure]`/`[gcs]` `multipart_threshold` and `part_size`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uploads {
+    /// Files at least this large go in parts. Default 64 MiB.
+    pub threshold: u64,
+    /// Default 16 MiB; 5 MiB (GCS's smallest part) to 4 GiB.
+    pub part_size: u64,
+}
+
+impl Default for Uploads {
+    fn default() -> Self {
+        Uploads {
+            threshold: 64 * MIB,
+            part_size: 16 * MIB,
+        }
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+impl Uploads {
+    /// The settings of `section`, checked; unset ones take the defaults.
+    pub fn from_settings(
+        section: &str,
+        threshold: Option<u64>,
+        part_size: Option<u64>,
+    ) -> anyhow::Result<Uploads> {
+        let d = Uploads::default();
+        let u = Uploads {
+            threshold: threshold.unwrap_or(d.threshold),
+            part_size: part_size.unwrap_or(d.part_size),
+        };
+        anyhow::ensure!(
+            (5 * MIB..=4096 * MIB).contains(&u.part_size),
+            "{section}.part_size must be between 5 MiB and 4 GiB"
+        );
+        anyhow::ensure!(
+            (1..=5120 * MIB).contains(&u.threshold),
+            "{section}.multipart_threshold must be between 1 byte and 5 GiB"
+        );
+        Ok(u)
+    }
+}
 
 /// An Azure container or a GCS bucket, under a prefix.
 #[derive(Debug)]
 pub struct CloudStore {
     bucket: Bucket,
+    uploads: Uploads,
 }
 
 impl CloudStore {
-    pub fn new(bucket: Bucket) -> CloudStore {
-        CloudStore { bucket }
+    pub fn new(bucket: Bucket, uploads: Uploads) -> CloudStore {
+        CloudStore { bucket, uploads }
     }
 
     /// The full object name in the bucket for a layout key (prefix included).
@@ -90,6 +134,9 @@ impl CloudStore {
             }
         }
         let path = self.bucket.path(key)?;
+        let mut file = tokio::fs::File::open(file_path)
+            .await
+            .with_context(|| format!("cannot open {}", file_path.display()))?;
         let upload = self
             .bucket
             .inner
@@ -102,10 +149,8 @@ impl CloudStore {
             )
             .await
             .map_err(|e| self.bucket.fail("multipart upload start of", key, e))?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
-        let mut file = tokio::fs::File::open(file_path)
-            .await
-            .with_context(|| format!("cannot open {}", file_path.display()))?;
+        let mut writer =
+            WriteMultipart::new_with_chunk_size(upload, self.uploads.part_size as usize);
         let mut buf = vec![0u8; 1024 * 1024];
         loop {
             let n = match file.read(&mut buf).await {
@@ -122,12 +167,13 @@ impl CloudStore {
                 break;
             }
             // Waits while PART_CONCURRENCY parts are in flight: the memory bound.
-            writer
-                .wait_for_capacity(PART_CONCURRENCY)
-                .await
-                .map_err(|e| self.bucket.fail("multipart upload of", key, e))?;
+            if let Err(e) = writer.wait_for_capacity(PART_CONCURRENCY).await {
+                writer.abort().await.ok();
+                return Err(self.bucket.fail("multipart upload of", key, e));
+            }
             writer.write(&buf[..n]);
         }
+        // `finish` aborts the upload itself when a part failed.
         writer
             .finish()
             .await
@@ -163,7 +209,7 @@ impl Store for CloudStore {
             .await
             .with_context(|| format!("cannot open {}", file_path.display()))?
             .len();
-        if size < MULTIPART_THRESHOLD {
+        if size < self.uploads.threshold {
             let bytes = tokio::fs::read(file_path)
                 .await
                 .with_context(|| format!("cannot read {}", file_path.display()))?;

@@ -15,7 +15,7 @@ use object_store::{ClientOptions, StaticCredentialProvider};
 use serde::Deserialize;
 
 use super::bucket::{checked_endpoint, parse_prefix, Bucket, VersionField, REQUEST_TIMEOUT};
-use super::cloud::CloudStore;
+use super::cloud::{CloudStore, Uploads};
 
 /// The `[gcs]` section.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -25,6 +25,10 @@ pub struct GcsSettings {
     pub endpoint: Option<String>,
     /// Allow plain `http` to a non-loopback `endpoint`. Default `false`.
     pub allow_http: bool,
+    /// Files at least this large are uploaded in parts (bytes). Default 64 MiB.
+    pub multipart_threshold: Option<u64>,
+    /// The size of each part (bytes). Default 16 MiB; 5 MiB to 4 GiB.
+    pub part_size: Option<u64>,
     /// A service account's JSON key file.
     pub service_account_file: Option<PathBuf>,
     /// Send no credentials (a public bucket, or an emulator). Default `false`.
@@ -103,13 +107,17 @@ pub fn open(location: &str, settings: &GcsSettings) -> anyhow::Result<CloudStore
     if !loc.prefix.is_empty() {
         label = format!("{label}/{}", loc.prefix);
     }
-    Ok(CloudStore::new(Bucket::new(
-        client,
-        &loc.prefix,
-        "GCS",
-        format!("{label} ({display})"),
-        VersionField::Generation,
-    )))
+    let uploads = Uploads::from_settings("gcs", settings.multipart_threshold, settings.part_size)?;
+    Ok(CloudStore::new(
+        Bucket::new(
+            client,
+            &loc.prefix,
+            "GCS",
+            format!("{label} ({display})"),
+            VersionField::Generation,
+        ),
+        uploads,
+    ))
 }
 
 #[cfg(test)]

@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::{manifest_dir, sha256};
+use super::{hex_of, manifest_dir, sha256};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -544,4 +544,78 @@ fn check_image(img: &Image, digest: &str, fetch: &mut Fetch<'_>) -> Result<(), S
         }
     }
     Ok(())
+}
+
+/// Deterministic incompressible bytes (xorshift64).
+pub fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// An OCI layout with one linux/amd64 image whose single layer is an *uncompressed* tar holding
+/// `size` random bytes, tagged `1.0`. Returns (layout dir, layer diff_id, config digest).
+pub fn big_layout(dir: &Path, size: usize) -> (PathBuf, String, String) {
+    let root = dir.join("big-oci");
+    std::fs::create_dir_all(root.join("blobs/sha256")).unwrap();
+    let put = |bytes: &[u8]| -> String {
+        let d = sha256(bytes);
+        std::fs::write(root.join("blobs/sha256").join(hex_of(&d)), bytes).unwrap();
+        d
+    };
+    let mut tar = tar::Builder::new(Vec::new());
+    let data = noise(size, 0x0005_EED0_FB16);
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(1_700_000_000);
+    header.set_cksum();
+    tar.append_data(&mut header, "big.bin", data.as_slice())
+        .unwrap();
+    let layer = tar.into_inner().unwrap();
+    let diff_id = put(&layer);
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {},
+        "rootfs": { "type": "layers", "diff_ids": [diff_id] },
+    });
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let config_digest = put(&config_bytes);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": config_bytes.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.oci.image.layer.v1.tar",
+            "digest": diff_id,
+            "size": layer.len(),
+        }],
+    });
+    let manifest_bytes = serde_json::to_vec(&manifest).unwrap();
+    let manifest_digest = put(&manifest_bytes);
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{
+            "mediaType": OCI_MANIFEST,
+            "digest": manifest_digest,
+            "size": manifest_bytes.len(),
+            "annotations": { "org.opencontainers.image.ref.name": "1.0" },
+        }],
+    });
+    std::fs::write(root.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    (root, diff_id, config_digest)
 }
