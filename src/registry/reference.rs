@@ -20,6 +20,20 @@ pub const DOCKER_HUB_API: &str = "registry-1.docker.io";
 /// The key `docker login` writes Docker Hub credentials under in `config.json`.
 pub const DOCKER_HUB_AUTH_KEY: &str = "https://index.docker.io/v1/";
 
+/// Docker's rule for where a registry host ends: a first component with a `.` or a `:`, or
+/// `localhost`, before a `/` is a host (`ghcr.io/org/app`, `127.0.0.1:5000/app`); anything else
+/// is a repository path (`team/app`). Returns the host, if any, and the rest.
+pub fn split_host(name: &str) -> (Option<&str>, &str) {
+    match name.split_once('/') {
+        Some((first, rest))
+            if first.contains('.') || first.contains(':') || first == "localhost" =>
+        {
+            (Some(first), rest)
+        }
+        _ => (None, name),
+    }
+}
+
 /// A parsed `docker://` source.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteRef {
@@ -57,13 +71,9 @@ impl RemoteRef {
             ),
             _ => (name_tag, None),
         };
-        let (registry, path) = match name.split_once('/') {
-            Some((first, rest))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
-                (first.to_owned(), rest.to_owned())
-            }
-            _ => (DOCKER_HUB.to_owned(), name.to_owned()),
+        let (registry, path) = match split_host(name) {
+            (Some(host), path) => (host.to_owned(), path.to_owned()),
+            (None, path) => (DOCKER_HUB.to_owned(), path.to_owned()),
         };
         if registry.chars().any(|c| c.is_ascii_uppercase()) {
             bail!(

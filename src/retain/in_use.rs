@@ -1,5 +1,6 @@
 //! The in-use list: what a platform runs now, one reference a line (`repo:tag`, `repo@digest` or
-//! `repo:tag@digest`; `#` comments and blank lines allowed), from a file or stdin. It is hostile
+//! `repo:tag@digest`, optionally after a registry host; `#` comments and blank lines allowed),
+//! from a file or stdin. It is hostile
 //! input like any other: bounded in size, lines and line length, every reference checked with the
 //! reference parsers, and a bad line is an error naming its number.
 
@@ -11,6 +12,7 @@ use anyhow::{bail, Context};
 
 use crate::index::RepoIndex;
 use crate::reference::{Digest, RepoName, TaggedName};
+use crate::registry::reference::split_host;
 
 /// Bytes of an in-use list read at most.
 pub const MAX_BYTES: u64 = 16 << 20;
@@ -40,6 +42,22 @@ fn parse_line(line: &str) -> Result<Vec<InUseRef>, String> {
         Some((n, d)) => (n, Some(Digest::parse(d).map_err(|e| e.to_string())?)),
         None => (line, None),
     };
+    // What a platform runs is usually named with the registry in front
+    // (`registry.example.com:5000/team/app:1.0`), which the store does not know. A first
+    // component that only looks like a host (`team.x/app`) may also be this store's repository:
+    // both readings are kept in use, since keeping more is the safe direction.
+    let (host, path) = split_host(named);
+    let mut out = named_refs(path, digest.as_ref())?;
+    if host.is_some() {
+        if let Ok(whole) = named_refs(named, digest.as_ref()) {
+            out.extend(whole);
+        }
+    }
+    Ok(out)
+}
+
+/// The references `named` (`REPO[:TAG]`) and an optional digest make.
+fn named_refs(named: &str, digest: Option<&Digest>) -> Result<Vec<InUseRef>, String> {
     // A tag follows the last ':' after the last '/' (a registry port is not a tag).
     let slash = named.rfind('/').map_or(0, |i| i + 1);
     let tagged = named[slash..].contains(':');
@@ -53,7 +71,7 @@ fn parse_line(line: &str) -> Result<Vec<InUseRef>, String> {
         RepoName::parse(named).map_err(|e| e.to_string())?
     };
     match digest {
-        Some(d) => out.push(InUseRef::Digest(name, d)),
+        Some(d) => out.push(InUseRef::Digest(name, d.clone())),
         None if !tagged => return Err("expected REPO:TAG or REPO@DIGEST".into()),
         None => {}
     }
@@ -148,10 +166,32 @@ mod tests {
             "# deployed now\n\nteam/app:1.0\n  team/app@{d}  \nregistry.example/team/app:2@{d}\n"
         );
         let l = InUse::parse(&text).unwrap();
-        assert_eq!(l.refs.len(), 4, "{l:?}");
+        // The hosted line reads as `team/app` and, since a repository may be named so, as
+        // `registry.example/team/app`: both are kept in use.
+        assert_eq!(l.refs.len(), 6, "{l:?}");
         assert_eq!(
             l.refs[1],
             InUseRef::Digest(RepoName::parse("team/app").unwrap(), d.clone())
+        );
+        // A registry host in front names the same repository path.
+        assert_eq!(l.refs[2], InUseRef::Tag("team/app:2".parse().unwrap()));
+        let zero = Digest::parse(&format!("sha256:{}", "0".repeat(64))).unwrap();
+        let hosted = InUse::parse(&format!(
+            "registry.example.com:5000/team/app:1.0\nlocalhost/app@{zero}\nteam.x/app:1\n"
+        ))
+        .unwrap();
+        let tag = |s: &str| InUseRef::Tag(s.parse().unwrap());
+        let digest = |n: &str| InUseRef::Digest(RepoName::parse(n).unwrap(), zero.clone());
+        assert_eq!(
+            hosted.refs,
+            [
+                // A host with a port cannot be a repository: one reading.
+                tag("team/app:1.0"),
+                digest("app"),
+                digest("localhost/app"),
+                tag("app:1"),
+                tag("team.x/app:1"),
+            ]
         );
         for (bad, line) in [
             ("ok/a:1\nTeam/App:1\n", 2),
