@@ -1,6 +1,7 @@
 //! Unit tests of prune, untag and delete-repository against a local store, with images built
 //! directly in the store (the integration tests in tests/store_care.rs use the real CLI).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -233,6 +234,49 @@ async fn prune_respects_references_grace_and_dry_run() {
     // Idempotent.
     let again = prune(s.as_ref(), &opts).await.unwrap();
     assert!(again.deleted.is_empty(), "{again}");
+}
+
+/// What `retain` relies on: a tag decided on one digest that has moved to another by the time of
+/// the compare-and-swap (a publish in between), or is gone, is left alone and reported.
+#[tokio::test]
+async fn untag_expecting_leaves_a_moved_tag_alone() {
+    let (_dir, s) = store();
+    let v1 = image(s.as_ref(), &[b"v1 layer"], "v1").await;
+    let v2 = image(s.as_ref(), &[b"v2 layer"], "v2").await;
+    for t in ["old", "moved", "gone"] {
+        tag(s.as_ref(), "r/app", t, &v1).await;
+    }
+    let name = RepoName::parse("r/app").unwrap();
+    let t = |s: &str| Tag::parse(s).unwrap();
+    // The decision: all three pointed at v1. Then a publisher moves one, and one is untagged.
+    let decided: BTreeMap<Tag, Digest> = ["old", "moved", "gone"]
+        .into_iter()
+        .map(|n| (t(n), v1.0.digest.clone()))
+        .collect();
+    tag(s.as_ref(), "r/app", "moved", &v2).await;
+    untag(s.as_ref(), &name, &[t("gone")], WalkLimits::default())
+        .await
+        .unwrap();
+
+    let r = untag_expecting(s.as_ref(), &name, &decided, WalkLimits::default())
+        .await
+        .unwrap();
+    assert_eq!(r.removed, [(t("old"), v1.0.digest.clone())], "{r}");
+    assert_eq!(r.skipped, [t("gone"), t("moved")], "{r}");
+    let idx = RepoIndex::from_slice(
+        &s.get(&layout::repo_index(&name))
+            .await
+            .unwrap()
+            .unwrap()
+            .bytes,
+    )
+    .unwrap();
+    assert_eq!(idx.tags.keys().collect::<Vec<_>>(), [&t("moved")]);
+    assert_eq!(
+        idx.tags[&t("moved")].digest,
+        v2.0.digest,
+        "the moved tag keeps its new digest"
+    );
 }
 
 #[tokio::test]
