@@ -74,6 +74,7 @@ fn publish_verify_and_pull_through_v4_urls_on_gcs() {
         .adapter
         .requests()
         .into_iter()
+        .map(|r| format!("{} {}", r.method, r.target))
         .filter(|r| !r.contains("X-Goog-Signature="))
         .collect();
     assert!(
@@ -90,6 +91,64 @@ fn publish_verify_and_pull_through_v4_urls_on_gcs() {
             "serve asked the bucket for more than index files: {r} (all: {own:#?})"
         );
     }
+}
+
+/// The emulator ignores generation preconditions (see tests/common/fake_gcs.rs), so what can be
+/// checked is what the store sends: every index and catalog write is conditional, a first write
+/// on `x-goog-if-generation-match: 0`, a later one on the generation its read returned.
+#[test]
+fn index_writes_are_conditional_on_generations() {
+    let world = GcsWorld::start();
+    let config = world.config("store", "");
+    world.publish(&config, "oci:fixtures/oci-single:1.0", &["cas/app:1"], &[]);
+    world.publish(
+        &config,
+        "docker-archive:fixtures/docker-25.tar",
+        &["cas/app:2"],
+        &[],
+    );
+    let requests = world.gcs.adapter.requests();
+    let index = format!("/{BUCKET}/{PREFIX}/repositories/cas/app/_index.json");
+    let catalog = format!("/{BUCKET}/{PREFIX}/_catalog.json");
+    for key in [&index, &catalog] {
+        let writes: Vec<_> = requests
+            .iter()
+            .filter(|r| r.method == "PUT" && r.target.starts_with(key.as_str()))
+            .collect();
+        assert!(!writes.is_empty(), "no write of {key}");
+        assert_eq!(
+            writes[0].if_generation_match.as_deref(),
+            Some("0"),
+            "the first write of {key} must create: {writes:?}"
+        );
+        for (i, w) in writes.iter().enumerate().skip(1) {
+            // The generation the last read of the key before this write returned.
+            let at = requests.iter().position(|r| std::ptr::eq(r, *w)).unwrap();
+            let read = requests[..at]
+                .iter()
+                .rev()
+                .find(|r| {
+                    r.method == "GET" && r.target.starts_with(key.as_str()) && r.status == 200
+                })
+                .and_then(|r| r.generation.clone());
+            assert!(
+                read.is_some(),
+                "write {i} of {key} without a read before it"
+            );
+            assert_eq!(w.if_generation_match, read, "write {i} of {key}: {w:?}");
+        }
+    }
+    // The index holds both tags.
+    let index_text = String::from_utf8(
+        common::blocking_request(world.gcs.server, "GET", &index)
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    assert!(
+        index_text.contains("\"1\"") && index_text.contains("\"2\""),
+        "{index_text}"
+    );
 }
 
 #[test]

@@ -124,12 +124,25 @@ impl Drop for FakeGcs {
     }
 }
 
+/// One request the adapter relayed, and what it was answered.
+#[derive(Debug, Clone)]
+pub struct Relayed {
+    pub method: String,
+    /// Path and query, percent-decoded.
+    pub target: String,
+    /// The generation precondition the client sent, if any.
+    pub if_generation_match: Option<String>,
+    pub status: u16,
+    /// The object generation the answer named (`x-goog-generation`).
+    pub generation: Option<String>,
+}
+
 /// See the module comment: relays to fake-gcs-server, marking plain XML uploads as signed
-/// uploads. Records every request it relayed (`METHOD PATH?QUERY`, percent-decoded), so tests can
-/// see what the store and the clients asked.
+/// uploads. Records every request it relayed ([`Relayed`]), so tests can see what the store and
+/// the clients asked, and with which preconditions.
 pub struct UploadAdapter {
     pub addr: SocketAddr,
-    requests: Arc<Mutex<Vec<String>>>,
+    requests: Arc<Mutex<Vec<Relayed>>>,
     runtime: Option<tokio::runtime::Runtime>,
 }
 
@@ -148,7 +161,7 @@ impl UploadAdapter {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind the adapter");
         let addr = listener.local_addr().expect("adapter address");
-        let requests: Arc<Mutex<Vec<String>>> = Arc::default();
+        let requests: Arc<Mutex<Vec<Relayed>>> = Arc::default();
         let log = requests.clone();
         let client = reqwest::Client::new();
         let relay = move |req: Request| {
@@ -161,11 +174,19 @@ impl UploadAdapter {
                     .path_and_query()
                     .map(|p| p.as_str().to_owned())
                     .unwrap_or_default();
-                let decoded =
-                    percent_encoding::percent_decode_str(&path_and_query).decode_utf8_lossy();
-                log.lock()
-                    .unwrap()
-                    .push(format!("{} {decoded}", parts.method));
+                let mut seen = Relayed {
+                    method: parts.method.to_string(),
+                    target: percent_encoding::percent_decode_str(&path_and_query)
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                    if_generation_match: parts
+                        .headers
+                        .get("x-goog-if-generation-match")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned),
+                    status: 0,
+                    generation: None,
+                };
                 let plain_upload = parts.method == axum::http::Method::PUT
                     && !path_and_query.contains("uploadType=")
                     && !path_and_query.contains("uploads")
@@ -213,12 +234,24 @@ impl UploadAdapter {
                                 }
                             }
                         }
-                        out.body(Body::from(body)).unwrap()
+                        let answer = out.body(Body::from(body)).unwrap();
+                        seen.status = answer.status().as_u16();
+                        seen.generation = answer
+                            .headers()
+                            .get("x-goog-generation")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        log.lock().unwrap().push(seen);
+                        answer
                     }
-                    Err(e) => Response::builder()
-                        .status(502)
-                        .body(Body::from(e.to_string()))
-                        .unwrap(),
+                    Err(e) => {
+                        seen.status = 502;
+                        log.lock().unwrap().push(seen);
+                        Response::builder()
+                            .status(502)
+                            .body(Body::from(e.to_string()))
+                            .unwrap()
+                    }
                 }
             }
         };
@@ -238,8 +271,8 @@ impl UploadAdapter {
         self.requests.lock().unwrap().clear();
     }
 
-    /// Every request relayed so far, in arrival order.
-    pub fn requests(&self) -> Vec<String> {
+    /// Every request relayed so far, in the order their answers came.
+    pub fn requests(&self) -> Vec<Relayed> {
         self.requests.lock().unwrap().clone()
     }
 }
