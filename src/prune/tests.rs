@@ -24,6 +24,12 @@ fn put_opts(ct: &str) -> PutOptions {
     }
 }
 
+/// A repository's index as stored.
+async fn stored_index(s: &dyn Store, name: &RepoName) -> RepoIndex {
+    let obj = s.get(&layout::repo_index(name)).await.unwrap().unwrap();
+    RepoIndex::from_slice(&obj.bytes).unwrap()
+}
+
 /// An image in the store: config + the given layers + manifest. Returns (manifest descriptor,
 /// blob digests).
 async fn image(s: &dyn Store, layers: &[&[u8]], note: &str) -> (Descriptor, Vec<Digest>) {
@@ -263,14 +269,7 @@ async fn untag_expecting_leaves_a_moved_tag_alone() {
         .unwrap();
     assert_eq!(r.removed, [(t("old"), v1.0.digest.clone())], "{r}");
     assert_eq!(r.skipped, [t("gone"), t("moved")], "{r}");
-    let idx = RepoIndex::from_slice(
-        &s.get(&layout::repo_index(&name))
-            .await
-            .unwrap()
-            .unwrap()
-            .bytes,
-    )
-    .unwrap();
+    let idx = stored_index(s.as_ref(), &name).await;
     assert_eq!(idx.tags.keys().collect::<Vec<_>>(), [&t("moved")]);
     assert_eq!(
         idx.tags[&t("moved")].digest,
@@ -306,14 +305,7 @@ async fn untag_drops_the_closure_and_prune_collects_it() {
             .contains("dropped 1 manifest(s) and 2 blob(s)"),
         "{r}"
     );
-    let idx = RepoIndex::from_slice(
-        &s.get(&layout::repo_index(&name))
-            .await
-            .unwrap()
-            .unwrap()
-            .bytes,
-    )
-    .unwrap();
+    let idx = stored_index(s.as_ref(), &name).await;
     assert_eq!(idx.tags.len(), 2);
     assert!(!idx.manifests.contains_key(&v1.0.digest));
     assert!(idx.blobs.contains_key(&Digest::sha256_of(shared)));
@@ -542,15 +534,7 @@ async fn untag_walks_within_the_node_limit() {
     commit_repository(s.as_ref(), &u, &Default::default())
         .await
         .unwrap();
-    let read = || async {
-        let b = s
-            .get(&layout::repo_index(&name))
-            .await
-            .unwrap()
-            .unwrap()
-            .bytes;
-        RepoIndex::from_slice(&b).unwrap()
-    };
+    let read = || stored_index(s.as_ref(), &name);
 
     // Three distinct children, two allowed: the tag goes, the content stays.
     let tight = WalkLimits { max_manifests: 2 };
