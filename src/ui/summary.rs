@@ -66,12 +66,14 @@ pub struct Reclaimable {
     pub young_bytes: u64,
 }
 
-/// Runs `prune --dry-run` on a store (provided by the command that starts `serve`).
-pub type Reclaim = Arc<
-    dyn Fn(Arc<dyn Store>) -> futures::future::BoxFuture<'static, anyhow::Result<Reclaimable>>
-        + Send
-        + Sync,
+/// A dry run of a store-care command on a store, provided by the command that starts `serve` (so
+/// `ui` depends on none of them).
+pub type DryRun<T> = Arc<
+    dyn Fn(Arc<dyn Store>) -> futures::future::BoxFuture<'static, anyhow::Result<T>> + Send + Sync,
 >;
+
+/// Runs `prune --dry-run` on a store.
+pub type Reclaim = DryRun<Reclaimable>;
 
 /// `retain --dry-run`'s answer with the config's `[[retention]]` rules and no in-use list.
 #[derive(Debug, Clone, Default)]
@@ -92,12 +94,8 @@ pub struct RetentionDrop {
     pub why: String,
 }
 
-/// Runs `retain --dry-run` on a store (provided by the command that starts `serve`).
-pub type Retention = Arc<
-    dyn Fn(Arc<dyn Store>) -> futures::future::BoxFuture<'static, anyhow::Result<RetentionPreview>>
-        + Send
-        + Sync,
->;
+/// Runs `retain --dry-run` (the config's rules, no in-use list) on a store.
+pub type Retention = DryRun<RetentionPreview>;
 
 /// The current summary, replaced whole by each recomputation (readers never wait for one).
 pub struct Summaries {
