@@ -499,12 +499,14 @@ fn start_ui(
 ) -> anyhow::Result<Option<Arc<static_registry::ui::Ui>>> {
     use static_registry::prune::{self, PruneOptions};
     use static_registry::ui::{Reclaim, Reclaimable, Ui};
-    let reclaim: Reclaim = Arc::new(|store| {
+    // The config file's walk bound, as the commands use it.
+    let limits = static_registry::walk::WalkArgs::default().limits(cfg.publish.max_manifests);
+    let reclaim: Reclaim = Arc::new(move |store| {
         Box::pin(async move {
             let opts = PruneOptions {
                 grace: prune::DEFAULT_GRACE,
                 dry_run: true,
-                limits: Default::default(),
+                limits,
             };
             let rx = dry_run_on_thread("ui-prune-dry-run", move || async move {
                 prune::prune(store.as_ref(), &opts).await
@@ -529,7 +531,6 @@ fn start_ui(
             Box::pin(async move {
                 use static_registry::ui::{RetentionDrop, RetentionPreview};
                 let rx = dry_run_on_thread("ui-retain-dry-run", move || async move {
-                    let limits = Default::default();
                     static_registry::retain::plan(store.as_ref(), &policy, None, limits).await
                 })?;
                 let r = rx.await.context("the retention dry run stopped")??;
