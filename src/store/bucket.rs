@@ -16,6 +16,40 @@ use super::{ByteStream, Object, ObjectMeta, PutOptions, StoreError, StoreResult,
 /// default would fail slow uplinks on every retry of the same body.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
+/// Bytes a store may hold in upload buffers at once, across all of its concurrent uploads, so a
+/// publisher's or sync's `--jobs` does not multiply memory. Counted in KiB permits.
+#[derive(Debug, Clone)]
+pub struct ByteBudget {
+    permits: Arc<tokio::sync::Semaphore>,
+    kib: u32,
+}
+
+impl ByteBudget {
+    pub fn new(bytes: u64) -> ByteBudget {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .max(1);
+        ByteBudget {
+            permits: Arc::new(tokio::sync::Semaphore::new(kib as usize)),
+            kib,
+        }
+    }
+
+    /// Waits until `bytes` more may be buffered. The permit is clamped to the whole budget so one
+    /// oversized buffer (a part raised past the budget for a huge file) waits for everything else
+    /// instead of deadlocking.
+    pub async fn reserve(&self, bytes: u64) -> tokio::sync::OwnedSemaphorePermit {
+        let kib = u32::try_from(bytes.div_ceil(1024))
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.kib);
+        self.permits
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .expect("the budget semaphore is never closed")
+    }
+}
+
 /// Which field of an object's metadata a compare-and-swap compares: S3 and Azure compare ETags
 /// (`If-Match`), GCS compares generations (`x-goog-if-generation-match`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

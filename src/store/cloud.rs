@@ -11,7 +11,8 @@
 //! # Memory
 //! Files below [`Uploads::threshold`] are one PUT (read whole); larger ones are uploaded in
 //! [`Uploads::part_size`] parts, at most [`PART_CONCURRENCY`] in flight (Azure block blobs, GCS
-//! XML multipart), so a large layer never sits in memory whole.
+//! XML multipart), so a large layer never sits in memory whole. One byte budget per store bounds
+//! the buffers of all concurrent uploads together (`publish --jobs`, `sync --jobs`).
 
 use std::path::Path;
 
@@ -21,7 +22,7 @@ use bytes::Bytes;
 use object_store::{PutMultipartOptions, PutPayload, WriteMultipart};
 use tokio::io::AsyncReadExt;
 
-use super::bucket::{attributes, Bucket};
+use super::bucket::{attributes, Bucket, ByteBudget};
 use super::{ByteStream, Object, ObjectMeta, PutMode, PutOptions, Store, StoreError, StoreResult};
 
 /// Parts uploaded at once: with the part size, the memory bound of one large upload.
@@ -76,11 +77,20 @@ impl Uploads {
 pub struct CloudStore {
     bucket: Bucket,
     uploads: Uploads,
+    /// `max(threshold, part_size × PART_CONCURRENCY)`: what all concurrent uploads together may
+    /// buffer (a single PUT reads its file whole; a multipart upload holds its parts in flight).
+    budget: ByteBudget,
 }
 
 impl CloudStore {
     pub fn new(bucket: Bucket, uploads: Uploads) -> CloudStore {
-        CloudStore { bucket, uploads }
+        let budget =
+            ByteBudget::new((uploads.part_size * PART_CONCURRENCY as u64).max(uploads.threshold));
+        CloudStore {
+            bucket,
+            uploads,
+            budget,
+        }
     }
 
     /// The full object name in the bucket for a layout key (prefix included).
@@ -149,6 +159,11 @@ impl CloudStore {
             )
             .await
             .map_err(|e| self.bucket.fail("multipart upload start of", key, e))?;
+        // The parts in flight, held for the whole upload.
+        let _buffers = self
+            .budget
+            .reserve(self.uploads.part_size * PART_CONCURRENCY as u64)
+            .await;
         let mut writer =
             WriteMultipart::new_with_chunk_size(upload, self.uploads.part_size as usize);
         let mut buf = vec![0u8; 1024 * 1024];
@@ -210,6 +225,7 @@ impl Store for CloudStore {
             .with_context(|| format!("cannot open {}", file_path.display()))?
             .len();
         if size < self.uploads.threshold {
+            let _buffer = self.budget.reserve(size).await;
             let bytes = tokio::fs::read(file_path)
                 .await
                 .with_context(|| format!("cannot read {}", file_path.display()))?;

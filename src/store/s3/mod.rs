@@ -69,9 +69,8 @@ use anyhow::Context;
 use object_store::aws::{AmazonS3, AmazonS3Builder, AwsCredential, S3ConditionalPut};
 use object_store::path::Path as ObjPath;
 use object_store::StaticCredentialProvider;
-use tokio::sync::Semaphore;
 
-use super::bucket::{attributes, Bucket, VersionField};
+use super::bucket::{attributes, Bucket, ByteBudget, VersionField};
 use super::{StoreError, StoreResult};
 use crate::aws::{
     self, CredentialSource, Credentials, Env, FoundCredentials, ProfileFiles, StaticCredentials,
@@ -100,8 +99,7 @@ pub struct S3Store {
     credentials: Arc<dyn CredentialSource>,
     credentials_origin: String,
     /// Bytes that `put_file` may hold in memory across all concurrent calls, in KiB permits.
-    budget: Arc<Semaphore>,
-    budget_kib: u32,
+    budget: ByteBudget,
     /// Part buffers shared by every multipart upload of this store (see [`BufferPool`]).
     parts: BufferPool,
 }
@@ -212,7 +210,7 @@ impl S3Store {
 
         let budget_bytes =
             (settings.part_size * settings.concurrency as u64).max(settings.multipart_threshold);
-        let budget_kib = u32::try_from(budget_bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+
         let label = describe(&loc, &endpoint.display, &region);
         let bucket = Bucket::new(inner.clone(), &loc.prefix, "S3", label, VersionField::ETag);
         Ok(S3Store {
@@ -224,8 +222,7 @@ impl S3Store {
             settings: settings.clone(),
             credentials,
             credentials_origin: origin,
-            budget: Arc::new(Semaphore::new(budget_kib as usize)),
-            budget_kib,
+            budget: ByteBudget::new(budget_bytes),
             parts: BufferPool::default(),
             location: loc,
         })

@@ -15,18 +15,9 @@ use super::{attributes, S3Store};
 use crate::store::{PutMode, PutOptions, Store, StoreError, StoreResult};
 
 impl S3Store {
-    /// Waits until `bytes` more may be buffered. The permit is clamped to the whole budget so one
-    /// oversized buffer (a part raised past the budget for a huge file) waits for everything else
-    /// instead of deadlocking.
+    /// Waits until `bytes` more may be buffered (the store-wide budget).
     pub(super) async fn reserve(&self, bytes: u64) -> tokio::sync::OwnedSemaphorePermit {
-        let kib = u32::try_from(bytes.div_ceil(1024))
-            .unwrap_or(u32::MAX)
-            .clamp(1, self.budget_kib);
-        self.budget
-            .clone()
-            .acquire_many_owned(kib)
-            .await
-            .expect("the budget semaphore is never closed")
+        self.budget.reserve(bytes).await
     }
 
     /// Multipart upload of a large file with bounded memory; see the module docs.
