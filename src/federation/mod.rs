@@ -104,6 +104,26 @@ pub struct Federation {
 }
 
 impl Federation {
+    /// One origin, `edge`, signing secure_link URLs over `store`, with the default route: what
+    /// the in-process request tests run against.
+    #[cfg(test)]
+    pub(crate) fn one_edge(store: Arc<dyn Store>) -> Federation {
+        let signer = crate::sign::secure_link::test_signer();
+        let origin = Origin::new(
+            "edge",
+            Arc::new(signer),
+            store,
+            Vec::new(),
+            CacheConfig::default(),
+        );
+        Federation::new(
+            vec![Arc::new(origin)],
+            Vec::new(),
+            RegionResolver::default(),
+        )
+        .expect("one origin makes a federation")
+    }
+
     /// Builds the table; `routes` are (prefix, origin indexes). A default route over every origin
     /// in order is added when none has the empty prefix.
     pub fn new(

@@ -371,12 +371,6 @@ fn options(job: &Job) -> anyhow::Result<PublishOptions> {
         _ => None,
     };
     Ok(PublishOptions {
-        source,
-        tags,
-        compression: publish::Compression::default(),
-        jobs: 4,
-        progress: false,
-        v1: false,
         mirror: MirrorOptions {
             creds,
             authfile: u.authfile.clone(),
@@ -386,14 +380,11 @@ fn options(job: &Job) -> anyhow::Result<PublishOptions> {
             max_image_bytes: Some(crate::byte_size::ByteSize(u.max_image_bytes)),
             isolated_credentials: true,
         },
-        pin: Default::default(),
-        archive: Default::default(),
-        limits: Default::default(),
         fill: Some(publish::Fill {
             repo: m.store.clone(),
             upstream: u.host.clone(),
         }),
-        immutable: Default::default(),
+        ..PublishOptions::new(source, tags)
     })
 }
 

@@ -81,6 +81,27 @@ pub struct PublishOptions {
     pub immutable: crate::immutable::Immutable,
 }
 
+impl PublishOptions {
+    /// `source` to `tags` with every other option at the command's default (gzip, 4 jobs, no
+    /// progress bars, no v1 view, default limits); callers override fields with `..`.
+    pub fn new(source: String, tags: Vec<TaggedName>) -> PublishOptions {
+        PublishOptions {
+            source,
+            tags,
+            compression: Compression::default(),
+            jobs: 4,
+            progress: false,
+            v1: false,
+            mirror: Default::default(),
+            pin: Default::default(),
+            archive: Default::default(),
+            limits: Default::default(),
+            fill: None,
+            immutable: Default::default(),
+        }
+    }
+}
+
 /// A publish made by mirror mode (`src/mirror/populate.rs`).
 #[derive(Debug, Clone)]
 pub struct Fill {

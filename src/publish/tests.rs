@@ -24,18 +24,9 @@ fn tag(s: &str) -> TaggedName {
 
 fn opts(source: String, tags: &[&str]) -> PublishOptions {
     PublishOptions {
-        source,
-        tags: tags.iter().map(|t| tag(t)).collect(),
         compression: Compression::Gzip,
         jobs: 3,
-        progress: false,
-        v1: false,
-        mirror: Default::default(),
-        pin: Default::default(),
-        archive: Default::default(),
-        limits: Default::default(),
-        fill: None,
-        immutable: Default::default(),
+        ..PublishOptions::new(source, tags.iter().map(|t| tag(t)).collect())
     }
 }
 

@@ -14,8 +14,7 @@ use axum::http::{header, Request};
 use tower::ServiceExt;
 
 use crate::auth::{Rule, TokenIssuer};
-use crate::federation::region::RegionResolver;
-use crate::federation::{Federation, Origin};
+use crate::federation::Federation;
 use crate::index::{
     Catalog, Descriptor, ManifestEntry, RepoIndex, V1Image, V1ImageShard, V1Index, V1ShardEntry,
 };
@@ -24,7 +23,6 @@ use crate::reference::{Digest, RepoName, Tag, V1ImageId};
 use crate::store::LocalStore;
 
 use super::AppState;
-use crate::federation::cache::CacheConfig;
 
 const MT: &str = "application/vnd.oci.image.manifest.v1+json";
 const ID: &str = "55abd96a774e59f252ac2a84e55a09771bf9e0c50e361c5420e992559f7346c8";
@@ -147,20 +145,7 @@ fn state_with_mirror(
                 .unwrap(),
         )
     });
-    let signer = crate::sign::secure_link::test_signer();
-    let origin = Origin::new(
-        "edge",
-        Arc::new(signer),
-        store,
-        Vec::new(),
-        CacheConfig::default(),
-    );
-    let federation = Federation::new(
-        vec![Arc::new(origin)],
-        Vec::new(),
-        RegionResolver::default(),
-    )
-    .unwrap();
+    let federation = Federation::one_edge(store);
     Arc::new(AppState {
         federation: Arc::new(federation),
         url_ttl: Duration::from_secs(300),

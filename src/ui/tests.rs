@@ -11,9 +11,6 @@ use bytes::Bytes;
 
 use super::*;
 use crate::auth::Rule;
-use crate::federation::cache::CacheConfig;
-use crate::federation::region::RegionResolver;
-use crate::federation::Origin;
 use crate::oci::AnyManifest;
 use crate::store::{ByteStream, LocalStore, Object, ObjectMeta, PutOptions, Store, StoreResult};
 
@@ -57,18 +54,8 @@ impl Store for Recording {
 async fn publish(store: &Path, source: &str, tag: &str) {
     let s: Arc<dyn Store> = Arc::new(LocalStore::open(store).unwrap());
     let opts = crate::publish::PublishOptions {
-        source: source.to_owned(),
-        tags: vec![tag.parse().unwrap()],
-        compression: Default::default(),
         jobs: 2,
-        progress: false,
-        v1: false,
-        mirror: Default::default(),
-        pin: Default::default(),
-        archive: Default::default(),
-        limits: Default::default(),
-        fill: None,
-        immutable: Default::default(),
+        ..crate::publish::PublishOptions::new(source.to_owned(), vec![tag.parse().unwrap()])
     };
     crate::publish::publish(s, &opts).await.unwrap();
 }
@@ -100,20 +87,7 @@ async fn world(names: [&str; 2]) -> (tempfile::TempDir, Arc<Recording>) {
 }
 
 async fn ui(store: Arc<Recording>, auth: Option<Arc<TokenIssuer>>) -> Ui {
-    let signer = crate::sign::secure_link::test_signer();
-    let origin = Origin::new(
-        "edge",
-        Arc::new(signer),
-        store,
-        Vec::new(),
-        CacheConfig::default(),
-    );
-    let fed = Federation::new(
-        vec![Arc::new(origin)],
-        Vec::new(),
-        RegionResolver::default(),
-    )
-    .unwrap();
+    let fed = Federation::one_edge(store);
     let ui = Ui::new(&UiConfig::default(), Arc::new(fed), auth, None)
         .unwrap()
         .unwrap();

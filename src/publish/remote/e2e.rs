@@ -19,21 +19,13 @@ use super::MirrorOptions;
 
 fn opts(source: String, creds: Option<&str>) -> PublishOptions {
     PublishOptions {
-        source,
-        tags: Vec::new(),
         compression: Compression::Gzip,
         jobs: 2,
-        progress: false,
-        v1: false,
         mirror: MirrorOptions {
             creds: creds.map(|c| c.parse().unwrap()),
             ..MirrorOptions::default()
         },
-        pin: PinOptions::default(),
-        archive: Default::default(),
-        limits: Default::default(),
-        fill: None,
-        immutable: Default::default(),
+        ..PublishOptions::new(source, Vec::new())
     }
 }
 

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
-use crate::publish::pin::PinOptions;
 use crate::publish::{publish, Compression, PublishOptions};
 use crate::reference::Digest;
 use crate::registry::testing::{self, Content, FakeAuth, Tags};
@@ -59,18 +58,9 @@ fn upstream(manifest_type: &str, levels: usize, dups: usize) -> (Content, Tags) 
 
 fn opts(source: String) -> PublishOptions {
     PublishOptions {
-        source,
-        tags: vec!["dup/img:1".parse().unwrap()],
         compression: Compression::Gzip,
         jobs: 2,
-        progress: false,
-        v1: false,
-        mirror: Default::default(),
-        pin: PinOptions::default(),
-        archive: Default::default(),
-        limits: Default::default(),
-        fill: None,
-        immutable: Default::default(),
+        ..PublishOptions::new(source, vec!["dup/img:1".parse().unwrap()])
     }
 }
 
