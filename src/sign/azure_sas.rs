@@ -146,10 +146,7 @@ impl AzureSasSigner {
             .build()
             .context("cannot configure the Azure identity for user-delegation SAS")?;
         let credentials = client.credentials().clone();
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+        let http = delegation::http_client()?;
         let service = endpoint.to_owned();
         let fetch = move || {
             let (credentials, http, service) = (credentials.clone(), http.clone(), service.clone());

@@ -101,6 +101,15 @@ pub fn parse(xml: &str) -> anyhow::Result<DelegationKey> {
     })
 }
 
+/// The client delegation keys are asked with: it follows no redirect, so the bearer token only
+/// ever goes to the configured Blob service, and gives up after 30 s.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    Ok(reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()?)
+}
+
 /// Asks the Blob service at `service_url` for a key valid from `now` for [`KEY_LIFETIME`].
 pub async fn fetch(
     http: &reqwest::Client,
@@ -183,5 +192,75 @@ mod tests {
         ] {
             assert!(parse(&bad).is_err(), "{bad}");
         }
+    }
+
+    /// A loopback server answering every request with `answer`, counting the requests that
+    /// carried an `Authorization` header.
+    async fn server(
+        answer: axum::response::Response<String>,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let authorized = std::sync::Arc::new(AtomicUsize::new(0));
+        let seen = authorized.clone();
+        let (parts, body) = answer.into_parts();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let (seen, parts, body) = (seen.clone(), parts.clone(), body.clone());
+            async move {
+                if req.headers().contains_key("authorization") {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                }
+                axum::response::Response::from_parts(parts, body)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (url, authorized)
+    }
+
+    fn client() -> reqwest::Client {
+        http_client().unwrap()
+    }
+
+    /// The bearer token goes to the Blob service only: a redirect the service answers with is
+    /// not followed (and so never carries the token elsewhere); an oversized answer is refused.
+    #[tokio::test]
+    async fn the_token_never_follows_a_redirect_and_answers_are_bounded() {
+        use std::sync::atomic::Ordering;
+        let ok = axum::response::Response::new(ANSWER.to_owned());
+        let (elsewhere, elsewhere_saw) = server(ok).await;
+        let redirect = axum::response::Response::builder()
+            .status(307)
+            .header(
+                "location",
+                format!("{elsewhere}/?restype=service&comp=userdelegationkey"),
+            )
+            .body(String::new())
+            .unwrap();
+        let (service, service_saw) = server(redirect).await;
+        let err = fetch(&client(), &service, "sr-test-token", 1_796_551_200)
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("307"), "{err:#}");
+        assert_eq!(service_saw.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            elsewhere_saw.load(Ordering::SeqCst),
+            0,
+            "the token followed a redirect"
+        );
+
+        let huge = axum::response::Response::new("x".repeat(MAX_ANSWER + 1));
+        let (service, _) = server(huge).await;
+        let err = fetch(&client(), &service, "sr-test-token", 1_796_551_200)
+            .await
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("larger than"), "{err:#}");
+
+        // The control: the same server without the redirect hands out a key.
+        let (direct, _) = server(axum::response::Response::new(ANSWER.to_owned())).await;
+        let key = fetch(&client(), &direct, "sr-test-token", 1_796_551_200)
+            .await
+            .unwrap();
+        assert_eq!(key.service, "b");
     }
 }
